@@ -1,0 +1,27 @@
+"""handgrad's math: activations, losses, networks, optimizers, the fit loop, gradcheck.
+
+Everything here is written against the Python array API standard and gets its namespace
+from the arrays it is given, so one body of code runs on NumPy, CuPy and array-api-strict.
+"""
+
+from model.fit import DivergenceError, FitResult, evaluate, fit
+from model.gradcheck import gradcheck, gradcheck_model
+from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron, two_layer
+from model.optimizers import SGD, Adam, make_optimizer
+
+__all__ = [
+    "MLP",
+    "SGD",
+    "Adam",
+    "DivergenceError",
+    "FitResult",
+    "evaluate",
+    "fit",
+    "gradcheck",
+    "gradcheck_model",
+    "logistic_regression",
+    "make_optimizer",
+    "relu_neuron",
+    "single_neuron",
+    "two_layer",
+]

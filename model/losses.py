@@ -1,0 +1,135 @@
+"""Losses: value C and gradient, each pair side by side.
+
+``y_hat`` is the network output after its output activation; ``z`` is the output
+layer's pre-activation (logit). N is the number of samples (rows).
+
+    sse            C = 1/2 sum_{i,k} (y_hat - y)^2          dC/dy_hat = y_hat - y
+                   (seeds 000/001: C = 1/2 (y - y_hat)^2, so C'(y_hat) = y_hat - y, not
+                   y - y_hat as the tutorial writes; seed 004 adds -dC/dW.)
+    mse            C = mean_{i,k} (y_hat - y)^2             dC/dy_hat = 2 (y_hat - y) / (N K)
+                   (seed 002: C = 1/N sum_i (y_i - max(0, w.x_i + b))^2)
+    bce            C = mean_i sum_k -[y log y_hat + (1 - y) log(1 - y_hat)],  y_hat = sigma(z)
+                     = mean_i sum_k [log(1 + e^z) - y z]      dC/dz = (sigma(z) - y) / N
+                   (seed 003), computed from the logit so it is finite for any z.
+    cross_entropy  C = mean_i [logsumexp_k z_ik - z_{i,y_i}]  dC/dz = (softmax(z) - onehot(y)) / N
+                   for integer class labels y (a one-hot matrix is accepted too).
+
+``bce`` and ``cross_entropy`` take logits and fix the output activation (sigmoid, softmax):
+their gradient is returned with respect to z directly, through the shared
+:func:`logit_grad`, which needs only the activated output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from array_api_compat import device
+
+from model.activations import sigmoid, softmax
+
+__all__ = ["LOSSES", "Loss", "get_loss", "one_hot"]
+
+
+def one_hot(labels, num_classes: int, /, *, dtype, xp):
+    """onehot(y)_ik = 1 if y_i == k else 0, built by comparison (no scatter)."""
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=device(labels))
+    return xp.astype(labels[:, None] == classes, dtype)
+
+
+def sse(y_hat, y, /, *, xp):
+    """C = 1/2 sum (y_hat - y)^2 over all elements."""
+    e = y_hat - y
+    return 0.5 * xp.sum(e * e)
+
+
+def sse_grad(y_hat, y, /, *, xp):
+    """dC/dy_hat = y_hat - y."""
+    return y_hat - y
+
+
+def mse(y_hat, y, /, *, xp):
+    """C = mean (y_hat - y)^2 over all elements."""
+    e = y_hat - y
+    return xp.sum(e * e) / _size(e)
+
+
+def mse_grad(y_hat, y, /, *, xp):
+    """dC/dy_hat = 2 (y_hat - y) / (number of elements)."""
+    return (y_hat - y) * (2.0 / _size(y_hat))
+
+
+def bce(z, y, /, *, xp):
+    """C = mean over samples of sum over outputs of log(1 + e^z) - y z.
+
+    Equal to -[y log sigma(z) + (1 - y) log(1 - sigma(z))]; logaddexp(0, z) = log(1 + e^z)
+    never overflows."""
+    return xp.sum(xp.logaddexp(z, 0.0) - y * z) / z.shape[0]
+
+
+def bce_grad(z, y, /, *, xp):
+    """dC/dz = (sigma(z) - y) / N."""
+    return logit_grad(sigmoid(z, xp=xp), y, xp=xp)
+
+
+def cross_entropy(z, y, /, *, xp):
+    """C = mean_i [logsumexp(z_i) - z_{i, y_i}], logsumexp taken around the row maximum."""
+    y = _as_one_hot(z, y, xp=xp)
+    m = xp.max(z, axis=-1, keepdims=True)
+    lse = xp.log(xp.sum(xp.exp(z - m), axis=-1, keepdims=True)) + m
+    return xp.sum((lse - z) * y) / z.shape[0]
+
+
+def cross_entropy_grad(z, y, /, *, xp):
+    """dC/dz = (softmax(z) - onehot(y)) / N."""
+    return logit_grad(softmax(z, xp=xp), _as_one_hot(z, y, xp=xp), xp=xp)
+
+
+def logit_grad(y_hat, y, /, *, xp):
+    """dC/dz = (y_hat - y) / N for bce (y_hat = sigma(z)) and cross_entropy (softmax)."""
+    return (y_hat - y) * (1.0 / y_hat.shape[0])
+
+
+def _as_one_hot(z, y, /, *, xp):
+    if y.ndim == 1:
+        return one_hot(y, z.shape[-1], dtype=z.dtype, xp=xp)
+    return y
+
+
+def _size(a) -> int:
+    n = 1
+    for s in a.shape:
+        n *= s
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss and how it meets the network's output.
+
+    ``on_logits`` losses take z and own the output activation ``link``; their gradient
+    with respect to z is :func:`logit_grad` of the activated output. The others take the
+    activated output and are combined with any output activation's backward pass.
+    """
+
+    name: str
+    value: Callable
+    grad: Callable
+    on_logits: bool = False
+    link: str | None = None
+
+
+LOSSES = {
+    "sse": Loss("sse", sse, sse_grad),
+    "mse": Loss("mse", mse, mse_grad),
+    "bce": Loss("bce", bce, bce_grad, on_logits=True, link="sigmoid"),
+    "cross_entropy": Loss("cross_entropy", cross_entropy, cross_entropy_grad, True, "softmax"),
+}
+
+
+def get_loss(name: str) -> Loss:
+    """The Loss called ``name``; a ValueError lists the valid names."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; use one of: {', '.join(LOSSES)}") from None

@@ -1,0 +1,51 @@
+"""One backend grid for every test: numpy, array-api-strict (default device and its
+emulated ``device1``), and cupy. Without a usable GPU the cupy cases skip with CUDA's
+reason; ``HANDGRAD_REQUIRE_GPU=1`` turns that skip into a failure (``ci/gpu.sh``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends import get_backend, probe_cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+DEVICES = [
+    pytest.param("cpu", id="numpy"),
+    pytest.param("strict", id="strict"),
+    pytest.param("strict:device1", id="strict-device1"),
+    pytest.param("cuda", id="cupy", marks=pytest.mark.gpu),
+]
+
+
+def require_device(spec: str) -> str:
+    """Skip (or, with HANDGRAD_REQUIRE_GPU=1, fail) a cuda case when no GPU is usable."""
+    if spec.startswith("cuda"):
+        _, count, reason = probe_cuda()
+        if not count:
+            if os.environ.get("HANDGRAD_REQUIRE_GPU") == "1":
+                pytest.fail(f"HANDGRAD_REQUIRE_GPU=1 but no usable CUDA GPU: {reason}")
+            pytest.skip(f"no usable CUDA GPU: {reason}")
+    return spec
+
+
+@pytest.fixture(params=DEVICES)
+def device_spec(request) -> str:
+    """A device string of the grid, skipped when that device is unusable here."""
+    return require_device(request.param)
+
+
+@pytest.fixture
+def backend(device_spec):
+    """The float64 Backend of the grid's device (``backend.with_dtype`` for float32)."""
+    return get_backend(device_spec, "float64")
+
+
+@pytest.fixture
+def xp(backend):
+    return backend.xp

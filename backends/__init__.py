@@ -84,10 +84,11 @@ class Backend:
     def asarray(self, host_array, dtype=None):
         """Copy host data to this backend's device as ``dtype`` (default: the float dtype).
 
-        Pass ``dtype=backend.xp.int64`` (or another integer dtype) for labels and indices.
+        Always a copy, on NumPy too, so in-place parameter updates never write into the
+        caller's host array. Pass ``dtype=backend.xp.int64`` for labels and indices.
         """
         return self.xp.asarray(
-            host_array, dtype=self.dtype if dtype is None else dtype, device=self.device
+            host_array, dtype=self.dtype if dtype is None else dtype, device=self.device, copy=True
         )
 
     def to_numpy(self, array) -> np.ndarray:

@@ -92,15 +92,16 @@ class Backend:
         )
 
     def to_numpy(self, array) -> np.ndarray:
-        """Copy an array of this backend back to a NumPy array on the host.
+        """Copy an array of this backend to a new NumPy array on the host.
 
-        The only way arrays cross to the host: CuPy refuses implicit conversion.
+        The only way arrays cross to the host (CuPy refuses implicit conversion). Always a
+        copy, so later in-place updates on the device never change what was returned.
         """
         if self.name == "cupy":
             return array.get()
         if self.name == "array_api_strict":
             array = array.to_device(self.xp.Device("CPU_DEVICE"))
-        return np.asarray(array)
+        return np.array(array, copy=True)
 
     def synchronize(self) -> None:
         """Wait until queued device work is done (no-op on the host); use it around timings."""

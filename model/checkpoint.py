@@ -23,9 +23,11 @@ import numpy as np
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "device_copy",
     "from_file_names",
+    "host_copy",
     "load_checkpoint",
-    "load_params",
+    "load_host_params",
     "save_checkpoint",
     "save_params",
     "to_file_names",
@@ -121,28 +123,42 @@ def save_params(path, model, params: dict, backend) -> Path:
     return _write_npz(path, to_file_names(model, host))
 
 
-def load_params(path, model, backend) -> dict:
-    """Load an .npz of parameters onto ``backend``, checked against ``model``."""
-    host = from_file_names(model, _read_npz(path), str(path))
-    return {k: backend.asarray(v) for k, v in host.items()}
+def load_host_params(path, model) -> dict[str, np.ndarray]:
+    """Read an .npz of parameters into host arrays, checked against ``model``."""
+    return from_file_names(model, _read_npz(path), str(path))
 
 
-def save_checkpoint(path, *, model, params, state, backend, meta: dict) -> Path:
-    """Parameters, optimizer state (buffers as arrays, the step in meta) and ``meta``."""
-    arrays = to_file_names(model, {k: backend.to_numpy(v) for k, v in params.items()})
+def host_copy(tree, backend):
+    """A params or optimizer-state dict with every array copied to host NumPy."""
+    if isinstance(tree, dict):
+        return {k: host_copy(v, backend) for k, v in tree.items()}
+    return tree if isinstance(tree, int | float) else backend.to_numpy(tree)
+
+
+def device_copy(tree, backend):
+    """The inverse of :func:`host_copy`: every host array moved to ``backend``."""
+    if isinstance(tree, dict):
+        return {k: device_copy(v, backend) for k, v in tree.items()}
+    return tree if tree is None or isinstance(tree, int | float) else backend.asarray(tree)
+
+
+def save_checkpoint(path, *, model, params, state, meta: dict) -> Path:
+    """Host ``params`` and optimizer ``state`` (see :func:`host_copy`) plus ``meta``:
+    buffers as ``opt.<buffer>.<param>`` arrays, the step and ``meta`` as JSON text."""
+    arrays = to_file_names(model, params)
     for key, value in state.items():
         if isinstance(value, dict):
-            arrays.update({f"opt.{key}.{k}": backend.to_numpy(v) for k, v in value.items()})
+            arrays.update({f"opt.{key}.{k}": v for k, v in value.items()})
     meta = {**meta, "format": FORMAT, "optimizer_step": state["step"]}
     arrays["meta"] = np.array(json.dumps(meta))
     return _write_npz(path, arrays)
 
 
-def load_checkpoint(path, model_for: Callable, backend):
-    """Read a checkpoint: returns ``(model, params, state, meta)`` on ``backend``.
+def load_checkpoint(path, model_for: Callable):
+    """Read a checkpoint into host arrays: returns ``(model, params, state, meta)``.
 
     ``model_for(meta)`` builds the model from the stored config; the arrays are checked
-    against it."""
+    against it. Move params and state to a device with :func:`device_copy`."""
     arrays = _read_npz(path)
     try:
         meta = json.loads(str(arrays.pop("meta")))
@@ -154,10 +170,8 @@ def load_checkpoint(path, model_for: Callable, backend):
             "pass a run folder or checkpoint.npz written by scripts/train.py"
         )
     model = model_for(meta)
-    buffers: dict[str, dict] = {}
+    state: dict = {"step": meta["optimizer_step"]}
     for key in [k for k in arrays if k.startswith("opt.")]:
         _, buffer, name = key.split(".", 2)
-        buffers.setdefault(buffer, {})[name] = backend.asarray(arrays.pop(key))
-    params = {k: backend.asarray(v) for k, v in from_file_names(model, arrays, str(path)).items()}
-    state = {"step": meta["optimizer_step"], **buffers}
-    return model, params, state, meta
+        state.setdefault(buffer, {})[name] = arrays.pop(key)
+    return model, from_file_names(model, arrays, str(path)), state, meta

@@ -22,7 +22,7 @@ __all__ = ["DivergenceError", "FitResult", "evaluate", "fit", "run_epoch"]
 
 
 class DivergenceError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite in ``epoch`` (counted from 1)."""
 
     def __init__(self, epoch: int, loss: float, lr: float | None):
         hint = f" (e.g. --lr {lr / 10:g})" if lr else ""
@@ -119,7 +119,7 @@ def fit(
         )
         record = {"loss": float(loss)}
         if not math.isfinite(record["loss"]):
-            raise DivergenceError(epoch, record["loss"], getattr(optimizer, "lr", None))
+            raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
         if validation is not None:
             val = evaluate(model, params, *validation, xp=xp)
             record.update({f"val_{k}": v for k, v in val.items()})

@@ -80,6 +80,17 @@ def cross_entropy(z, y, /, *, xp):
     return xp.sum((lse - z) * y) / z.shape[0]
 
 
+def cross_entropy_from_probs(y_hat, y, /, *, xp):
+    """C = mean_i -log y_hat_{i, y_i} from the softmax output (one-hot ``y``).
+
+    Equal to :func:`cross_entropy` of the logits to rounding, in 5 array operations
+    instead of 10: the training loop uses it on the cached forward output. y_hat is
+    floored at the dtype's smallest normal number, so a sample's loss is capped at
+    ~87 (float32) / ~708 (float64) instead of becoming inf."""
+    p = xp.maximum(xp.sum(y_hat * y, axis=-1), xp.finfo(y_hat.dtype).smallest_normal)
+    return -xp.sum(xp.log(p)) / y_hat.shape[0]
+
+
 def cross_entropy_grad(z, y, /, *, xp):
     """dC/dz = (softmax(z) - onehot(y)) / N."""
     return logit_grad(softmax(z, xp=xp), _as_one_hot(z, y, xp=xp), xp=xp)
@@ -87,7 +98,9 @@ def cross_entropy_grad(z, y, /, *, xp):
 
 def logit_grad(y_hat, y, /, *, xp):
     """dC/dz = (y_hat - y) / N for bce (y_hat = sigma(z)) and cross_entropy (softmax)."""
-    return (y_hat - y) * (1.0 / y_hat.shape[0])
+    d = y_hat - y
+    d *= 1.0 / y_hat.shape[0]
+    return d
 
 
 def _as_one_hot(z, y, /, *, xp):
@@ -117,13 +130,21 @@ class Loss:
     grad: Callable
     on_logits: bool = False
     link: str | None = None
+    value_from_output: Callable | None = None  # cheaper value from link(z) and prepared y
 
 
 LOSSES = {
     "sse": Loss("sse", sse, sse_grad),
     "mse": Loss("mse", mse, mse_grad),
     "bce": Loss("bce", bce, bce_grad, on_logits=True, link="sigmoid"),
-    "cross_entropy": Loss("cross_entropy", cross_entropy, cross_entropy_grad, True, "softmax"),
+    "cross_entropy": Loss(
+        "cross_entropy",
+        cross_entropy,
+        cross_entropy_grad,
+        True,
+        "softmax",
+        value_from_output=cross_entropy_from_probs,
+    ),
 }
 
 

@@ -98,7 +98,11 @@ class MLP:
 
     @functools.cached_property
     def _layers(self):
-        return tuple(get_activation(a) for a in self.layer_activations)
+        """Per layer: (weight name, bias name or None, activation forward, its backward)."""
+        return tuple(
+            (f"W{l}", f"b{l}" if self.bias else None, *get_activation(a))
+            for l, a in enumerate(self.layer_activations, start=1)
+        )
 
     @functools.cached_property
     def loss_spec(self):
@@ -171,10 +175,10 @@ class MLP:
         xp = xp or array_namespace(X)
         cache = [X]
         A = X
-        for l, (f, _) in enumerate(self._layers, start=1):
-            Z = A @ params[f"W{l}"]
-            if self.bias:
-                Z = Z + params[f"b{l}"]
+        for w, b, f, _ in self._layers:
+            Z = A @ params[w]
+            if b is not None:
+                Z += params[b]  # Z is this pass's own array
             A = f(Z, xp=xp)
             cache.append(A)
         return A, (cache, Z)
@@ -188,25 +192,30 @@ class MLP:
         xp = xp or array_namespace(acts[-1])
         loss = self.loss_spec
         Y = self.prepare_targets(Y, dtype=acts[-1].dtype, xp=xp)
+        layers = self._layers
         if loss.on_logits:
             dZ = logit_grad(acts[-1], Y, xp=xp)
         else:
-            dZ = self._layers[-1][1](loss.grad(acts[-1], Y, xp=xp), acts[-1], xp=xp)
+            dZ = layers[-1][3](loss.grad(acts[-1], Y, xp=xp), acts[-1], xp=xp)
         grads = {}
-        for l in range(self.depth, 0, -1):
-            A_prev = acts[l - 1]
-            grads[f"W{l}"] = A_prev.T @ dZ
-            if self.bias:
-                grads[f"b{l}"] = xp.sum(dZ, axis=0)
-            if l > 1:
-                dZ = self._layers[l - 2][1](dZ @ params[f"W{l}"].T, A_prev, xp=xp)
+        for l in range(self.depth - 1, -1, -1):
+            w, b, _, _ = layers[l]
+            A_prev = acts[l]
+            grads[w] = A_prev.T @ dZ
+            if b is not None:
+                grads[b] = xp.sum(dZ, axis=0)
+            if l:
+                dZ = layers[l - 1][3](dZ @ params[w].T, A_prev, xp=xp)
         return grads
 
     def loss_from_cache(self, cache, Y, /, *, xp=None):
-        """The loss value (a 0-d array) of the forward pass that made ``cache``."""
+        """The loss value (a 0-d array) of the forward pass that made ``cache``, ``Y`` as
+        from :meth:`prepare_targets`."""
         acts, Z_L = cache
         xp = xp or array_namespace(Z_L)
         loss = self.loss_spec
+        if loss.value_from_output is not None:
+            return loss.value_from_output(acts[-1], Y, xp=xp)
         return loss.value(Z_L if loss.on_logits else acts[-1], Y, xp=xp)
 
     def loss_value(self, params, X, Y, /, *, xp=None):

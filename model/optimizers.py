@@ -56,9 +56,9 @@ class SGD:
 
     def update(self, params, grads, state, /, *, xp=None):
         """One step; see the module docstring for the equations."""
-        lr, mu = self.lr, self.momentum
+        lr, mu, decay = self.lr, self.momentum, self.weight_decay
         for name, p in params.items():
-            g = _decayed(name, p, grads[name], self.weight_decay)
+            g = _decayed(name, p, grads[name], decay) if decay else grads[name]
             if not mu:
                 p -= lr * g
                 continue

@@ -9,9 +9,9 @@ The fourth-order central stencil has truncation error O(h^4), so h = 1e-3 keeps 
 (~1e-12) and float64 rounding (~1e-16 / h) far below the 1e-6 a correct gradient meets.
 Keep every |z| away from activation kinks (ReLU at 0) by more than 2h.
 
-``floor`` keeps entries whose true gradient is 0 (dead ReLUs, say) from dividing noise
-by noise: there the error is absolute. Works on any backend; values are perturbed on the
-parameters' own device.
+``floor`` keeps entries whose true gradient is 0 or tiny (dead ReLUs, say) from dividing
+rounding noise (~1e-12 absolute for a loss of order 1) by noise: below it the error is
+absolute. Works on any backend; values are perturbed on the parameters' own device.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["gradcheck", "gradcheck_model"]
 
 
 def gradcheck(
-    loss: Callable, params: dict, grads: dict, *, h: float = 1e-3, floor: float = 1e-7
+    loss: Callable, params: dict, grads: dict, *, h: float = 1e-3, floor: float = 1e-6
 ) -> dict[str, float]:
     """Worst relative error of ``grads`` (analytic) per parameter name.
 

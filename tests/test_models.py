@@ -3,6 +3,8 @@ own results, closed-form and scikit-learn optima, and agreement across backends.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import seed_004
@@ -38,8 +40,8 @@ def _targets(backend, loss, n, k, rng):
 
 
 def _params_off_kinks(model, backend, X, rng):
-    """Random parameters (biases too) whose pre-activations all keep |z| > 0.01, so finite
-    differences never straddle ReLU's kink."""
+    """Random parameters (biases too) whose pre-activations all keep |z| > 0.1, so the
+    finite-difference steps (2h = 2e-3 on one parameter) never straddle ReLU's kink."""
     xp = backend.xp
     while True:
         params = {
@@ -50,7 +52,7 @@ def _params_off_kinks(model, backend, X, rng):
             Z = A @ params[f"W{l}"] + params[f"b{l}"]
             margins.append(float(xp.min(xp.abs(Z))))
             A = ACTIVATIONS[model.layer_activations[l - 1]][0](Z, xp=xp)
-        if min(margins) > 0.01:
+        if min(margins) > 0.1:
             return params
 
 
@@ -58,7 +60,7 @@ def _params_off_kinks(model, backend, X, rng):
 @pytest.mark.parametrize("loss,output", HEADS)
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_every_loss_and_activation_passes_gradcheck(backend, loss, output, hidden):
-    rng = np.random.default_rng(abs(hash((loss, output, hidden))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{loss}-{output}-{hidden}".encode()))
     k = 3
     model = MLP((4, 5, 3, k), activation=hidden, output=output, loss=loss)
     X = backend.asarray(rng.normal(size=(6, 4)))

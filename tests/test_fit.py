@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, assert_on
 
 from backends import get_backend, host_rng
 from model import MLP, DivergenceError, fit, make_optimizer
@@ -19,6 +19,7 @@ def _problem(backend, n=50, seed=0):
 
 
 def test_history_records_loss_and_validation_each_epoch(backend):
+    """... and every array stays on the data's device (strict's device1 included)."""
     X, y = _problem(backend)
     model = MLP((4, 8, 3), activation="tanh", loss="cross_entropy")
     params = model.init_params(backend, host_rng(0))
@@ -27,11 +28,13 @@ def test_history_records_loss_and_validation_each_epoch(backend):
         params,
         X,
         y,
-        optimizer=make_optimizer("sgd", 0.5),
+        optimizer=make_optimizer("momentum", 0.2),
         epochs=30,
         batch_size=10,
         validation=(X, y),
     )
+    for p in (*res.params.values(), *res.state["velocity"].values()):
+        assert_on(backend, p)
     h = res.history
     assert len(h["loss"]) == len(h["val_loss"]) == len(h["val_accuracy"]) == 30
     assert h["loss"][-1] < 0.5 * h["loss"][0]

@@ -218,27 +218,6 @@ def test_same_seed_same_parameters_on_every_backend(backend, dtype, optimizer):
         assert_close(b.to_numpy(p), results[1].params[name], rtol=tolerance(b), atol=tolerance(b))
 
 
-def test_every_array_stays_on_device1_through_a_fit():
-    b = get_backend("strict:device1", "float64")
-    model = MLP((4, 6, 2), activation="relu", loss="cross_entropy")
-    rng = np.random.default_rng(0)
-    X, y = b.asarray(rng.normal(size=(30, 4))), b.asarray(rng.integers(0, 2, 30), dtype=b.xp.int64)
-    params = model.init_params(b, host_rng(0))
-    res = fit(
-        model,
-        params,
-        X,
-        y,
-        optimizer=make_optimizer("adam", 0.01),
-        epochs=3,
-        batch_size=7,
-        validation=(X, y),
-    )
-    for p in (*res.params.values(), *res.state["m"].values(), *res.state["s"].values()):
-        assert_on(b, p)
-    assert len(res.history["val_accuracy"]) == 3
-
-
 def test_float32_fit_keeps_every_array_float32(backend):
     b = backend.with_dtype("float32")
     model = MLP((4, 6, 3), activation="sigmoid", loss="cross_entropy")

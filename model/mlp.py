@@ -160,15 +160,15 @@ class MLP:
         return params
 
     def prepare_targets(self, Y, /, *, dtype, xp=None):
-        """Targets in the form backward expects: one-hot rows of ``dtype`` for
-        cross_entropy labels, a column for 1-D targets of the other losses. Do it once,
-        outside the training loop."""
+        """Targets in the form backward expects, as floats of ``dtype``: one-hot rows for
+        cross_entropy labels, a column for 1-D targets of the other losses (bce's 0/1
+        labels included). Do it once, outside the training loop."""
         xp = xp or array_namespace(Y)
         if self.loss_spec.name == "cross_entropy" and Y.ndim == 1:
             return one_hot(Y, self.sizes[-1], dtype=dtype, xp=xp)
         if Y.ndim == 1:
             Y = xp.reshape(Y, (Y.shape[0], 1))
-        return Y
+        return Y if Y.dtype == dtype else xp.astype(Y, dtype)
 
     def forward(self, params, X, /, *, xp=None):
         """Forward pass: returns ``(A_L, cache)``, the cache holding every A_l and Z_L."""

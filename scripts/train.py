@@ -306,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_host_params(args.init, model) if args.init else None
         rng, state, start_epoch, history = host_rng(config["seed"]), None, 0, {}
         run_dir = Path(args.out) if args.out else _new_run_dir()
-    if model.loss_spec.name == "cross_entropy":
-        check_labels(data["y"], "cross_entropy", model.sizes[-1])
+    if model.loss_spec.name == "cross_entropy":  # a model from --init or --resume fixes K
+        for labels in (data["y"], data["y_val"]):
+            if labels is not None:
+                check_labels(labels, "cross_entropy", model.sizes[-1])
     args.dtype = config["dtype"]
     backend = _cli.backend_from_args(args, quiet)
     if params is None:

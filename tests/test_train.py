@@ -203,10 +203,14 @@ def test_user_csv_and_npz(capsys, tmp_path):
     assert cls["metrics"]["test"]["accuracy"] >= 0.9
 
 
-def test_breast_cancer_logistic_regression(capsys, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_breast_cancer_logistic_regression(capsys, tmp_path, device):
+    """0/1 labels become float targets of the training dtype (strict refuses mixing)."""
     result = run_json(
         capsys,
         tmp_path,
+        "--device",
+        device,
         "--dataset",
         "breast-cancer",
         "--model",

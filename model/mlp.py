@@ -64,15 +64,8 @@ class MLP:
                 f"got {self.sizes!r}"
             )
         object.__setattr__(self, "sizes", sizes)
-        hidden = self.activation
-        hidden = (hidden,) * (len(sizes) - 2) if isinstance(hidden, str) else tuple(hidden)
-        if len(hidden) != len(sizes) - 2:
-            raise ValueError(
-                f"{len(hidden)} hidden activations given for {len(sizes) - 2} hidden layers"
-            )
-        object.__setattr__(
-            self, "activation", self.activation if isinstance(self.activation, str) else hidden
-        )
+        if not isinstance(self.activation, str):
+            object.__setattr__(self, "activation", tuple(self.activation))
         loss = get_loss(self.loss)
         output = self.output or loss.link or "identity"
         if loss.on_logits and output != loss.link:
@@ -81,7 +74,12 @@ class MLP:
                 f"{loss.link!r} (or leave it unset), or pick loss 'mse' or 'sse'"
             )
         object.__setattr__(self, "output", output)
-        for name in (*hidden, output):
+        hidden = self.layer_activations[:-1]
+        if len(hidden) != len(sizes) - 2:
+            raise ValueError(
+                f"{len(hidden)} hidden activations given for {len(sizes) - 2} hidden layers"
+            )
+        for name in self.layer_activations:
             get_activation(name)
         if loss.name == "cross_entropy" and sizes[-1] < 2:
             raise ValueError(

@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_close, assert_on
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
+from backends import get_backend
 from model import gradcheck
 from model.activations import ACTIVATIONS
 from model.losses import LOSSES, bce, cross_entropy, mse, sse
@@ -123,3 +127,24 @@ def test_logit_losses_finite_for_huge_logits(backend, dtype):
     logits = b.asarray(np.array([[1e4, -1e4, 0.0]]))
     label = b.asarray(np.array([1]), dtype=xp.int64)
     assert_close(float(cross_entropy(logits, label, xp=xp)), 2e4, 1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    z=arrays(np.float64, (3, 4), elements=st.floats(-1e4, 1e4, allow_nan=False)),
+    labels=arrays(np.int64, (3,), elements=st.integers(0, 3)),
+)
+def test_softmax_and_cross_entropy_stay_finite_for_any_logits(z, labels):
+    """Property: for any logits, softmax rows are probabilities and the loss and its
+    gradient are finite (the loss >= 0, the gradient's rows sum to 0)."""
+    b = get_backend("cpu", "float64")
+    xp = b.xp
+    p = b.to_numpy(ACTIVATIONS["softmax"][0](b.asarray(z), xp=xp))
+    assert np.all((p >= 0) & (p <= 1))
+    assert_close(p.sum(axis=1), np.ones(3), 1e-12)
+    y = b.asarray(labels, dtype=xp.int64)
+    loss = float(cross_entropy(b.asarray(z), y, xp=xp))
+    grad = b.to_numpy(LOSSES["cross_entropy"].grad(b.asarray(z), y, xp=xp))
+    assert np.isfinite(loss) and loss >= 0
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad.sum(axis=1), 0.0, atol=1e-12)

@@ -208,8 +208,10 @@ def _cuda_backend(spec: str, dtype: str) -> Backend:
             f"--device {spec}: only {count} CUDA device(s) found; use cuda:0"
             + (f" to cuda:{count - 1}" if count > 1 else "")
         )
+    device = cupy.cuda.Device(index)
+    device.use()  # CuPy runs kernels on the current device: make it this one
     xp = array_api_compat.array_namespace(cupy.empty(0))
-    return Backend("cupy", xp, cupy.cuda.Device(index), _dtype(xp, dtype), True, f"cuda:{index}")
+    return Backend("cupy", xp, device, _dtype(xp, dtype), True, f"cuda:{index}")
 
 
 def _strict_backend(spec: str, dtype: str) -> Backend:

@@ -181,9 +181,8 @@ def explain(problem: Problem, lr: float, backend) -> str:
     return "\n".join(lines)
 
 
-def reproduce(system: str, args, backend) -> dict:
-    """Train the system; the result as the --json object."""
-    problem = build(system, args, backend)
+def reproduce(system: str, problem: Problem, args, backend) -> dict:
+    """Train the system's ``problem`` (its parameters in place); the --json object."""
     model, params, X, Y = problem
     lr, epochs = args.lr, args.epochs
     loss_first = float(model.loss_value(params, X, Y))
@@ -248,9 +247,10 @@ def parse_args(argv):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backend = _cli.backend_from_args(args, quiet=args.json)
+    problem = build(args.system, args, backend)
     if args.explain and not args.json:
-        print(explain(build(args.system, args, backend), args.lr, backend), end="\n\n")
-    out = reproduce(args.system, args, backend)
+        print(explain(problem, args.lr, backend), end="\n\n")  # reads, never updates
+    out = reproduce(args.system, problem, args, backend)
     if args.json:
         print(json.dumps(out))
         return 0

@@ -58,7 +58,7 @@ class SGD:
         """One step; see the module docstring for the equations."""
         lr, mu, decay = self.lr, self.momentum, self.weight_decay
         for name, p in params.items():
-            g = _decayed(name, p, grads[name], decay) if decay else grads[name]
+            g = _decayed(name, p, grads[name], decay)
             if not mu:
                 p -= lr * g
                 continue

@@ -190,7 +190,7 @@ def prepare_data(config: dict) -> dict:
             f"{config['loss']} or use --model mlp"
         )
     if loss is None:
-        integral = y.ndim == 1 and np.all(y == np.round(y)) and config["dataset"] != "regression"
+        integral = y.ndim == 1 and np.all(y == np.round(y))
         loss = "cross_entropy" if integral else "mse"
     classes = loss in ("cross_entropy", "bce")
     if classes:

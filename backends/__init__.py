@@ -33,10 +33,14 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from backends.errors import ConfigError, DeviceUnavailableError, HandgradError
+
 __all__ = [
     "DTYPES",
     "Backend",
+    "ConfigError",
     "DeviceUnavailableError",
+    "HandgradError",
     "get_backend",
     "host_rng",
     "legacy_rng",
@@ -46,11 +50,10 @@ logger = logging.getLogger("handgrad")
 
 DTYPES = ("float32", "float64")
 VALID_DEVICES = "cpu, cuda, cuda:N, auto, strict, strict:device1"
-CUDA_EXTRAS = "pip install 'handgrad[cuda12]' (CUDA 12) or 'handgrad[cuda13]' (CUDA 13)"
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested device exists as a name but cannot be used on this machine."""
+CUDA_EXTRAS = (
+    "pip install -e '.[cuda12]' (CUDA 12) or -e '.[cuda13]' (CUDA 13) in the handgrad checkout"
+)
+STRICT_API_VERSION = "2024.12"  # Python scalars in maximum/where/logaddexp
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -122,13 +125,26 @@ def legacy_rng(seed: int) -> np.random.RandomState:
 def get_backend(device: str | None = None, dtype: str = "float32") -> Backend:
     """Resolve a device string (see the module docstring) and a dtype name to a Backend.
 
-    Raises ValueError for an unknown device string or dtype and DeviceUnavailableError
+    Raises ConfigError for an unknown device string or dtype and DeviceUnavailableError
     when the device is known but unusable here; each message names the fix.
     """
+    from_env = device is None and bool(os.environ.get("HANDGRAD_DEVICE"))
     spec = device if device is not None else os.environ.get("HANDGRAD_DEVICE") or "auto"
     spec = str(spec).strip().lower()
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+    _dtype(np, dtype)
+    try:
+        return _resolve(spec, dtype)
+    except HandgradError as exc:
+        if from_env:  # the user never typed this device: say where it came from
+            raise type(exc)(
+                f"{exc} (the device came from the environment variable HANDGRAD_DEVICE="
+                f"{os.environ['HANDGRAD_DEVICE']!r}; unset or change it)",
+                setting="device",
+            ) from None
+        raise
+
+
+def _resolve(spec: str, dtype: str) -> Backend:
     if spec == "auto":
         spec = _choose_auto()
     if spec == "cpu":
@@ -138,12 +154,14 @@ def get_backend(device: str | None = None, dtype: str = "float32") -> Backend:
         return _cuda_backend(spec, dtype)
     if spec == "strict" or spec.startswith("strict:"):
         return _strict_backend(spec, dtype)
-    raise ValueError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}")
+    raise ConfigError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device")
 
 
 def _dtype(xp, name: str):
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use one of: {', '.join(DTYPES)}")
+        raise ConfigError(
+            f"unknown dtype {name!r}; use one of: {', '.join(DTYPES)}", setting="dtype"
+        )
     return getattr(xp, name)
 
 
@@ -190,23 +208,28 @@ def _choose_auto() -> str:
 def _cuda_backend(spec: str, dtype: str) -> Backend:
     index_text = spec.partition(":")[2] or "0"
     if not index_text.isdigit():
-        raise ValueError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}")
+        raise ConfigError(
+            f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device"
+        )
     index = int(index_text)
     cupy, count, reason = probe_cuda()
     if cupy is None:
         raise DeviceUnavailableError(
-            f"--device {spec} needs CuPy: {reason}. Install GPU support with {CUDA_EXTRAS},"
-            " or use --device cpu"
+            f"device {spec!r} needs CuPy: {reason}. Install GPU support with {CUDA_EXTRAS},"
+            " or use device 'cpu'",
+            setting="device",
         )
     if count == 0:
         raise DeviceUnavailableError(
-            f"--device {spec}: CuPy is installed but no usable CUDA GPU or driver ({reason}). "
-            "Check the GPU and driver with nvidia-smi, or use --device cpu"
+            f"device {spec!r}: CuPy is installed but no usable CUDA GPU or driver ({reason}). "
+            "Check the GPU and driver with nvidia-smi, or use device 'cpu'",
+            setting="device",
         )
     if index >= count:
         raise DeviceUnavailableError(
-            f"--device {spec}: only {count} CUDA device(s) found; use cuda:0"
-            + (f" to cuda:{count - 1}" if count > 1 else "")
+            f"device {spec!r}: only {count} CUDA device(s) found; use cuda:0"
+            + (f" to cuda:{count - 1}" if count > 1 else ""),
+            setting="device",
         )
     device = cupy.cuda.Device(index)
     device.use()  # CuPy runs kernels on the current device: make it this one
@@ -219,11 +242,16 @@ def _strict_backend(spec: str, dtype: str) -> Backend:
         import array_api_strict as xp
     except ModuleNotFoundError as exc:
         raise DeviceUnavailableError(
-            f"--device {spec} needs array-api-strict: pip install 'handgrad[test]'"
+            f"device {spec!r} needs array-api-strict: pip install -e '.[test]' in the handgrad "
+            "checkout",
+            setting="device",
         ) from exc
+    xp.set_array_api_strict_flags(api_version=STRICT_API_VERSION)
     name = spec.partition(":")[2] or "CPU_DEVICE"
     devices = {d._device.lower(): d for d in xp.__array_namespace_info__().devices()}
     if name.lower() not in devices:
         valid = ", ".join(f"strict:{d}" for d in devices)
-        raise ValueError(f"unknown array-api-strict device {spec!r}; valid: strict, {valid}")
+        raise ConfigError(
+            f"unknown array-api-strict device {spec!r}; valid: strict, {valid}", setting="device"
+        )
     return Backend("array_api_strict", xp, devices[name.lower()], _dtype(xp, dtype), False, spec)

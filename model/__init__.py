@@ -4,6 +4,7 @@ Everything here is written against the Python array API standard and gets its na
 from the arrays it is given, so one body of code runs on NumPy, CuPy and array-api-strict.
 """
 
+from backends.errors import ConfigError, HandgradError
 from model.fit import DivergenceError, FitResult, evaluate, fit
 from model.gradcheck import gradcheck, gradcheck_model
 from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron, two_layer
@@ -13,8 +14,10 @@ __all__ = [
     "MLP",
     "SGD",
     "Adam",
+    "ConfigError",
     "DivergenceError",
     "FitResult",
+    "HandgradError",
     "evaluate",
     "fit",
     "gradcheck",

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.errors import HandgradError
+
 __all__ = [
     "CheckpointError",
     "atomic_write",
@@ -36,7 +38,7 @@ __all__ = [
 FORMAT = "handgrad-checkpoint-1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HandgradError, ValueError):
     """A parameter file or checkpoint is unreadable, corrupt, or does not fit the model."""
 
 

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.errors import HandgradError
+
 __all__ = ["DATASETS", "DataError", "check_labels", "load_dataset", "load_file", "split"]
 
 DATASETS = ("digits", "iris", "wine", "breast-cancer", "xor", "regression")
 
 
-class DataError(ValueError):
+class DataError(HandgradError, ValueError):
     """Data that cannot be trained on; the message says what and how to fix it."""
 
 

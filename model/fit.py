@@ -16,18 +16,22 @@ from collections.abc import Callable
 
 from array_api_compat import array_namespace, device
 
-from backends import host_rng
+from backends import HandgradError, host_rng
 
 __all__ = ["DivergenceError", "FitResult", "evaluate", "fit", "run_epoch"]
 
 
-class DivergenceError(FloatingPointError):
-    """The training loss became NaN or infinite in ``epoch`` (counted from 1)."""
+class DivergenceError(HandgradError, FloatingPointError):
+    """The training loss or a parameter became NaN or infinite in ``epoch`` (from 1)."""
 
     def __init__(self, epoch: int, loss: float, lr: float | None):
-        hint = f" (e.g. --lr {lr / 10:g})" if lr else ""
+        smaller = lr / 10 if lr else None
+        hint = f" (e.g. {smaller:g})" if smaller else ""
         super().__init__(
-            f"training diverged: loss is {loss} at epoch {epoch}; use a smaller learning rate{hint}"
+            f"training diverged: loss is {loss} at epoch {epoch}; use a smaller learning rate"
+            + hint,
+            setting="lr",
+            suggestion=None if smaller is None else f"{smaller:g}",
         )
         self.epoch = epoch
         self.loss = loss

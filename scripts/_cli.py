@@ -1,25 +1,55 @@
-"""What the scripts share: the --device/--dtype flags and turning user errors into one
-line on stderr with exit status 2 (no traceback)."""
+"""What the scripts share: the common flags, one-line errors, and exit statuses.
+
+Importing this module installs a ``sys.excepthook`` (it imports only the standard library,
+so the hook is in place before NumPy and the rest load): Ctrl-C at any moment ends with
+one line and status 130, and an unexpected exception, which is a bug, keeps its traceback
+and asks to be reported. :func:`run` turns the project's own errors
+(:class:`HandgradError`) into ``error: <message> (<flag>)`` and status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from backends import DTYPES, DeviceUnavailableError, get_backend
-from model import DivergenceError
-from model.checkpoint import CheckpointError
+REPORT = (
+    "This is a bug in handgrad, not a problem with your input: please report it with the "
+    "command you ran and the traceback above."
+)
 
-USER_ERRORS = (ValueError, DeviceUnavailableError, CheckpointError, DivergenceError, OSError)
+
+def _excepthook(kind, exc, tb) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)  # Python then exits with status 130
+        return
+    traceback.print_exception(kind, exc, tb)
+    print(REPORT, file=sys.stderr)
 
 
-def add_backend_args(parser: argparse.ArgumentParser, dtype: str = "float32") -> None:
-    """--device and --dtype, as every script spells them."""
+sys.excepthook = _excepthook
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (and a pointer to --help) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parser(doc: str) -> ArgumentParser:
+    """A parser whose --help shows the script's docstring as written."""
+    return ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_backend_args(parser: argparse.ArgumentParser, dtype: str | None = "float32") -> None:
+    """--device, --dtype (default ``dtype``; None: no default) and --debug."""
+    from backends import DTYPES
+
     parser.add_argument(
         "--device",
         default=None,
@@ -27,21 +57,69 @@ def add_backend_args(parser: argparse.ArgumentParser, dtype: str = "float32") ->
         "default: $HANDGRAD_DEVICE or auto (the GPU when CuPy and one work, else cpu)",
     )
     parser.add_argument(
-        "--dtype", default=dtype, choices=DTYPES, help=f"floating dtype (default: {dtype})"
+        "--dtype",
+        default=dtype,
+        choices=DTYPES,
+        help=f"floating dtype (default: {dtype or 'the one saved with the model'})",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
+
+
+def configure_logging(quiet: bool) -> None:
+    """Log lines (the device chosen, what was inferred) to stderr unless ``quiet``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+
+
+def describe(exc, flags: dict[str, str]) -> str:
+    """The one-line message of a HandgradError, with the flag that sets what it names."""
+    message = str(exc)
+    if exc.setting is None:
+        return message
+    flag = flags.get(exc.setting, "--" + exc.setting.replace("_", "-"))
+    hint = f"{flag} {exc.suggestion}" if exc.suggestion is not None else flag
+    return f"{message} ({hint})"
+
+
+def run(
+    main: Callable[[Sequence[str] | None], int],
+    argv: Sequence[str] | None = None,
+    flags: dict[str, str] | None = None,
+) -> int:
+    """Call ``main`` with SIGTERM raised as an interrupt; the project's errors become one
+    ``error:`` line and status 2, an interrupt outside training status 130 (143 for
+    SIGTERM). ``flags`` maps a setting name to the flag (or argument) that sets it."""
+    from backends.errors import HandgradError
+    from model.run import Terminated, sigterm_as_interrupt
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        with sigterm_as_interrupt():
+            return main(argv)
+    except HandgradError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {describe(exc, flags or {})}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: out of memory ({exc or 'allocation failed'}); use a smaller model, "
+            "batch size or dataset",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt as exc:
+        print("interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def backend_from_args(args, quiet: bool = False):
-    """The Backend the flags ask for; the auto choice is logged to stderr."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    """The Backend that --device and --dtype ask for; the auto choice is logged."""
+    from backends import get_backend
+
+    configure_logging(quiet)
     return get_backend(args.device, args.dtype)
-
-
-def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main``; a user error (bad flag value, missing GPU, bad data or checkpoint)
-    becomes ``error: <message>`` on stderr and exit status 2."""
-    try:
-        return main(argv)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

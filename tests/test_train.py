@@ -322,7 +322,7 @@ def test_truncated_checkpoint_is_refused(capsys, tmp_path):
 def test_cuda_without_gpu_exits_2_naming_the_fix(capsys, tmp_path, monkeypatch, situation):
     if situation == "no cupy":
         monkeypatch.setitem(sys.modules, "cupy", None)
-        expected = "handgrad[cuda12]"
+        expected = "'.[cuda12]'"
     else:
         import types
 
@@ -348,7 +348,7 @@ def test_cuda_error_is_one_line_from_the_real_entry_point():
     code += "import runpy; runpy.run_path('scripts/train.py', run_name='__main__')\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "handgrad[cuda12]" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "'.[cuda12]'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

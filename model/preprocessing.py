@@ -1,0 +1,137 @@
+"""Preprocessing fitted on the training split, saved with the model, applied identically
+at prediction time. Host NumPy, before any device sees the data.
+
+    Standardizer   x' = (x - mean) / sd per feature, mean and sd of the training rows
+                   (population sd; a constant feature gets sd = 1, so it maps to 0)
+    LabelEncoder   class labels (any integers, e.g. {3, 7, 9}) <-> indices 0..K-1 in
+                   sorted order; the network sees indices, the user sees labels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from model.data import DataError
+
+__all__ = ["LabelEncoder", "Standardizer"]
+
+_CHUNK_ROWS = 65536  # statistics in chunks: a memory-mapped X is never loaded whole
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Standardizer:
+    """Per-feature ``mean`` and ``sd`` (float64 host arrays of shape (d,))."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+
+    @classmethod
+    def fit(cls, X) -> Standardizer:
+        """mean_j = 1/n sum_i x_ij, sd_j = sqrt(1/n sum_i (x_ij - mean_j)^2), in two passes
+        over row chunks (shifted sums keep float64 accurate)."""
+        n = X.shape[0]
+        total = np.zeros(X.shape[1])
+        for start in range(0, n, _CHUNK_ROWS):
+            total += X[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+        mean = total / n
+        squares = np.zeros(X.shape[1])
+        for start in range(0, n, _CHUNK_ROWS):
+            d = X[start : start + _CHUNK_ROWS] - mean
+            squares += np.einsum("ij,ij->j", d, d)
+        sd = np.sqrt(squares / n)
+        sd[sd == 0] = 1.0
+        return cls(mean, sd)
+
+    def transform(self, X) -> np.ndarray:
+        """(X - mean) / sd as a new float64 array."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.mean.shape[0]:
+            raise DataError(
+                f"X has shape {X.shape} but the standardization was fitted on "
+                f"{self.mean.shape[0]} features; pass rows with {self.mean.shape[0]} columns"
+            )
+        return (X - self.mean) / self.sd
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "sd": self.sd.tolist()}
+
+    @classmethod
+    def from_json(cls, data, n_features: int, source: str) -> Standardizer:
+        """Rebuild from :meth:`to_json`, checking length, finiteness and sd > 0."""
+        try:
+            mean = np.asarray(data["mean"], dtype=np.float64)
+            sd = np.asarray(data["sd"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{source}: the standardization entry is malformed") from None
+        if mean.shape != (n_features,) or sd.shape != (n_features,):
+            raise DataError(
+                f"{source}: standardization has {mean.shape} means and {sd.shape} sds for a "
+                f"model with {n_features} inputs"
+            )
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sd)) and np.all(sd > 0)):
+            raise DataError(f"{source}: standardization holds NaN, inf or an sd <= 0")
+        return cls(mean, sd)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabelEncoder:
+    """The sorted class labels; index k of the network's output is ``classes[k]``."""
+
+    classes: np.ndarray
+
+    @classmethod
+    def fit(cls, y) -> LabelEncoder:
+        """The distinct labels of ``y`` (1-D, integer-valued), sorted."""
+        y = np.asarray(y).reshape(-1)
+        fractional = y != np.round(y)
+        if fractional.any():
+            raise DataError(
+                f"class labels must be integers, got {y[fractional][0]:g}; for real-valued "
+                "targets train with the loss 'mse'"
+            )
+        return cls(np.unique(y.astype(np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def encode(self, y) -> np.ndarray:
+        """Labels -> indices 0..K-1 (int64); a label not seen in training is an error."""
+        y = np.asarray(y).reshape(-1)
+        index = np.searchsorted(self.classes, y)
+        index = np.minimum(index, len(self.classes) - 1)
+        unknown = self.classes[index] != y
+        if unknown.any():
+            known = ", ".join(str(c) for c in self.classes[:10])
+            more = ", ..." if len(self.classes) > 10 else ""
+            raise DataError(
+                f"label {y[unknown][0]:g} is not one of the model's {len(self.classes)} "
+                f"classes ({known}{more}); the data must use the classes it was trained on"
+            )
+        return index.astype(np.int64)
+
+    def decode(self, index) -> np.ndarray:
+        """Indices 0..K-1 -> labels."""
+        return self.classes[np.asarray(index)]
+
+    def to_json(self) -> list:
+        return self.classes.tolist()
+
+    @classmethod
+    def from_json(cls, data, n_classes: int, source: str) -> LabelEncoder:
+        """Rebuild from :meth:`to_json`: ``n_classes`` distinct sorted integers."""
+        try:
+            classes = np.asarray(data)
+        except (TypeError, ValueError):
+            classes = np.zeros(0)
+        if (
+            classes.shape != (n_classes,)
+            or classes.dtype.kind not in "iu"
+            or np.any(np.diff(classes) <= 0)
+        ):
+            raise DataError(
+                f"{source}: the class list must hold {n_classes} distinct sorted integers, "
+                f"got {data!r:.80}"
+            )
+        return cls(classes.astype(np.int64))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+from backends.errors import ConfigError
+
 __all__ = ["ACTIVATIONS", "backward", "forward", "get_activation"]
 
 
@@ -102,12 +104,13 @@ ACTIVATIONS = {
 
 
 def get_activation(name: str):
-    """``(forward, backward)`` of the activation called ``name``; ValueError lists the names."""
+    """``(forward, backward)`` of the activation called ``name``; ConfigError lists the names."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; use one of: {', '.join(ACTIVATIONS)}"
+        raise ConfigError(
+            f"unknown activation {name!r}; use one of: {', '.join(ACTIVATIONS)}",
+            setting="activation",
         ) from None
 
 

@@ -1,11 +1,18 @@
-"""Parameter files and checkpoints: ``.npz``, never pickled, always written atomically.
+"""Files: ``.npz``, never pickled, always written atomically.
 
-Parameter names on disk (and in ``scripts/reproduce.py --json``): ``w`` (n,) and ``b`` ()
+Three kinds, one layout. Parameters are stored under file names: ``w`` (n,) and ``b`` ()
 for a single unit (a one-layer net with one output); ``W1`` (fan_in, fan_out), ``b1``,
-``W2``, ... for every other network. A checkpoint holds the same arrays plus the optimizer
-buffers (``opt.<buffer>.<param>``) and one JSON text array ``meta`` (config, epoch,
-optimizer step, host RNG state, history). Everything loads with ``allow_pickle=False``
-into host NumPy arrays, so a checkpoint saved on a GPU loads on a CPU-only machine.
+``W2``, ... for every other network.
+
+    parameter file  the parameters alone (``save_params``; what ``init`` reads)
+    model file      the parameters plus ``meta``, one JSON text array describing the model
+                    (see :mod:`model.trained`)
+    checkpoint      a model file whose ``meta`` also holds ``training`` (config, epoch,
+                    optimizer step, host RNG state, history), plus the optimizer buffers
+                    as ``opt.<buffer>.<param>`` arrays
+
+Everything loads with ``allow_pickle=False`` into host NumPy arrays, so a file saved on a
+GPU loads on a CPU-only machine.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -28,27 +36,40 @@ __all__ = [
     "device_copy",
     "from_file_names",
     "host_copy",
-    "load_checkpoint",
     "load_host_params",
-    "save_checkpoint",
+    "read_meta",
+    "read_npz",
     "save_params",
     "to_file_names",
+    "write_npz",
 ]
-
-FORMAT = "handgrad-checkpoint-1"
 
 
 class CheckpointError(HandgradError, ValueError):
-    """A parameter file or checkpoint is unreadable, corrupt, or does not fit the model."""
+    """A parameter file, model file or checkpoint is unreadable, corrupt, or does not fit."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, write: Callable) -> Path:
     """Write a file so that it is either complete or absent: ``write(f)`` fills a
-    temporary file beside ``path``, which is flushed, synced and renamed over ``path``."""
+    temporary file beside ``path``, which is flushed, synced and renamed over ``path``.
+
+    The file gets the usual permissions (0666 less the umask). Temporary files that a
+    killed process of this machine left beside ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    owner = f"{socket.gethostname()}-"
+    _remove_orphans(path, owner)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{owner}{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -59,6 +80,25 @@ def atomic_write(path, write: Callable) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _remove_orphans(path: Path, owner: str) -> None:
+    """Remove ``.<name>.<host>-<pid>.*.tmp`` files of this host whose process is gone."""
+    for tmp in path.parent.glob(f".{path.name}.{owner}*.tmp"):
+        pid = tmp.name[len(f".{path.name}.{owner}") :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _is_single_unit(model) -> bool:
@@ -76,7 +116,8 @@ def to_file_names(model, host_params: dict) -> dict[str, np.ndarray]:
 
 
 def from_file_names(model, arrays: dict, source: str) -> dict[str, np.ndarray]:
-    """File names -> internal names, checking that every name and shape fits ``model``."""
+    """File names -> internal names, checking that every name, type and shape fits
+    ``model`` and that every value is finite."""
     arrays = dict(arrays)
     if _is_single_unit(model) and "w" in arrays:
         arrays["W1"] = np.asarray(arrays.pop("w")).reshape(-1, 1)
@@ -90,21 +131,33 @@ def from_file_names(model, arrays: dict, source: str) -> dict[str, np.ndarray]:
                 f"the model {model.sizes} needs {', '.join(model.param_shapes())}"
             )
         a = np.asarray(arrays[name])
+        if a.dtype.kind not in "iuf":
+            raise CheckpointError(
+                f"{source}: {name} holds {a.dtype} values; parameters must be real numbers"
+            )
         if a.shape != shape:
             raise CheckpointError(
                 f"{source}: {name} has shape {a.shape} but the model {model.sizes} needs "
-                f"{shape}; pass the matching --hidden/--model or another file"
+                f"{shape}; use a file made for this architecture"
             )
         if not np.all(np.isfinite(a)):
             raise CheckpointError(f"{source}: {name} contains NaN or inf")
-        params[name] = a
+        params[name] = a.astype(np.float64)
     return params
 
 
-def _read_npz(path) -> dict[str, np.ndarray]:
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, on the host; a CheckpointError for anything else."""
+    if path is None or not str(path).strip():
+        raise CheckpointError("the file path is empty; pass an existing .npz file")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not an .npz archive (corrupt, truncated, or another kind of file); "
+            "use another file or retrain"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
@@ -115,19 +168,40 @@ def _read_npz(path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _write_npz(path, arrays: dict) -> Path:
+def read_meta(arrays: dict, source) -> dict | None:
+    """The ``meta`` JSON entry of a model file or checkpoint; None for a parameter file."""
+    if "meta" not in arrays:
+        return None
+    entry = arrays.pop("meta")
+    try:
+        meta = json.loads(str(entry)) if entry.dtype.kind == "U" and entry.ndim == 0 else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{source}: its 'meta' entry is not a JSON object; the file is damaged"
+        )
+    return meta
+
+
+def write_npz(path, arrays: dict) -> Path:
+    """Save host arrays as an uncompressed .npz, atomically."""
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def save_params(path, model, params: dict, backend) -> Path:
     """Save parameters (any backend) as an .npz of host arrays under file names."""
     host = {k: backend.to_numpy(v) for k, v in params.items()}
-    return _write_npz(path, to_file_names(model, host))
+    return write_npz(path, to_file_names(model, host))
 
 
 def load_host_params(path, model) -> dict[str, np.ndarray]:
-    """Read an .npz of parameters into host arrays, checked against ``model``."""
-    return from_file_names(model, _read_npz(path), str(path))
+    """Read the parameters of a parameter file, model file or checkpoint into host float64
+    arrays, checked against ``model`` (any ``meta`` and optimizer buffers are ignored)."""
+    arrays = read_npz(path)
+    arrays.pop("meta", None)
+    params = {k: v for k, v in arrays.items() if not k.startswith("opt.")}
+    return from_file_names(model, params, str(path))
 
 
 def host_copy(tree, backend):
@@ -142,38 +216,3 @@ def device_copy(tree, backend):
     if isinstance(tree, dict):
         return {k: device_copy(v, backend) for k, v in tree.items()}
     return tree if tree is None or isinstance(tree, int | float) else backend.asarray(tree)
-
-
-def save_checkpoint(path, *, model, params, state, meta: dict) -> Path:
-    """Host ``params`` and optimizer ``state`` (see :func:`host_copy`) plus ``meta``:
-    buffers as ``opt.<buffer>.<param>`` arrays, the step and ``meta`` as JSON text."""
-    arrays = to_file_names(model, params)
-    for key, value in state.items():
-        if isinstance(value, dict):
-            arrays.update({f"opt.{key}.{k}": v for k, v in value.items()})
-    meta = {**meta, "format": FORMAT, "optimizer_step": state["step"]}
-    arrays["meta"] = np.array(json.dumps(meta))
-    return _write_npz(path, arrays)
-
-
-def load_checkpoint(path, model_for: Callable):
-    """Read a checkpoint into host arrays: returns ``(model, params, state, meta)``.
-
-    ``model_for(meta)`` builds the model from the stored config; the arrays are checked
-    against it. Move params and state to a device with :func:`device_copy`."""
-    arrays = _read_npz(path)
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except (KeyError, ValueError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a handgrad checkpoint (no valid 'meta' entry); "
-            "pass a run folder or checkpoint.npz written by scripts/train.py"
-        )
-    model = model_for(meta)
-    state: dict = {"step": meta["optimizer_step"]}
-    for key in [k for k in arrays if k.startswith("opt.")]:
-        _, buffer, name = key.split(".", 2)
-        state.setdefault(buffer, {})[name] = arrays.pop(key)
-    return model, from_file_names(model, arrays, str(path)), state, meta

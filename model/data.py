@@ -10,20 +10,34 @@ Bundled (scikit-learn's copies, no download):
     xor            400 points, 100 around each corner of the unit square (noise sd 0.15,
                    seed 0), class = x1 XOR x2
     regression     scikit-learn's diabetes data, 442 x 10, target standardized
-User files (``--data``):
+User files:
     .npz  arrays ``X`` (n, d) and ``y`` (n,) or (n, k)
-    .csv  a header row, numbers only, the target in the last column
+    .csv  numbers only, the target in the last column, with or without a header row
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from backends.errors import HandgradError
 
-__all__ = ["DATASETS", "DataError", "check_labels", "load_dataset", "load_file", "split"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "load_dataset",
+    "load_features",
+    "load_file",
+    "read_file",
+    "split",
+    "validate",
+]
+
+logger = logging.getLogger("handgrad")
 
 DATASETS = ("digits", "iris", "wine", "breast-cancer", "xor", "regression")
 
@@ -58,33 +72,116 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     return validate(X.astype(np.float64), y, name)
 
 
-def load_file(path) -> tuple[np.ndarray, np.ndarray]:
-    """The user's ``.npz`` (arrays X, y) or ``.csv`` (header row, target last)."""
+def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The user's ``.npz`` (arrays X, y) or ``.csv`` (target in the last column).
+
+    A CSV's first row is a header when ``header`` is True, data when False, and when None
+    a header exactly when one of its fields is not a number; the choice is logged."""
+    table, arrays, note = read_file(path, header=header)
+    if arrays is not None:
+        missing = {"X", "y"} - set(arrays)
+        if missing:
+            raise DataError(
+                f"data file {path} lacks array(s) {', '.join(sorted(missing))}; save it with "
+                "np.savez(path, X=features, y=targets)"
+            )
+        return validate(arrays["X"], arrays["y"], str(path))
+    if table.shape[1] < 2:
+        raise DataError(
+            f"data file {path} has {table.shape[1]} column(s); it needs at least one feature "
+            "column and the target in the last column"
+        )
+    X, y = validate(table[:, :-1], table[:, -1], str(path))
+    logger.info("data %s: %s", path, note)
+    return X, y
+
+
+def read_file(path, *, header: bool | None = None):
+    """``(table, None, note)`` for a CSV (a float64 2-D array; ``note`` says whether its
+    first row was taken as a header) or ``(None, arrays, None)`` for an ``.npz``. Nothing
+    is checked beyond readability."""
+    if path is None or not str(path).strip():
+        raise DataError("the data file path is empty; pass an existing .npz or .csv file")
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"--data {path}: no such file; pass an existing .npz or .csv file")
+        raise DataError(f"data file {path}: no such file; pass an existing .npz or .csv file")
+    if path.suffix not in (".npz", ".csv"):
+        raise DataError(f"data file {path}: unknown format {path.suffix!r}; use .npz or .csv")
     try:
         if path.suffix == ".npz":
+            if not zipfile.is_zipfile(path):
+                raise DataError(
+                    f"data file {path} is not an .npz archive; write it with "
+                    "np.savez(path, X=features, y=targets)"
+                )
             with np.load(path, allow_pickle=False) as f:
-                missing = {"X", "y"} - set(f.files)
-                if missing:
-                    raise DataError(
-                        f"--data {path} lacks array(s) {', '.join(sorted(missing))}; save it with "
-                        "np.savez(path, X=features, y=targets)"
-                    )
-                X, y = f["X"], f["y"]
-        elif path.suffix == ".csv":
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
-            if table.shape[1] < 2:
-                raise DataError(f"--data {path}: need at least one feature column and a target")
-            X, y = table[:, :-1], table[:, -1]
-        else:
-            raise DataError(f"--data {path}: unknown format {path.suffix!r}; use .npz or .csv")
+                return None, {k: f[k] for k in f.files}, None
+        table, note = _read_csv(path, header)
+        return table, None, note
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"--data {path} is unreadable ({exc}); check the file's format") from None
-    return validate(X, y, str(path))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"data file {path} is unreadable ({exc}); check the file's format"
+        ) from None
+
+
+def load_features(path, n_features: int, *, header: bool | None = None):
+    """Rows to predict on: ``(X, y or None)`` from an ``.npz`` (array X, optionally y) or a
+    ``.csv`` with ``n_features`` columns, or one more holding the labels last."""
+    table, arrays, note = read_file(path, header=header)
+    if arrays is not None:
+        if "X" not in arrays:
+            raise DataError(
+                f"data file {path} has no array 'X'; save it with np.savez(path, X=features)",
+                setting="data",
+            )
+        X, y = arrays["X"], arrays.get("y")
+        if y is None:
+            return _checked_features(X, str(path)), None
+        return validate(X, y, str(path))
+    if table.shape[1] not in (n_features, n_features + 1):
+        raise DataError(
+            f"data file {path} has {table.shape[1]} columns but the model takes {n_features} "
+            f"features ({n_features + 1} columns with the labels last)",
+            setting="data",
+        )
+    if table.shape[1] == n_features:
+        X, y = _checked_features(table, str(path)), None
+    else:
+        X, y = validate(table[:, :-1], table[:, -1], str(path))
+    logger.info("data %s: %s", path, note)
+    return X, y
+
+
+def _checked_features(X, source: str) -> np.ndarray:
+    X = np.asarray(X)
+    return validate(X, np.zeros(X.shape[0] if X.ndim else 0), source)[0]
+
+
+def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if not first.strip():
+        raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
+    note = "the first row is " + ("a header" if header else "data")
+    if header is None:
+        header = not all(_is_number(field) for field in first.split(","))
+        note = "the first row is " + ("a header" if header else "data (no header)") + ", detected"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
+        table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
+    if table.shape[0] == 0:
+        raise DataError(f"data file {path} has a header but no data rows", setting="data")
+    return table, note
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +199,8 @@ def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if X.shape[0] == 0:
         raise DataError(f"{source}: no samples")
+    if X.shape[1] == 0:
+        raise DataError(f"{source}: X has no feature columns")
     for name, a in (("X", X), ("y", y)):
         bad = ~np.isfinite(a)
         if bad.any():
@@ -113,37 +212,8 @@ def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray]:
     return X.astype(np.float64), y
 
 
-def check_labels(y: np.ndarray, loss: str, n_outputs: int | None = None) -> np.ndarray:
-    """Class labels for ``loss`` as int64: 0..K-1 for cross_entropy (K = n_outputs when
-    the model is fixed), 0/1 for bce. Raises DataError naming the bad label and the fix."""
-    if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1 and loss == "bce"):
-        raise DataError(f"{loss} needs one label per row, got y of shape {y.shape}")
-    y = y.reshape(-1)
-    if not np.all(y == np.round(y)):
-        value = y[y != np.round(y)][0]
-        raise DataError(
-            f"{loss} needs integer class labels, got {value:g}; use --loss mse for real targets"
-        )
-    labels = y.astype(np.int64)
-    top = 1 if loss == "bce" else (n_outputs - 1 if n_outputs else None)
-    bad = labels < 0 if top is None else (labels < 0) | (labels > top)
-    if bad.any():
-        allowed = f"0..{top}" if top is not None else "0, 1, 2, ..."
-        hint = (
-            "use --loss cross_entropy for more than 2 classes"
-            if loss == "bce"
-            else ("relabel the classes as 0..K-1 or start from a model with more outputs")
-        )
-        raise DataError(
-            f"label {labels[bad][0]} is out of range for {loss} (allowed {allowed}); {hint}"
-        )
-    return labels
-
-
 def split(X, y, val_fraction: float, seed: int, stratify: bool):
     """Held-out split (stratified for classes); ``val_fraction = 0`` keeps all for training."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"--val-split must be in [0, 1), got {val_fraction}")
     if val_fraction == 0.0:
         return X, y, None, None
     from sklearn.model_selection import train_test_split
@@ -153,5 +223,7 @@ def split(X, y, val_fraction: float, seed: int, stratify: bool):
             X, y, test_size=val_fraction, random_state=seed, stratify=y if stratify else None
         )
     except ValueError as exc:
-        raise DataError(f"cannot split off {val_fraction:g} for validation: {exc}") from None
+        raise DataError(
+            f"cannot split off {val_fraction:g} for validation: {exc}", setting="val_split"
+        ) from None
     return X_tr, y_tr, X_va, y_va

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from array_api_compat import device
 
+from backends.errors import ConfigError
 from model.activations import sigmoid, softmax
 
 __all__ = ["LOSSES", "Loss", "get_loss", "one_hot"]
@@ -149,8 +150,10 @@ LOSSES = {
 
 
 def get_loss(name: str) -> Loss:
-    """The Loss called ``name``; a ValueError lists the valid names."""
+    """The Loss called ``name``; a ConfigError lists the valid names."""
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; use one of: {', '.join(LOSSES)}") from None
+        raise ConfigError(
+            f"unknown loss {name!r}; use one of: {', '.join(LOSSES)}", setting="loss"
+        ) from None

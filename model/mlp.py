@@ -25,6 +25,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from backends.errors import ConfigError
 from model.activations import get_activation
 from model.losses import get_loss, logit_grad, one_hot
 
@@ -59,7 +60,7 @@ class MLP:
     def __post_init__(self):
         sizes = tuple(self.sizes)
         if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-            raise ValueError(
+            raise ConfigError(
                 f"sizes must list at least 2 positive integers (inputs, ..., outputs), "
                 f"got {self.sizes!r}"
             )
@@ -69,22 +70,27 @@ class MLP:
         loss = get_loss(self.loss)
         output = self.output or loss.link or "identity"
         if loss.on_logits and output != loss.link:
-            raise ValueError(
+            raise ConfigError(
                 f"loss {loss.name!r} includes its own {loss.link} output; use output="
                 f"{loss.link!r} (or leave it unset), or pick loss 'mse' or 'sse'"
             )
         object.__setattr__(self, "output", output)
         hidden = self.layer_activations[:-1]
         if len(hidden) != len(sizes) - 2:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(hidden)} hidden activations given for {len(sizes) - 2} hidden layers"
             )
         for name in self.layer_activations:
             get_activation(name)
         if loss.name == "cross_entropy" and sizes[-1] < 2:
-            raise ValueError(
+            raise ConfigError(
                 "cross_entropy needs at least 2 outputs (one per class); "
                 "for 2 classes with 1 output use loss 'bce'"
+            )
+        if loss.name == "bce" and sizes[-1] != 1:
+            raise ConfigError(
+                f"bce is the binary loss: it needs 1 output, got {sizes[-1]}; for "
+                f"{sizes[-1]} classes use loss 'cross_entropy'"
             )
 
     @functools.cached_property
@@ -136,7 +142,7 @@ class MLP:
         layer as seed 004's ``np.random.rand`` does. ``zeros``: all zeros. Biases start at 0.
         """
         if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; use one of: {', '.join(INITS)}")
+            raise ConfigError(f"unknown init {init!r}; use one of: {', '.join(INITS)}")
         params = {}
         for name, shape in self.param_shapes().items():
             if name.startswith("b") or init == "zeros":
@@ -184,8 +190,8 @@ class MLP:
     def backward(self, params, cache, Y, /, *, xp=None) -> dict:
         """Gradients of the loss with respect to every parameter (new arrays).
 
-        ``Y`` as from :meth:`prepare_targets` (raw labels and 1-D targets are prepared
-        here, at some cost per call)."""
+        ``Y`` as from :meth:`prepare_targets`; raw labels and 1-D targets are prepared
+        here, at some cost per call."""
         acts, _ = cache
         xp = xp or array_namespace(acts[-1])
         loss = self.loss_spec
@@ -207,11 +213,12 @@ class MLP:
         return grads
 
     def loss_from_cache(self, cache, Y, /, *, xp=None):
-        """The loss value (a 0-d array) of the forward pass that made ``cache``, ``Y`` as
-        from :meth:`prepare_targets`."""
+        """The loss value (a 0-d array) of the forward pass that made ``cache``. ``Y`` as
+        from :meth:`prepare_targets`; raw labels are prepared here, as in :meth:`backward`."""
         acts, Z_L = cache
         xp = xp or array_namespace(Z_L)
         loss = self.loss_spec
+        Y = self.prepare_targets(Y, dtype=Z_L.dtype, xp=xp)
         if loss.value_from_output is not None:
             return loss.value_from_output(acts[-1], Y, xp=xp)
         return loss.value(Z_L if loss.on_logits else acts[-1], Y, xp=xp)
@@ -219,7 +226,6 @@ class MLP:
     def loss_value(self, params, X, Y, /, *, xp=None):
         """C(params; X, Y) as a 0-d array."""
         _, cache = self.forward(params, X, xp=xp)
-        Y = self.prepare_targets(Y, dtype=X.dtype, xp=xp)
         return self.loss_from_cache(cache, Y, xp=xp)
 
     def predict(self, params, X, /, *, xp=None):

@@ -24,6 +24,8 @@ import dataclasses
 
 from array_api_compat import array_namespace
 
+from backends.errors import ConfigError
+
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "make_optimizer"]
 
 
@@ -116,4 +118,6 @@ def make_optimizer(name: str, lr: float, *, weight_decay: float = 0.0, momentum:
         return SGD(lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=weight_decay)
     if name == "adam":
         return Adam(lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}")
+    raise ConfigError(
+        f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}", setting="optimizer"
+    )

@@ -5,6 +5,9 @@ at prediction time. Host NumPy, before any device sees the data.
                    (population sd; a constant feature gets sd = 1, so it maps to 0)
     LabelEncoder   class labels (any integers, e.g. {3, 7, 9}) <-> indices 0..K-1 in
                    sorted order; the network sees indices, the user sees labels
+
+:func:`resolve_targets` decides the loss when none is set (integer labels: classes;
+anything else: regression) and encodes the labels.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ import numpy as np
 
 from model.data import DataError
 
-__all__ = ["LabelEncoder", "Standardizer"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_INFERRED_CLASSES",
+    "LabelEncoder",
+    "Standardizer",
+    "Targets",
+    "resolve_targets",
+]
+
+MAX_INFERRED_CLASSES = 100  # more distinct integers than this look like a regression target
+MAX_CLASSES = 10_000  # a softmax wider than this is almost surely a mistake in the data
 
 _CHUNK_ROWS = 65536  # statistics in chunks: a memory-mapped X is never loaded whole
 
@@ -135,3 +148,66 @@ class LabelEncoder:
                 f"got {data!r:.80}"
             )
         return cls(classes.astype(np.int64))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Targets:
+    """Targets ready for training: ``y`` holds class indices 0..K-1 (int64, shape (n,))
+    for classifiers, float64 values of shape (n, outputs) otherwise."""
+
+    y: np.ndarray
+    loss: str
+    outputs: int
+    labels: LabelEncoder | None
+    reason: str  # how the loss was chosen, for the log and metrics.json
+
+
+def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = None) -> Targets:
+    """Choose the loss (when ``loss`` is None) and encode class labels.
+
+    Inferred: integer targets with 2..MAX_INFERRED_CLASSES distinct values are classes
+    (cross_entropy); anything else is a regression target (mse). ``labels`` fixes the
+    classes (a resumed run, a saved model); otherwise they are the distinct labels of y."""
+    y = np.asarray(y)
+    column = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if loss is None:
+        integral = column.ndim == 1 and bool(np.all(column == np.round(column)))
+        count = len(np.unique(column)) if integral else 0
+        if not integral:
+            loss, reason = "mse", "inferred: the targets are not one integer label per row"
+        elif count > MAX_INFERRED_CLASSES:
+            raise DataError(
+                f"y holds {count} distinct integer values, more than the "
+                f"{MAX_INFERRED_CLASSES} classes a classifier is inferred for; if y is a "
+                "regression target set the loss to 'mse' (to insist on classes, set "
+                "'cross_entropy')",
+                setting="loss",
+                suggestion="mse",
+            )
+        elif count < 2:
+            raise DataError(f"every target is {column[0]:g}: there is nothing to learn")
+        else:
+            loss, reason = "cross_entropy", f"inferred: y holds {count} integer class labels"
+    else:
+        reason = "as set"
+    if loss not in ("cross_entropy", "bce"):
+        values = y[:, None] if y.ndim == 1 else y
+        return Targets(values.astype(np.float64), loss, values.shape[1], None, reason)
+    if column.ndim != 1:
+        raise DataError(f"{loss} needs one class label per row, got y of shape {y.shape}")
+    labels = labels or LabelEncoder.fit(column)
+    wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
+    if not wanted[0] <= len(labels) <= wanted[1]:
+        fix = (
+            "use the loss 'cross_entropy' for more than 2 classes"
+            if loss == "bce" and len(labels) > 2
+            else "use the loss 'mse' for a regression target"
+            if len(labels) > MAX_CLASSES
+            else "the data needs at least 2 classes"
+        )
+        raise DataError(
+            f"{loss} needs {wanted[0]} to {wanted[1]} classes, y holds {len(labels)}; {fix}",
+            setting="loss",
+        )
+    outputs = 1 if loss == "bce" else len(labels)
+    return Targets(labels.encode(column), loss, outputs, labels, reason)

@@ -1,14 +1,59 @@
 """A whole training run as library code: config, data, model, checkpoints, resume, metrics.
 
-(Under construction: the run itself moves here from scripts/train.py.)
+    run = Run.start(RunConfig(dataset="digits", epochs=50), "runs/a")   # checks, no device yet
+    result = run.train(get_backend("auto", run.config.dtype))          # writes runs/a/...
+    run = Run.resume("runs/a", epochs=100, lr=1e-3)                     # continues it exactly
+
+Order of work: every setting and output path is checked, then the data is loaded and
+checked on the host, then the run folder is created (atomically: two runs never share
+one), and only then does anything reach a device. A run folder holds ``checkpoint.npz``
+(a model file with the training state, see :mod:`model.trained`), ``metrics.json`` and
+``loss.png``; the checkpoint is written every ``checkpoint_every`` epochs and when the
+run ends, is interrupted (Ctrl-C, or SIGTERM inside :func:`sigterm_as_interrupt`) or
+diverges, so a killed process loses at most ``checkpoint_every`` epochs.
+
+Between checkpoints nothing is copied to the host but the epoch's loss: the last
+completed epoch's parameters and optimizer state are kept on the device, in buffers
+allocated once, for an interrupt or a divergence to save.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import logging
+import os
 import signal
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Terminated", "sigterm_as_interrupt"]
+import numpy as np
+
+from backends import host_rng
+from backends.errors import ConfigError
+from model.checkpoint import CheckpointError, atomic_write, host_copy, load_host_params
+from model.config import (
+    PreparedData,
+    RunConfig,
+    build_model,
+    check_memory,
+    check_number,
+    prepare_data,
+)
+from model.fit import DivergenceError, fit
+from model.mlp import MLP
+from model.optimizers import make_optimizer
+from model.trained import TrainedModel, load_checkpoint
+
+__all__ = ["Run", "Terminated", "check_output_file", "plot_history", "sigterm_as_interrupt"]
+
+logger = logging.getLogger("handgrad")
+
+RESUMABLE = ("epochs", "lr")  # the settings a resumed run may change; the rest define it
+CHECKPOINT_EVERY = 10  # epochs; see Run.start
 
 
 class Terminated(KeyboardInterrupt):
@@ -33,3 +78,522 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def check_output_file(path, setting: str) -> Path:
+    """A file path that can be written: not empty, not a folder, and its nearest existing
+    parent a writable folder. Nothing is created."""
+    if path is None or not str(path).strip():
+        raise ConfigError(f"the {setting} path is empty", setting=setting)
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name", setting=setting)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write {path}: {parent} is not a writable folder", setting=setting
+        )
+    return path
+
+
+def _make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
+    """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
+    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken."""
+    try:
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            if not str(run_dir).strip():
+                raise ConfigError("the run folder path is empty", setting="run_dir")
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(exist_ok=overwrite)
+            except FileExistsError:
+                raise _exists(run_dir) from None
+            return run_dir
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
+            with contextlib.suppress(FileExistsError):
+                candidate.mkdir()
+                return candidate
+        raise ConfigError(f"no free run folder name under {root}", setting="run_dir")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the run folder {run_dir or root}: {exc.strerror}", setting="run_dir"
+        ) from None
+
+
+def _check_run_dir(run_dir, overwrite: bool) -> None:
+    """A run folder that :func:`_make_run_dir` will be able to create (or reuse)."""
+    if not str(run_dir).strip():
+        raise ConfigError("the run folder path is empty", setting="run_dir")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+    if run_dir.exists() and not overwrite:
+        raise _exists(run_dir)
+    check_output_file(run_dir / "checkpoint.npz", "run_dir")
+
+
+def _exists(run_dir) -> ConfigError:
+    return ConfigError(
+        f"the run folder {run_dir} already exists; resume it, choose another folder, or "
+        "allow overwriting it",
+        setting="run_dir",
+    )
+
+
+def _checkpoint_source(path) -> Path:
+    if path is None or not str(path).strip():
+        raise ConfigError("the path of the run to resume is empty", setting="resume")
+    path = Path(path)
+    return path / "checkpoint.npz" if path.is_dir() else path
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class _DeviceSnapshot:
+    """Parameters, optimizer state, host RNG state and history at the end of the last
+    completed epoch. Arrays stay on the device, copied into buffers allocated once."""
+
+    def __init__(self, params, state, rng, epoch: int, history: dict):
+        self.params = {k: _copy(v) for k, v in params.items()}
+        self.state = {k: _copy_tree(v) for k, v in state.items()}
+        self.rng, self.epoch = rng, epoch
+        self.rng_state = rng.bit_generator.state
+        self.history = {k: list(v) for k, v in history.items()}
+
+    def take(self, params, state, epoch: int, record: dict) -> None:
+        for k, p in params.items():
+            self.params[k][...] = p
+        for key, value in state.items():
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    self.state[key][k][...] = v
+            else:
+                self.state[key] = value
+        self.epoch, self.rng_state = epoch, self.rng.bit_generator.state
+        for k, v in record.items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _copy(a):
+    from array_api_compat import array_namespace
+
+    return array_namespace(a).asarray(a, copy=True)
+
+
+def _copy_tree(value):
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+@dataclasses.dataclass(eq=False)
+class Run:
+    """A training run in its folder. Make one with :meth:`start` or :meth:`resume` (both
+    check everything and touch no device), then call :meth:`train`.
+
+    ``epoch`` counts completed epochs; ``changes`` lists the settings changed on resume
+    (as recorded in metrics.json); ``params`` / ``state`` are host arrays to start from
+    (None: drawn from ``rng`` / fresh).
+    """
+
+    config: RunConfig
+    dir: Path
+    data: PreparedData
+    model: MLP
+    rng: Any
+    params: dict | None = None
+    state: dict | None = None
+    epoch: int = 0
+    history: dict = dataclasses.field(default_factory=dict)
+    save_path: Path | None = None
+    checkpoint_every: int = CHECKPOINT_EVERY
+    changes: list = dataclasses.field(default_factory=list)
+    status: str = "created"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.npz"
+
+    # ------------------------------------------------------------------ making a run
+
+    @classmethod
+    def start(
+        cls,
+        config: RunConfig,
+        run_dir=None,
+        *,
+        init=None,
+        save=None,
+        overwrite: bool = False,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        root="runs",
+    ) -> Run:
+        """Check ``config`` and every path, load and check the data on the host, then
+        create the run folder (``run_dir``, or ``root/<timestamp>``; an existing one is an
+        error unless ``overwrite``). ``init``: a parameter file, model file or checkpoint
+        to start from. ``save``: also write the final model file there.
+
+        ``checkpoint_every`` (epochs, default 10): a checkpoint costs one device-to-host
+        copy of the parameters and optimizer state plus an fsync'd file, ~1 ms for a
+        small net but up to seconds for a large one; every 10 epochs keeps that under a
+        few percent of a small run and bounds what a kill -9 loses to 10 epochs."""
+        if not isinstance(config, RunConfig):
+            raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
+        check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
+        if save is not None:
+            save = check_output_file(save, "save")
+        if run_dir is not None:
+            _check_run_dir(run_dir, overwrite)
+        if init is not None and not str(init).strip():
+            raise ConfigError("the init path is empty", setting="init")
+        data = prepare_data(config)
+        model = build_model(config, data.X.shape[1], data.targets)
+        params = None if init is None else load_host_params(init, model)
+        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
+        _log_setup(config, data, model)
+        run_dir = _make_run_dir(run_dir, overwrite=overwrite, root=root)
+        return cls(
+            config,
+            run_dir,
+            data,
+            model,
+            host_rng(config.seed),
+            params=params,
+            save_path=save,
+            checkpoint_every=checkpoint_every,
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        path,
+        *,
+        epochs: int | None = None,
+        lr: float | None = None,
+        run_dir=None,
+        save=None,
+        overwrite: bool = False,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        **fixed,
+    ) -> Run:
+        """Continue the run whose folder (or checkpoint file) is ``path`` up to ``epochs``
+        in total, bit for bit as if it had not stopped. ``epochs`` and ``lr`` may change
+        (the change is recorded); any other RunConfig field given in ``fixed`` must equal
+        the stored one, since a resumed run continues the same model on the same data."""
+        source = _checkpoint_source(path)
+        check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
+        if save is not None:
+            save = check_output_file(save, "save")
+        trained, info, state = load_checkpoint(source)
+        config = RunConfig.from_json(info["config"], source)
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        for name, value in fixed.items():
+            if name not in names or name in RESUMABLE:
+                raise TypeError(f"Run.resume() got an unexpected keyword argument {name!r}")
+            if value is not None and value != getattr(config, name):
+                stored = getattr(config, name)
+                if name == "data" and Path(str(value)).resolve() == Path(str(stored)):
+                    continue
+                raise ConfigError(
+                    f"{name} cannot change when resuming (the run was made with "
+                    f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can, so "
+                    "start a new run for this",
+                    setting=name,
+                )
+        done = info["epoch"]
+        changes = {}
+        if epochs is not None:
+            if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= done:
+                raise ConfigError(
+                    f"the run has already trained {done} epochs; to continue it, ask for "
+                    f"more epochs in total than that (e.g. {2 * done})",
+                    setting="epochs",
+                    suggestion=2 * done,
+                )
+            changes["epochs"] = [config.epochs, epochs]
+        if lr is not None:
+            changes["lr"] = [config.lr, lr]
+        new = {k: v[1] for k, v in changes.items() if v[0] != v[1]}
+        config = dataclasses.replace(config, **new)  # re-checked by __post_init__
+        if config.epochs <= done:
+            raise ConfigError(
+                f"the run has already trained all of its {done} epochs; ask for more "
+                f"epochs in total to continue it (e.g. {2 * done})",
+                setting="epochs",
+                suggestion=2 * done,
+            )
+        if run_dir is None:
+            run_dir, overwrite = source.parent, True
+        elif Path(run_dir).resolve() == source.parent.resolve():
+            overwrite = True
+        else:
+            _check_run_dir(run_dir, overwrite)
+        data = prepare_data(config, labels=trained.labels, standardizer=trained.standardizer)
+        model = build_model(config, data.X.shape[1], data.targets)
+        if model != trained.model:
+            raise CheckpointError(
+                f"{source}: its model {trained.model.sizes} does not fit the data "
+                f"({model.sizes}); the data file changed since the run was made"
+            )
+        rng = host_rng(None)
+        try:
+            rng.bit_generator.state = info["rng"]
+        except (TypeError, ValueError, KeyError):
+            raise CheckpointError(f"{source}: its random generator state is damaged") from None
+        history = {k: list(v) for k, v in info["history"].items()}
+        changes_made = list(info.get("changes", []))
+        if new:
+            changes_made.append({"at_epoch": done, **{k: changes[k] for k in new}})
+            logger.info(
+                "resuming at epoch %d with %s",
+                done,
+                ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new),
+            )
+        _log_setup(config, data, model)
+        run_dir = _make_run_dir(run_dir, overwrite=overwrite)
+        return cls(
+            config,
+            run_dir,
+            data,
+            model,
+            rng,
+            params=trained.params,
+            state=state,
+            epoch=done,
+            history=history,
+            save_path=save,
+            checkpoint_every=checkpoint_every,
+            changes=changes_made,
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, backend, *, progress: bool = False) -> dict:
+        """Train on ``backend`` up to ``config.epochs``; returns the summary that is also
+        written to metrics.json. An interrupt or divergence saves the last completed
+        epoch (checkpoint, metrics.json, loss.png) and is re-raised."""
+        if backend.dtype_name != self.config.dtype:
+            raise ConfigError(
+                f"the backend's dtype is {backend.dtype_name} but the run trains in "
+                f"{self.config.dtype}; use get_backend(device, {self.config.dtype!r})",
+                setting="dtype",
+            )
+        config, model, data = self.config, self.model, self.data
+        if self.params is None:
+            params = model.init_params(backend, self.rng)
+        else:
+            params = {k: backend.asarray(v) for k, v in self.params.items()}
+        optimizer = make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+        if self.state is None:
+            state = optimizer.init(params)
+        else:
+            state = {
+                k: v if isinstance(v, int) else {n: backend.asarray(a) for n, a in v.items()}
+                for k, v in self.state.items()
+            }
+        label_dtype = backend.xp.int64 if model.is_classifier else None
+        X, Y = backend.asarray(data.X), backend.asarray(data.y, dtype=label_dtype)
+        validation = None
+        if data.X_val is not None:
+            validation = (
+                backend.asarray(data.X_val),
+                backend.asarray(data.y_val, dtype=label_dtype),
+            )
+        snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
+        self.backend, self._snap = backend, snap
+        bar = _progress_bar(progress, config.epochs, self.epoch, backend.spec)
+
+        def on_epoch(epoch, params, state, record):
+            snap.take(params, state, epoch + 1, record)
+            if (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < config.epochs:
+                self._write_checkpoint()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()})
+
+        start = time.perf_counter()
+        self.status = "running"
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is raised below
+                fit(
+                    model,
+                    params,
+                    X,
+                    Y,
+                    optimizer=optimizer,
+                    epochs=config.epochs,
+                    batch_size=config.batch_size,
+                    rng=self.rng,
+                    state=state,
+                    validation=validation,
+                    start_epoch=self.epoch,
+                    callback=on_epoch,
+                )
+            backend.synchronize()
+            self.status = "completed"
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            raise
+        except DivergenceError:
+            self.status = "diverged"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.wall_seconds = time.perf_counter() - start
+            if self.status != "running":  # a bug's traceback is not covered up by saving
+                self.summary = self._finish()
+        return self.summary
+
+    def _write_checkpoint(self) -> Path:
+        snap = self._snap
+        trained = self._trained(host_copy(snap.params, self.backend))
+        training = {
+            "config": self.config.to_json(),
+            "epoch": snap.epoch,
+            "rng": snap.rng_state,
+            "history": snap.history,
+            "changes": self.changes,
+        }
+        state = host_copy(snap.state, self.backend)
+        return trained.save(self.checkpoint, training=training, state=state)
+
+    def _trained(self, host_params) -> TrainedModel:
+        return TrainedModel(
+            self.model,
+            host_params,
+            self.config.dtype,
+            self.data.standardizer,
+            self.data.targets.labels,
+        )
+
+    def trained_model(self) -> TrainedModel:
+        """The model of the last completed epoch, with its preprocessing (host arrays)."""
+        return self._trained(host_copy(self._snap.params, self.backend))
+
+    def _finish(self) -> dict:
+        """Write checkpoint, model file (when asked, on completion), loss.png and
+        metrics.json for the last completed epoch; the summary."""
+        snap = self._snap
+        self.epoch, self.history = snap.epoch, snap.history
+        paths = {"checkpoint": str(self._write_checkpoint())}
+        if self.save_path is not None and self.status == "completed":
+            paths["model"] = str(self.trained_model().save(self.save_path))
+        if snap.history.get("loss"):
+            paths["plot"] = str(plot_history(self.dir / "loss.png", snap.history, self.model.loss))
+        paths["metrics"] = str(self.dir / "metrics.json")
+        targets = self.data.targets
+        validation = {k[4:]: v[-1] for k, v in snap.history.items() if k.startswith("val_") and v}
+        summary = {
+            "status": self.status,
+            "config": self.config.to_json(),
+            "device": self.backend.spec,
+            "dtype": self.backend.dtype_name,
+            "data": {
+                "source": self.data.source,
+                "rows": int(self.data.X.shape[0]),
+                "validation_rows": _rows(self.data.X_val),
+                "features": int(self.data.X.shape[1]),
+                "standardized": self.data.standardizer is not None,
+            },
+            "loss": {
+                "name": targets.loss,
+                "chosen": targets.reason,
+                "outputs": targets.outputs,
+                "classes": None if targets.labels is None else targets.labels.to_json(),
+            },
+            "model": list(self.model.sizes),
+            "epochs": snap.epoch,
+            "final_train_loss": snap.history["loss"][-1] if snap.history.get("loss") else None,
+            "metrics": {"validation": validation, "history": snap.history},
+            "changes": self.changes,
+            "wall_seconds": self.wall_seconds,
+            "paths": paths,
+        }
+        text = json.dumps(summary, indent=2, allow_nan=True).encode()
+        atomic_write(self.dir / "metrics.json", lambda f: f.write(text))
+        return summary
+
+
+def _rows(X) -> int:
+    return 0 if X is None else int(X.shape[0])
+
+
+def _log_setup(config: RunConfig, data: PreparedData, model: MLP) -> None:
+    targets = data.targets
+    classes = "" if targets.labels is None else f", classes {_short(targets.labels.to_json())}"
+    logger.info(
+        "data: %s, %d training + %d validation rows, %d features%s",
+        data.source,
+        data.X.shape[0],
+        _rows(data.X_val),
+        data.X.shape[1],
+        ", standardized" if data.standardizer is not None else "",
+    )
+    logger.info(
+        "loss: %s (%s), %d output(s)%s", targets.loss, targets.reason, targets.outputs, classes
+    )
+    logger.info(
+        "model: %s, %s, optimizer %s lr %g, %s",
+        "-".join(map(str, model.sizes)),
+        "/".join(model.layer_activations),
+        config.optimizer,
+        config.lr,
+        config.dtype,
+    )
+
+
+def _short(values: list) -> str:
+    return ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}..{values[-1]}"
+
+
+def _progress_bar(progress: bool, total: int, initial: int, desc: str):
+    if not progress:
+        return None
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="epoch",
+        file=sys.stderr,
+        desc=desc,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def plot_history(path: Path, history: dict, loss_name: str) -> Path:
+    """Training and validation loss per epoch, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    try:
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        ax.plot(epochs, history["loss"], label="training")
+        if history.get("val_loss"):
+            ax.plot(epochs, history["val_loss"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{loss_name} loss")
+        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
+        ax.set_title("handgrad training")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)

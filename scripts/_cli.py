@@ -10,6 +10,7 @@ and asks to be reported. :func:`run` turns the project's own errors
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -65,11 +66,28 @@ def add_backend_args(parser: argparse.ArgumentParser, dtype: str | None = "float
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
 
 
-def configure_logging(quiet: bool) -> None:
-    """Log lines (the device chosen, what was inferred) to stderr unless ``quiet``."""
-    import logging
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the log line."""
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_logging(quiet: bool) -> None:
+    """handgrad's log lines (the device chosen, what was inferred) to stderr, unless
+    ``quiet`` (then warnings only)."""
+    logger = logging.getLogger("handgrad")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def describe(exc, flags: dict[str, str]) -> str:

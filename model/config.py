@@ -1,0 +1,262 @@
+"""What defines a training run, checked: :class:`RunConfig`, and the host-side preparation
+that follows from it (data loaded, split, standardized, targets encoded; the network built).
+
+Every setting is checked when a RunConfig is made, so a run never starts with a value that
+cannot work (a learning rate of 0, nan or -1, a negative weight decay, an empty path); the
+error names the setting (``exc.setting``), which a command-line tool maps to its flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from backends import DTYPES
+from backends.errors import ConfigError, HandgradError
+from model.activations import ACTIVATIONS
+from model.checkpoint import CheckpointError
+from model.data import DATASETS, DataError, load_dataset, load_file, split
+from model.losses import LOSSES
+from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron
+from model.optimizers import OPTIMIZERS
+from model.preprocessing import LabelEncoder, Standardizer, Targets, resolve_targets
+
+__all__ = [
+    "DEFAULT_LR",
+    "MODELS",
+    "PreparedData",
+    "RunConfig",
+    "build_model",
+    "check_memory",
+    "estimate_bytes",
+    "prepare_data",
+]
+
+MODELS = ("neuron", "relu-neuron", "logistic", "mlp")
+FIXED_LOSS = {"neuron": "sse", "relu-neuron": "mse", "logistic": "bce"}
+DEFAULT_LR = {"gd": 0.5, "sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01}
+MAX_EPOCHS = 10_000_000  # more is a typo, not a plan: it would run for days even on digits
+
+
+def check_number(name, value, *, integer=False, low=None, high=None, low_open=False):
+    """``value`` if it is a finite number (an int when ``integer``) >= ``low`` (> when
+    ``low_open``) and <= ``high``; a ConfigError naming ``name`` and the range otherwise."""
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise ConfigError(f"{name} must be {kind} (finite), got {value!r}", setting=name)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+        bounds += [f"<= {high}"] if high is not None else []
+        raise ConfigError(
+            f"{name} must be {kind} {' and '.join(bounds)}, got {value!r}", setting=name
+        )
+    return value
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(
+            f"unknown {name} {value!r}; use one of: {', '.join(choices)}", setting=name
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; stored in its checkpoints.
+
+    ``model``: ``mlp`` (``hidden`` widths, default (64,); ``activation``, default relu) or
+    one of the tutorials' single units: ``neuron`` (sigmoid, sse), ``relu-neuron`` (mse),
+    ``logistic`` (bce), which take neither. ``loss`` None is inferred from the targets
+    (see :func:`model.preprocessing.resolve_targets`). ``lr`` None is the optimizer's
+    default (``DEFAULT_LR``). ``batch_size`` None is full batch. Data: a bundled
+    ``dataset`` (default digits) or a ``data`` file (.npz or .csv), not both. Every value
+    is checked here, with an error naming the setting.
+    """
+
+    model: str = "mlp"
+    hidden: tuple[int, ...] | None = None
+    activation: str | None = None
+    loss: str | None = None
+    optimizer: str = "adam"
+    lr: float | None = None
+    epochs: int = 100
+    batch_size: int | None = None
+    weight_decay: float = 0.0
+    seed: int = 0
+    dataset: str | None = None
+    data: str | None = None
+    standardize: bool = False
+    val_split: float = 0.2
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check_choice("model", self.model, MODELS)
+        if self.model == "mlp":
+            hidden = (64,) if self.hidden is None else self.hidden
+            if isinstance(hidden, str | int) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+            ):
+                raise ConfigError(
+                    f"hidden must list positive integer widths, got {self.hidden!r}",
+                    setting="hidden",
+                )
+            object.__setattr__(self, "hidden", tuple(hidden))
+            object.__setattr__(self, "activation", self.activation or "relu")
+            _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        else:
+            for name in ("hidden", "activation"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"model {self.model!r} is a single unit and takes no {name}; "
+                        "use model 'mlp' for hidden layers",
+                        setting=name,
+                    )
+            fixed = FIXED_LOSS[self.model]
+            if self.loss not in (None, fixed):
+                raise ConfigError(
+                    f"model {self.model!r} trains with the loss {fixed!r}, not {self.loss!r}; "
+                    "leave the loss unset or use model 'mlp'",
+                    setting="loss",
+                )
+        if self.loss is not None:
+            _check_choice("loss", self.loss, tuple(LOSSES))
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        object.__setattr__(self, "lr", float(check_number("lr", lr, low=0, low_open=True)))
+        check_number("epochs", self.epochs, integer=True, low=1, high=MAX_EPOCHS)
+        if self.batch_size is not None:
+            check_number("batch_size", self.batch_size, integer=True, low=1)
+            if self.optimizer == "gd":
+                raise ConfigError(
+                    "optimizer 'gd' is full-batch gradient descent; use 'sgd' (or another "
+                    "optimizer) for minibatches, or leave the batch size unset",
+                    setting="batch_size",
+                )
+        wd = float(check_number("weight_decay", self.weight_decay, low=0))
+        object.__setattr__(self, "weight_decay", wd)
+        check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        if self.data is not None and self.dataset is not None:
+            raise ConfigError("give a dataset or a data file, not both", setting="data")
+        if self.data is not None:
+            if not str(self.data).strip():
+                raise ConfigError("the data file path is empty", setting="data")
+            object.__setattr__(self, "data", str(Path(self.data).resolve()))
+        else:
+            object.__setattr__(self, "dataset", self.dataset or "digits")
+            _check_choice("dataset", self.dataset, DATASETS)
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        vs = float(check_number("val_split", self.val_split, low=0))
+        if vs >= 1:
+            raise ConfigError(f"val_split must be in [0, 1), got {vs!r}", setting="val_split")
+        object.__setattr__(self, "val_split", vs)
+        _check_choice("dtype", self.dtype, DTYPES)
+
+    def to_json(self) -> dict:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, data, source) -> RunConfig:
+        """Rebuild a stored config, as a CheckpointError if it does not fit."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            raise CheckpointError(f"{source}: its run config is missing or has unknown keys")
+        if isinstance(data["hidden"], list):
+            data = {**data, "hidden": tuple(data["hidden"])}
+        try:
+            return cls(**data)
+        except HandgradError as exc:
+            raise CheckpointError(f"{source}: its run config is invalid: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PreparedData:
+    """Host arrays ready for training: features (standardized when asked) and targets
+    (class indices or float columns), split into training and validation rows."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    targets: Targets
+    standardizer: Standardizer | None
+    source: str
+
+
+def prepare_data(
+    config: RunConfig,
+    *,
+    labels: LabelEncoder | None = None,
+    standardizer: Standardizer | None = None,
+) -> PreparedData:
+    """Load, check, split and scale the data of ``config`` on the host; decide the loss
+    and the output width. ``labels`` / ``standardizer`` fix those of a resumed run."""
+    X, y = load_file(config.data) if config.data else load_dataset(config.dataset)
+    targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
+    if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
+        raise DataError(
+            "model 'neuron' outputs sigma(z) in (0, 1): its targets must lie in [0, 1]; "
+            "use model 'mlp' with the loss 'mse' for other targets"
+        )
+    classes = targets.labels is not None
+    X_tr, y_tr, X_va, y_va = split(X, targets.y, config.val_split, config.seed, stratify=classes)
+    if config.standardize:
+        standardizer = standardizer or Standardizer.fit(X_tr)
+        X_tr = standardizer.transform(X_tr)
+        X_va = None if X_va is None else standardizer.transform(X_va)
+    else:
+        standardizer = None
+    return PreparedData(
+        X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset
+    )
+
+
+def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:
+    """The network ``config`` describes, for ``n_features`` inputs and the targets' width."""
+    if config.model == "neuron":
+        return single_neuron(n_features)
+    if config.model == "relu-neuron":
+        return relu_neuron(n_features)
+    if config.model == "logistic":
+        return logistic_regression(n_features)
+    sizes = (n_features, *config.hidden, targets.outputs)
+    return MLP(sizes, activation=config.activation, loss=targets.loss)
+
+
+def estimate_bytes(model: MLP, config: RunConfig, n_rows: int) -> int:
+    """A lower bound on the device memory a run needs: parameters with their gradients,
+    snapshot and optimizer buffers, the data, and one batch's activations (forward cache
+    and backward temporaries)."""
+    itemsize = 4 if config.dtype == "float32" else 8
+    n_params = sum(math.prod(s) for s in model.param_shapes().values())
+    buffers = {"adam": 2, "momentum": 1, "nesterov": 1}.get(config.optimizer, 0)
+    batch = min(config.batch_size or n_rows, n_rows)
+    data = n_rows * (model.sizes[0] + model.sizes[-1])
+    return itemsize * (n_params * (3 + 2 * buffers) + data + 3 * batch * sum(model.sizes))
+
+
+def check_memory(model: MLP, config: RunConfig, n_rows: int) -> None:
+    need = estimate_bytes(model, config, n_rows)
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: let allocation tell
+        return
+    if need > have:
+        raise ConfigError(
+            f"this run needs at least {need / 2**30:.1f} GiB ({model.sizes}, "
+            f"{n_rows} rows, {config.dtype}), more than this machine's "
+            f"{have / 2**30:.1f} GiB; use narrower layers, a smaller batch or less data",
+            setting="hidden" if config.model == "mlp" else "data",
+        )

@@ -1,0 +1,299 @@
+"""A trained model as a file you can use: the network, its parameters, and the
+preprocessing its inputs went through, saved together and applied together.
+
+The model file (``.npz``, see :mod:`model.checkpoint`) holds the parameters and one JSON
+``meta`` entry::
+
+    format, format_version   "handgrad-model", 2
+    handgrad_version         the version that wrote it
+    model                    sizes, activation, output, loss, bias (an :class:`MLP`)
+    dtype                    the training dtype, "float32" or "float64"
+    classes                  the class labels in output order (classifiers), else null
+    preprocessing            {"standardize": {"mean": [...], "sd": [...]} or null}
+    training                 checkpoints only: config, epoch, optimizer step, RNG, history
+
+Loading checks every field and shape and raises :class:`CheckpointError` naming what is
+wrong. Prediction standardizes raw rows exactly as training did, runs the network on any
+backend, and maps output indices back to the class labels (a model trained on labels
+{3, 7, 9} predicts 3, 7 and 9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from backends import DTYPES, get_backend
+from backends.errors import HandgradError
+from model.checkpoint import (
+    CheckpointError,
+    from_file_names,
+    read_meta,
+    read_npz,
+    to_file_names,
+    write_npz,
+)
+from model.data import DataError
+from model.mlp import MLP
+from model.preprocessing import LabelEncoder, Standardizer
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "TrainedModel", "load_checkpoint", "predictions_csv"]
+
+FORMAT, FORMAT_VERSION = "handgrad-model", 2
+_MODEL_KEYS = {"sizes", "activation", "output", "loss", "bias"}
+_CHUNK_ROWS = 65536  # rows per forward pass at prediction time: bounded device memory
+
+
+def _version() -> str:
+    try:
+        return metadata.version("handgrad")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A network with host float64 parameters (internal names W1, b1, ...), the dtype it
+    was trained in, and its preprocessing: a :class:`Standardizer` for the inputs (or
+    None) and a :class:`LabelEncoder` for the classes (classifiers only)."""
+
+    model: MLP
+    params: dict
+    dtype: str = "float32"
+    standardizer: Standardizer | None = None
+    labels: LabelEncoder | None = None
+
+    # ------------------------------------------------------------------ files
+
+    def meta(self) -> dict:
+        """The JSON ``meta`` entry of this model's file (without ``training``)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "handgrad_version": _version(),
+            "model": {k: _jsonable(v) for k, v in dataclasses.asdict(self.model).items()},
+            "dtype": self.dtype,
+            "classes": None if self.labels is None else self.labels.to_json(),
+            "preprocessing": {
+                "standardize": None if self.standardizer is None else self.standardizer.to_json()
+            },
+        }
+
+    def save(self, path, *, training: dict | None = None, state: dict | None = None) -> Path:
+        """Write the model file (atomically). ``training`` and the host optimizer ``state``
+        make it a checkpoint that a run can resume from."""
+        arrays = to_file_names(self.model, self.params)
+        meta = self.meta()
+        if training is not None:
+            meta["training"] = {**training, "optimizer_step": (state or {}).get("step", 0)}
+            for buffer, values in (state or {}).items():
+                if isinstance(values, dict):
+                    arrays.update({f"opt.{buffer}.{k}": v for k, v in values.items()})
+        arrays["meta"] = np.array(json.dumps(meta))
+        return write_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path) -> TrainedModel:
+        """Read and check a model file (or a checkpoint, whose training state is ignored)."""
+        return load_checkpoint(path, training=False)[0]
+
+    # ------------------------------------------------------------------ prediction
+
+    @property
+    def n_features(self) -> int:
+        return self.model.sizes[0]
+
+    def inputs(self, X) -> np.ndarray:
+        """Raw feature rows -> the network's inputs (float64 host): shape and finiteness
+        checked, then standardized as in training."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(
+                f"X has shape {X.shape} but the model takes {self.n_features} features per "
+                f"row; pass an array of shape (n, {self.n_features})"
+            )
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"X must be numeric, got {X.dtype}")
+        bad = ~np.isfinite(X)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(
+                f"X has {int(bad.sum())} NaN or inf value(s), the first in row {row}; drop or "
+                "impute those rows first"
+            )
+        return X.astype(np.float64) if self.standardizer is None else self.standardizer.transform(X)
+
+    def outputs(self, X, *, backend=None) -> np.ndarray:
+        """The network's output A_L for raw rows X (host float64): probabilities for
+        classifiers, values otherwise. Runs on ``backend`` (default: cpu, the model's
+        dtype) in chunks of rows."""
+        backend = backend or get_backend("cpu", self.dtype)
+        params = {k: backend.asarray(v) for k, v in self.params.items()}
+        inputs = self.inputs(X)
+        chunks = [
+            backend.to_numpy(
+                self.model.predict(params, backend.asarray(inputs[s : s + _CHUNK_ROWS]))
+            )
+            for s in range(0, inputs.shape[0], _CHUNK_ROWS)
+        ]
+        out = np.concatenate(chunks) if chunks else np.zeros((0, self.model.sizes[-1]))
+        return out.astype(np.float64)
+
+    def predict_proba(self, X, *, backend=None) -> np.ndarray:
+        """Class probabilities (n, K), columns in the order of ``labels.classes``."""
+        if self.labels is None:
+            raise HandgradError(
+                f"a {self.model.loss} model predicts values, not class probabilities"
+            )
+        out = self.outputs(X, backend=backend)
+        return np.hstack([1.0 - out, out]) if self.model.loss == "bce" else out
+
+    def predict(self, X, *, backend=None) -> np.ndarray:
+        """Class labels (n,) for classifiers; values (n,) or (n, k) otherwise."""
+        if self.labels is not None:
+            return self.labels.decode(np.argmax(self.predict_proba(X, backend=backend), axis=1))
+        out = self.outputs(X, backend=backend)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def evaluate(self, X, y, *, backend=None) -> dict:
+        """Loss on (X, y) and, for classifiers, accuracy and the confusion matrix
+        (``confusion[i][j]``: rows of class ``classes[i]`` predicted as ``classes[j]``)."""
+        backend = backend or get_backend("cpu", self.dtype)
+        y = np.asarray(y)
+        if y.shape[0] != np.shape(X)[0]:
+            raise DataError(f"X has {np.shape(X)[0]} rows but y has {y.shape[0]}; they must match")
+        params = {k: backend.asarray(v) for k, v in self.params.items()}
+        inputs = backend.asarray(self.inputs(X))
+        if self.labels is None:
+            target = backend.asarray(y[:, None] if y.ndim == 1 else y)
+            return {"loss": float(self.model.loss_value(params, inputs, target))}
+        index = self.labels.encode(y)
+        loss = float(
+            self.model.loss_value(params, inputs, backend.asarray(index, dtype=backend.xp.int64))
+        )
+        predicted = self.labels.encode(self.predict(X, backend=backend))
+        k = len(self.labels)
+        confusion = np.zeros((k, k), dtype=np.int64)
+        np.add.at(confusion, (index, predicted), 1)
+        return {
+            "loss": loss,
+            "accuracy": float(np.mean(predicted == index)),
+            "classes": self.labels.to_json(),
+            "confusion": confusion.tolist(),
+        }
+
+
+def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=None) -> str:
+    """Predictions as CSV text: a header row, then one row per row of X. Column
+    ``prediction`` holds the class label or the value (``prediction_1`` .. ``_k`` for k
+    outputs); ``proba`` adds ``p_<class>`` columns for classifiers."""
+    if proba and trained.labels is None:
+        raise HandgradError(
+            f"a {trained.model.loss} model predicts values, not class probabilities",
+            setting="proba",
+        )
+    predicted = trained.predict(X, backend=backend)
+    columns = [predicted[:, None] if predicted.ndim == 1 else predicted]
+    if predicted.ndim == 1:
+        names = ["prediction"]
+    else:
+        names = [f"prediction_{k}" for k in range(1, predicted.shape[1] + 1)]
+    if proba:
+        columns.append(trained.predict_proba(X, backend=backend))
+        names += [f"p_{c}" for c in trained.labels.classes]
+    lines = [",".join(names)]
+    real = ".9g" if trained.dtype == "float32" else ".17g"  # enough digits to round-trip
+    kinds = ["d" if trained.labels is not None else real] + [real] * (len(names) - 1)
+    for row in np.hstack(columns) if predicted.size else []:
+        lines.append(
+            ",".join(format(int(v) if k == "d" else v, k) for v, k in zip(row, kinds, strict=True))
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_checkpoint(path, *, training: bool = True):
+    """Read a model file or checkpoint: ``(TrainedModel, training meta, host optimizer
+    state)``. With ``training=True`` the file must be a checkpoint."""
+    arrays = read_npz(path)
+    meta = read_meta(arrays, path)
+    if meta is None:
+        raise CheckpointError(
+            f"{path} holds parameters only, no model description; it can start a training "
+            "run (init) but is not a model file or checkpoint"
+        )
+    if meta.get("format") == "handgrad-checkpoint-1":
+        raise CheckpointError(
+            f"{path} was written by handgrad 0.1 (format handgrad-checkpoint-1), which this "
+            "version cannot resume or predict with; start a new run from its parameters "
+            "(init) instead"
+        )
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a handgrad model file (format {meta.get('format')!r}, version "
+            f"{meta.get('format_version')!r}; this version reads {FORMAT!r} {FORMAT_VERSION})"
+        )
+    trained = _model_from_meta(meta, arrays, str(path))
+    if not training:
+        return trained, None, None
+    info = meta.get("training")
+    if not isinstance(info, dict) or not {"config", "epoch", "rng", "history"} <= set(info):
+        raise CheckpointError(
+            f"{path} is a model file without training state; it can be used for prediction "
+            "or to start a new run (init), not resumed"
+        )
+    state = {"step": info.get("optimizer_step", 0)}
+    for key in [k for k in arrays if k.startswith("opt.")]:
+        _, buffer, name = key.split(".", 2)
+        state.setdefault(buffer, {})[name] = arrays[key]
+    for buffer, values in state.items():
+        if buffer != "step":
+            state[buffer] = from_file_names(trained.model, values, f"{path} (optimizer {buffer})")
+    return trained, info, state
+
+
+def _model_from_meta(meta: dict, arrays: dict, source: str) -> TrainedModel:
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or set(spec) != _MODEL_KEYS:
+        raise CheckpointError(f"{source}: 'model' must have exactly the keys {sorted(_MODEL_KEYS)}")
+    try:
+        if not isinstance(spec["sizes"], list) or not isinstance(spec["bias"], bool):
+            raise TypeError("sizes must be a list and bias true or false")
+        activation = spec["activation"]
+        model = MLP(
+            tuple(spec["sizes"]),
+            activation=tuple(activation) if isinstance(activation, list) else activation,
+            output=spec["output"],
+            loss=spec["loss"],
+            bias=spec["bias"],
+        )
+    except (HandgradError, TypeError) as exc:
+        raise CheckpointError(f"{source}: the model description is invalid: {exc}") from None
+    if meta.get("dtype") not in DTYPES:
+        raise CheckpointError(f"{source}: dtype must be one of {DTYPES}, got {meta.get('dtype')!r}")
+    params = {k: v for k, v in arrays.items() if not k.startswith("opt.")}
+    host = from_file_names(model, params, source)
+    labels = None
+    try:
+        if model.is_classifier:
+            count = 2 if model.loss == "bce" else model.sizes[-1]
+            labels = LabelEncoder.from_json(meta.get("classes"), count, source)
+        elif meta.get("classes") is not None:
+            raise DataError(f"{source}: a {model.loss} model has no classes")
+        pre = meta.get("preprocessing")
+        if not isinstance(pre, dict) or set(pre) != {"standardize"}:
+            raise DataError(f"{source}: 'preprocessing' must be {{'standardize': ... or null}}")
+        scale = pre["standardize"]
+        standardizer = (
+            None if scale is None else Standardizer.from_json(scale, model.sizes[0], source)
+        )
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from None
+    return TrainedModel(model, host, meta["dtype"], standardizer, labels)

@@ -1,0 +1,79 @@
+"""Predict with a trained model: a model file from train.py --save, or a run's checkpoint.
+
+    python scripts/predict.py model.npz --data new.csv                 # CSV on stdout
+    python scripts/predict.py model.npz --data new.csv --out predictions.csv --proba
+    python scripts/predict.py runs/a/checkpoint.npz --data labelled.npz   # and metrics
+
+--data is a .csv (with or without a header row) with the model's features, or one column
+more holding the labels last, or an .npz with an array X and optionally y. The model's
+saved preprocessing (standardization) is applied to the raw rows. Predictions are class
+labels as trained (a model trained on labels 3, 7, 9 predicts 3, 7, 9) or values. With
+labels present the metrics (loss; accuracy and the confusion matrix for classifiers) are
+printed: on stderr when the predictions go to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import _cli
+
+from backends import get_backend
+from model.checkpoint import atomic_write
+from model.data import load_features
+from model.run import check_output_file
+from model.trained import TrainedModel, predictions_csv
+
+FLAGS = {"model": "MODEL"}
+
+
+def parse_args(argv):
+    p = _cli.parser(__doc__)
+    p.add_argument("model", help="model file (.npz) or a run's checkpoint.npz")
+    p.add_argument("--data", required=True, help="rows to predict on: .csv or .npz")
+    p.add_argument("--out", help="write the predictions to this CSV file (default: stdout)")
+    p.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
+    _cli.add_backend_args(p, dtype=None)
+    p.add_argument("--quiet", action="store_true", help="no metrics or log lines")
+    return p.parse_args(argv)
+
+
+def format_metrics(metrics: dict, rows: int) -> str:
+    """The metrics as text: one summary line, then the confusion matrix for classifiers."""
+    head = f"{rows} rows | loss {metrics['loss']:.6g}"
+    if "accuracy" not in metrics:
+        return head
+    classes = [str(c) for c in metrics["classes"]]
+    width = max(6, *(len(c) + 1 for c in classes))
+    lines = [
+        f"{head} | accuracy {metrics['accuracy']:.4f}",
+        "confusion matrix (rows: true class, columns: predicted class):",
+        " " * width + "".join(c.rjust(width) for c in classes),
+    ]
+    for c, counts in zip(classes, metrics["confusion"], strict=True):
+        lines.append(c.rjust(width) + "".join(str(n).rjust(width) for n in counts))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _cli.configure_logging(args.quiet)
+    if args.out is not None:
+        check_output_file(args.out, "out")
+    trained = TrainedModel.load(args.model)
+    backend = get_backend(args.device, args.dtype or trained.dtype)
+    X, y = load_features(args.data, trained.n_features)
+    text = predictions_csv(trained, X, proba=args.proba, backend=backend)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(args.out, lambda f: f.write(text.encode()))
+    if y is not None and not args.quiet:
+        report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
+        print(report, file=sys.stderr if args.out is None else sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run(main, flags=FLAGS))

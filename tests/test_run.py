@@ -1,0 +1,219 @@
+"""The library's training run (model/run.py): resume, checkpoints, interrupts, kills,
+run folders and files, and that nothing crosses to the host between checkpoints."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import Backend, get_backend
+from model.checkpoint import atomic_write
+from model.config import RunConfig
+from model.run import Run
+from model.trained import TrainedModel, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"dataset": "iris", "hidden": (8,), "batch_size": 16, "optimizer": "adam",
+         "dtype": "float64", "standardize": True}  # fmt: skip
+
+
+def _params(path):
+    return load_checkpoint(path)[0].params
+
+
+def test_library_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
+    cpu = get_backend("cpu", "float64")
+    Run.start(RunConfig(**SMALL, epochs=12), tmp_path / "a").train(cpu)
+    Run.start(RunConfig(**SMALL, epochs=5), tmp_path / "b").train(cpu)
+    resumed = Run.resume(tmp_path / "b", epochs=12)
+    assert resumed.epoch == 5
+    resumed.train(cpu)
+    a, b = _params(tmp_path / "a" / "checkpoint.npz"), _params(tmp_path / "b" / "checkpoint.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_an_interrupt_saves_the_last_completed_epoch_with_metrics_and_plot(tmp_path):
+    """Ctrl-C in epoch 4 keeps epoch 3, which resumes to the same result as no interrupt."""
+    cpu = get_backend("cpu", "float64")
+    Run.start(RunConfig(**SMALL, epochs=6), tmp_path / "a").train(cpu)
+    run = Run.start(RunConfig(**SMALL, epochs=6), tmp_path / "b")
+    real_take = _snapshot_take()
+
+    def take_then_interrupt(self, params, state, epoch, record):
+        real_take(self, params, state, epoch, record)
+        if epoch == 3:
+            params["W1"][...] = np.nan  # the half-done epoch 4 must not be saved
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("model.run._DeviceSnapshot.take", take_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run.train(cpu)
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] == 3
+    assert (tmp_path / "b" / "loss.png").exists()
+    Run.resume(tmp_path / "b", epochs=6).train(cpu)
+    a, b = _params(tmp_path / "a" / "checkpoint.npz"), _params(tmp_path / "b" / "checkpoint.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def _snapshot_take():
+    from model.run import _DeviceSnapshot
+
+    return _DeviceSnapshot.take
+
+
+def test_divergence_keeps_the_last_finite_epoch(tmp_path):
+    from model.fit import DivergenceError
+
+    run = Run.start(RunConfig(dataset="regression", optimizer="sgd", lr=1e6, epochs=50,
+                              dtype="float64"), tmp_path / "r")  # fmt: skip
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError, match="at epoch"):
+        run.train(get_backend("cpu", "float64"))
+    trained, info, _ = load_checkpoint(tmp_path / "r" / "checkpoint.npz")
+    assert all(np.all(np.isfinite(v)) for v in trained.params.values())
+    assert info["epoch"] == run.epoch and all(np.isfinite(info["history"]["loss"]))
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_no_parameter_reaches_the_host_between_checkpoints(tmp_path, monkeypatch):
+    """Only checkpoints copy parameters and optimizer state to the host: at epochs 4 and 8
+    and at the end (10), each copying 4 parameters + 2 x 4 Adam buffers."""
+    copies = []
+    real = Backend.to_numpy
+
+    def counting(self, array):
+        copies.append(tuple(array.shape))
+        return real(self, array)
+
+    monkeypatch.setattr(Backend, "to_numpy", counting)
+    run = Run.start(RunConfig(**SMALL, epochs=10), tmp_path / "r", checkpoint_every=4)
+    run.train(get_backend("strict", "float64"))
+    assert len(copies) == 3 * (4 + 8)
+    trained = TrainedModel.load(tmp_path / "r" / "checkpoint.npz")
+    assert {k: v.shape for k, v in trained.params.items()} == dict(run.model.param_shapes())
+
+
+def test_run_folders_started_in_the_same_second_never_collide(tmp_path):
+    runs = [Run.start(RunConfig(**SMALL, epochs=1), root=tmp_path / "runs") for _ in range(3)]
+    assert len({r.dir for r in runs}) == 3
+
+
+def test_files_respect_the_umask_and_orphans_are_removed(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Run.start(RunConfig(**SMALL, epochs=2), tmp_path / "r").train(get_backend("cpu", "float64"))
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "metrics.json", "loss.png"):
+        assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o644
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # its pid is surely gone now
+    orphan = tmp_path / f".m.npz.{socket.gethostname()}-{proc.pid}.abc.tmp"
+    orphan.write_bytes(b"half")
+    atomic_write(tmp_path / "m.npz", lambda f: f.write(b"whole"))
+    assert not orphan.exists() and (tmp_path / "m.npz").read_bytes() == b"whole"
+
+
+def _train_until_killed(run_dir: str, epochs: int) -> None:  # runs in a forked child
+    run = Run.resume(run_dir, epochs=epochs, checkpoint_every=1)
+    run.train(get_backend("cpu", "float64"))
+
+
+def test_sigkill_at_random_moments_leaves_a_checkpoint_that_resumes(tmp_path):
+    """20 kill -9s of a run that checkpoints every epoch (so many land inside a write):
+    every checkpoint left behind is complete, loads, and resumes."""
+    run = Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r", checkpoint_every=1)
+    run.train(get_backend("cpu", "float64"))
+    ctx = multiprocessing.get_context("fork")
+    rng = np.random.default_rng(0)
+    epochs = [load_checkpoint(run.checkpoint)[1]["epoch"]]
+    for _ in range(20):
+        child = ctx.Process(target=_train_until_killed, args=(str(run.dir), 10**6))
+        child.start()
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        epochs.append(load_checkpoint(run.checkpoint)[1]["epoch"])  # complete, or raises
+    assert epochs == sorted(epochs) and epochs[-1] > epochs[0]
+    Run.resume(run.dir, epochs=epochs[-1] + 2).train(get_backend("cpu", "float64"))
+    assert [p.name for p in run.dir.iterdir() if p.name.endswith(".tmp")] == []  # cleaned
+
+
+def _cli_run(*argv, **kwargs):
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=kwargs.get("cwd"))  # fmt: skip
+
+
+def test_sigterm_saves_and_exits_143_and_kill_9_loses_at_most_n_epochs(tmp_path):
+    common = ["--device", "cpu", "--dataset", "iris", "--hidden", "8", "--epochs", "100000"]
+    proc = _cli_run(*common, "--out", str(tmp_path / "t"), "--checkpoint-every", "1000000")
+    _wait_for(lambda: (tmp_path / "t").exists())
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted after epoch" in err and "--resume" in err and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "t" / "checkpoint.npz")[1]["epoch"] > 0
+
+    proc = _cli_run(*common, "--out", str(tmp_path / "k"), "--checkpoint-every", "10")
+    _wait_for(lambda: (tmp_path / "k" / "checkpoint.npz").exists())
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate(timeout=60)
+    epoch = load_checkpoint(tmp_path / "k" / "checkpoint.npz")[1]["epoch"]
+    assert epoch % 10 == 0 and epoch > 0
+
+
+def _wait_for(condition, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
+    """SIGINT while train.py is still importing NumPy (right after its first import, _cli,
+    is in place) or loading data: one line, status 130, no traceback."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import _cli\n"
+        "print('ready', flush=True)\n"
+        "import train\n"
+        "sys.exit(_cli.run(train.main, ['--device', 'cpu'], train.FLAGS))\n"
+    )
+    for delay in (0.0, 0.3):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        assert proc.returncode in (130, -signal.SIGINT), err  # a shell shows both as 130
+        assert err.strip().splitlines()[-1] == "interrupted", err
+
+
+def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import _cli, train\n"
+        "train.start_run = lambda args: 1 / 0\n"
+        "sys.exit(_cli.run(train.main, ['--device', 'cpu']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "ZeroDivisionError" in proc.stderr and "please report it" in proc.stderr

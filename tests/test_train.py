@@ -165,7 +165,8 @@ def test_user_csv_with_and_without_header(capsys, tmp_path):
     np.savetxt(tmp_path / "n.csv", np.c_[X, target], delimiter=",")
     for name in ("h.csv", "n.csv"):
         reg = run_json(capsys, tmp_path, "--data", str(tmp_path / name), "--hidden", "",
-                       "--optimizer", "gd", "--lr", "0.1", "--epochs", "300", out=f"run-{name}")  # fmt: skip
+                       "--optimizer", "gd", "--lr", "0.1", "--epochs", "300",
+                       out=f"run-{name}")  # fmt: skip
         assert reg["config"]["hidden"] == [] and reg["metrics"]["validation"]["loss"] < 1e-3
         assert reg["data"]["rows"] + reg["data"]["validation_rows"] == 120  # no row lost
         assert reg["loss"]["name"] == "mse" and "not one integer label" in reg["loss"]["chosen"]

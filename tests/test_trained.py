@@ -1,0 +1,225 @@
+"""Model files and prediction: train -> save -> predict.py on raw rows, checked against an
+independent NumPy forward pass and scikit-learn's preprocessing and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import _cli
+import numpy as np
+import predict
+import pytest
+import train
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder as SkLabelEncoder
+from sklearn.preprocessing import StandardScaler
+
+from model.checkpoint import CheckpointError
+from model.preprocessing import LabelEncoder, Standardizer, resolve_targets
+from model.trained import TrainedModel
+
+
+def _cli_call(capsys, main, flags, *argv):
+    rc = _cli.run(main, list(argv), flags)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _forward(params, X, hidden="relu"):
+    """The network's output in plain NumPy: relu/tanh hidden layers, the last one linear."""
+    A, depth = X, len(params) // 2
+    for l in range(1, depth + 1):
+        Z = A @ params[f"W{l}"] + params[f"b{l}"]
+        A = Z if l == depth else (np.maximum(Z, 0) if hidden == "relu" else np.tanh(Z))
+    return A
+
+
+def _raw_data(rng, n=240):
+    """Features on very different scales; labels 3, 7, 9 from two thresholds."""
+    X = rng.normal(size=(n, 4)) * [1.0, 10.0, 100.0, 0.1] + [0.0, 5.0, 50.0, 1.0]
+    y = np.array([3, 7, 9])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 5).astype(int)]
+    return X, y
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_a_model_trained_on_labels_3_7_9_predicts_3_7_9_from_raw_rows(capsys, tmp_path, device):
+    rng = np.random.default_rng(0)
+    X, y = _raw_data(rng)
+    np.savetxt(tmp_path / "raw.csv", np.c_[X, y], delimiter=",", header="a,b,c,d,y", comments="")
+    rc, _, err = _cli_call(capsys, train.main, train.FLAGS, "--data", str(tmp_path / "raw.csv"),
+                           "--standardize", "--save", str(tmp_path / "m.npz"), "--device", device,
+                           "--out", str(tmp_path / "run"), "--quiet", "--dtype", "float64",
+                           "--epochs", "60")  # fmt: skip
+    assert rc == 0, err
+    # The saved standardization is scikit-learn's, fitted on the same training split.
+    X_tr, _, _, _ = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    scaler = StandardScaler().fit(X_tr)
+    trained = TrainedModel.load(tmp_path / "m.npz")
+    np.testing.assert_allclose(trained.standardizer.mean, scaler.mean_, rtol=1e-12)
+    np.testing.assert_allclose(trained.standardizer.sd, scaler.scale_, rtol=1e-12)
+    # predict.py on the raw rows (with their labels: metrics too)
+    rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(tmp_path / "m.npz"),
+                             "--data", str(tmp_path / "raw.csv"), "--device", device,
+                             "--proba")  # fmt: skip
+    assert rc == 0, err
+    table = np.loadtxt(out.splitlines(), delimiter=",", skiprows=1)
+    assert out.splitlines()[0] == "prediction,p_3,p_7,p_9"
+    logits = _forward(trained.params, scaler.transform(X))
+    expected = np.array([3, 7, 9])[np.argmax(logits, axis=1)]
+    np.testing.assert_array_equal(table[:, 0], expected)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(table[:, 1:], p / p.sum(axis=1, keepdims=True), rtol=1e-10)
+    assert set(np.unique(table[:, 0])) <= {3, 7, 9} and np.mean(table[:, 0] == y) > 0.9
+    accuracy = float(err.split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(np.mean(expected == y), abs=1e-4)
+
+
+def test_a_regression_model_round_trips_to_1e_12(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 3)) * [1, 50, 0.01]
+    y = np.sin(X[:, 0]) + X[:, 1] / 50
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    rc, _, err = _cli_call(capsys, train.main, train.FLAGS, "--data", str(tmp_path / "d.npz"),
+                           "--loss", "mse", "--standardize", "--activation", "tanh",
+                           "--hidden", "6,5", "--dtype", "float64", "--epochs", "30", "--device",
+                           "cpu", "--save", str(tmp_path / "m.npz"), "--out", str(tmp_path / "r"),
+                           "--quiet")  # fmt: skip
+    assert rc == 0, err
+    np.savez(tmp_path / "x.npz", X=X)
+    rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(tmp_path / "m.npz"),
+                             "--data", str(tmp_path / "x.npz"), "--device", "cpu")  # fmt: skip
+    assert rc == 0 and err == "", err
+    got = np.loadtxt(out.splitlines(), skiprows=1)
+    trained = TrainedModel.load(tmp_path / "m.npz")
+    expected = _forward(trained.params, (X - trained.standardizer.mean) / trained.standardizer.sd,
+                        hidden="tanh")[:, 0]  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_evaluate_matches_scikit_learn(tmp_path):
+    rng = np.random.default_rng(2)
+    X, y = _raw_data(rng, n=90)
+    from model.mlp import MLP
+
+    model = MLP((4, 5, 3), activation="tanh", loss="cross_entropy")
+    params = {k: rng.normal(size=s) for k, s in model.param_shapes().items()}
+    trained = TrainedModel(model, params, "float64", Standardizer.fit(X), LabelEncoder.fit(y))
+    metrics = trained.evaluate(X, y)
+    predicted = trained.predict(X)
+    assert metrics["confusion"] == confusion_matrix(y, predicted, labels=[3, 7, 9]).tolist()
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == y))
+    logits = _forward(params, (X - X.mean(axis=0)) / X.std(axis=0), hidden="tanh")
+    index = np.searchsorted([3, 7, 9], y)
+    lse = np.log(np.exp(logits).sum(axis=1))
+    assert metrics["loss"] == pytest.approx(np.mean(lse - logits[np.arange(90), index]), 1e-12)
+
+
+def _model_file(tmp_path):
+    rng = np.random.default_rng(3)
+    from model.mlp import MLP
+
+    model = MLP((2, 3, 3), activation="relu", loss="cross_entropy")
+    params = {k: rng.normal(size=s) for k, s in model.param_shapes().items()}
+    X = rng.normal(size=(10, 2))
+    trained = TrainedModel(
+        model, params, "float32", Standardizer.fit(X), LabelEncoder.fit([1, 5, 6])
+    )
+    return trained.save(tmp_path / "m.npz")
+
+
+def _rewrite(path, change):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    change(arrays, meta)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, m: m.update(format="handgrad-checkpoint-1"), "handgrad 0.1"),
+        (lambda a, m: m.update(format_version=3), "is not a handgrad model file"),
+        (lambda a, m: m["model"].update(activation="swish"), "unknown activation 'swish'"),
+        (lambda a, m: m["model"].update(sizes=[2, 4, 3]), "W1 has shape (2, 3)"),
+        (lambda a, m: m["model"].pop("bias"), "'model' must have exactly the keys"),
+        (lambda a, m: m.update(dtype="float16"), "dtype must be one of"),
+        (lambda a, m: m.update(classes=[1, 5]), "3 distinct sorted integers"),
+        (lambda a, m: m.update(classes=[5, 1, 6]), "3 distinct sorted integers"),
+        (lambda a, m: m["preprocessing"]["standardize"].update(sd=[1.0, 0.0]), "sd <= 0"),
+        (lambda a, m: m["preprocessing"]["standardize"].update(mean=[0.0]), "standardization"),
+        (lambda a, m: a.update(W2=np.full((3, 3), np.nan)), "W2 contains NaN or inf"),
+    ],
+)
+def test_loading_checks_every_field(tmp_path, change, message):
+    path = _model_file(tmp_path)
+    TrainedModel.load(path)  # valid before the change
+    _rewrite(path, change)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainedModel.load(path)
+
+
+def test_a_model_file_is_not_a_checkpoint_and_a_damaged_meta_is_named(tmp_path, capsys):
+    path = _model_file(tmp_path)
+    rc, _, err = _cli_call(
+        capsys, train.main, train.FLAGS, "--resume", str(path), "--device", "cpu"
+    )
+    assert rc == 2 and "without training state" in err
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(path, **{**arrays, "meta": np.array("{not json")})
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        TrainedModel.load(path)
+
+
+def test_predict_bad_input_is_one_line(capsys, tmp_path):
+    path = str(_model_file(tmp_path))
+    np.savetxt(tmp_path / "three.csv", np.ones((4, 4)), delimiter=",")
+    bad = np.ones((4, 2))
+    bad[1, 1] = np.nan
+    np.savetxt(tmp_path / "nan.csv", bad, delimiter=",")
+    (tmp_path / "file").write_text("x")
+    for argv, message in [
+        ([path, "--data", str(tmp_path / "three.csv")], "has 4 columns but the model takes 2"),
+        ([path, "--data", str(tmp_path / "nan.csv")], "NaN or inf value(s), the first in row 1"),
+        ([str(tmp_path / "three.csv"), "--data", str(tmp_path / "nan.csv")], "not an .npz"),
+        (
+            [path, "--data", str(tmp_path / "nan.csv"), "--out", str(tmp_path / "file" / "p")],
+            "not a writable folder",
+        ),
+    ]:
+        rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv, "--device", "cpu")
+        assert rc == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_standardizer_equals_scikit_learn_and_keeps_constant_features_finite():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 3)) * [1e-3, 1e3, 1] + [5, -7, 0]
+    X[:, 2] = 4.0  # constant
+    ours, theirs = Standardizer.fit(X), StandardScaler().fit(X)
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=1e-12, atol=1e-12)
+
+
+def test_label_encoder_equals_scikit_learn_and_refuses_unknown_labels():
+    y = np.array([9, 3, 7, 3, 9, 9])
+    ours, theirs = LabelEncoder.fit(y), SkLabelEncoder().fit(y)
+    np.testing.assert_array_equal(ours.encode(y), theirs.transform(y))
+    np.testing.assert_array_equal(ours.decode([2, 0]), theirs.inverse_transform([2, 0]))
+    with pytest.raises(ValueError, match="label 4 is not one of the model's 3 classes"):
+        ours.encode([4])
+
+
+@pytest.mark.parametrize(
+    "y, loss, expected",
+    [
+        (np.array([0.0, 1e5, 0.0, 1e5]), None, ("cross_entropy", 2)),  # two classes, not 100001
+        (np.array([0.5, 1.0, 0.0, 0.5]), None, ("mse", 1)),
+        (np.array([3, 7, 7, 3]), "bce", ("bce", 1)),
+    ],
+)
+def test_loss_inference(y, loss, expected):
+    targets = resolve_targets(y, loss)
+    assert (targets.loss, targets.outputs) == expected
+    assert targets.reason.startswith("inferred") == (loss is None)

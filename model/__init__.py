@@ -1,14 +1,18 @@
-"""handgrad's math: activations, losses, networks, optimizers, the fit loop, gradcheck.
+"""handgrad's math: activations, losses, networks, optimizers, the fit loop, gradcheck;
+and what is built on it: training runs (RunConfig, Run) and trained models (TrainedModel).
 
 Everything here is written against the Python array API standard and gets its namespace
 from the arrays it is given, so one body of code runs on NumPy, CuPy and array-api-strict.
 """
 
 from backends.errors import ConfigError, HandgradError
+from model.config import RunConfig
 from model.fit import DivergenceError, FitResult, evaluate, fit
 from model.gradcheck import gradcheck, gradcheck_model
 from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.optimizers import SGD, Adam, make_optimizer
+from model.run import Run
+from model.trained import TrainedModel
 
 __all__ = [
     "MLP",
@@ -18,6 +22,9 @@ __all__ = [
     "DivergenceError",
     "FitResult",
     "HandgradError",
+    "Run",
+    "RunConfig",
+    "TrainedModel",
     "evaluate",
     "fit",
     "gradcheck",

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from backends import host_rng
-from backends.errors import ConfigError
+from backends.errors import ConfigError, HandgradError
 from model.checkpoint import CheckpointError, atomic_write, host_copy, load_host_params
 from model.config import (
     PreparedData,
@@ -359,6 +359,7 @@ class Run:
                 done,
                 ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new),
             )
+        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
         _log_setup(config, data, model)
         run_dir = _make_run_dir(run_dir, overwrite=overwrite)
         return cls(
@@ -456,8 +457,11 @@ class Run:
         return self.summary
 
     def _write_checkpoint(self) -> Path:
+        """Copy the snapshot to the host (the only copies between epochs) and save it; the
+        host copies become this Run's ``params`` and ``state``."""
         snap = self._snap
-        trained = self._trained(host_copy(snap.params, self.backend))
+        self.params = host_copy(snap.params, self.backend)
+        self.state = host_copy(snap.state, self.backend)
         training = {
             "config": self.config.to_json(),
             "epoch": snap.epoch,
@@ -465,27 +469,27 @@ class Run:
             "history": snap.history,
             "changes": self.changes,
         }
-        state = host_copy(snap.state, self.backend)
-        return trained.save(self.checkpoint, training=training, state=state)
+        return self.trained_model().save(self.checkpoint, training=training, state=self.state)
 
-    def _trained(self, host_params) -> TrainedModel:
+    def trained_model(self) -> TrainedModel:
+        """The model as last checkpointed (after :meth:`train`: its last completed epoch),
+        with its preprocessing, as host arrays."""
+        if self.params is None:
+            raise HandgradError("the run has no parameters yet; call train() first")
         return TrainedModel(
             self.model,
-            host_params,
+            self.params,
             self.config.dtype,
             self.data.standardizer,
             self.data.targets.labels,
         )
-
-    def trained_model(self) -> TrainedModel:
-        """The model of the last completed epoch, with its preprocessing (host arrays)."""
-        return self._trained(host_copy(self._snap.params, self.backend))
 
     def _finish(self) -> dict:
         """Write checkpoint, model file (when asked, on completion), loss.png and
         metrics.json for the last completed epoch; the summary."""
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
+        self.rng.bit_generator.state = snap.rng_state  # train() again continues exactly
         paths = {"checkpoint": str(self._write_checkpoint())}
         if self.save_path is not None and self.status == "completed":
             paths["model"] = str(self.trained_model().save(self.save_path))

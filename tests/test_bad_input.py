@@ -198,3 +198,20 @@ def test_device_from_the_environment_is_named(capsys, monkeypatch, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2 and "HANDGRAD_DEVICE='bogus'" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("case", ["lr nan", "hidden not a number", "missing data file"])
+def test_the_real_entry_point_gives_the_same_one_line(files, previous, case):
+    """A few of the cases above through `python scripts/train.py` itself."""
+    import subprocess
+    import sys
+
+    tmp = previous.parent
+    argv, message = cases(files, tmp)[case]
+    proc = subprocess.run(
+        [sys.executable, str(Path(train.__file__)), *argv, "--device", "cpu"],
+        capture_output=True, text=True, cwd=tmp,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert not (tmp / "runs").exists()

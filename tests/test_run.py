@@ -217,3 +217,19 @@ def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert "ZeroDivisionError" in proc.stderr and "please report it" in proc.stderr
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_write_cut_short_keeps_the_previous_file_whole(tmp_path, failure):
+    """A full disk, or a second Ctrl-C while a checkpoint is being saved."""
+    target = tmp_path / "checkpoint.npz"
+    target.write_bytes(b"old complete file")
+
+    def cut_short(f):
+        f.write(b"half of the new")
+        raise failure
+
+    with pytest.raises(type(failure)):
+        atomic_write(target, cut_short)
+    assert target.read_bytes() == b"old complete file"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]

@@ -32,6 +32,7 @@ import numpy as np
 from backends import host_rng, legacy_rng
 from model import SGD, activations, fit, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.checkpoint import to_file_names
+from model.preprocessing import Standardizer
 
 SYSTEMS = ("single-neuron", "relu-neuron", "logistic-regression", "two-layer")
 DEFAULTS = {  # system: (learning rate, epochs)
@@ -68,7 +69,7 @@ def build(system: str, args, backend) -> Problem:
         from sklearn.datasets import load_breast_cancer
 
         X, y = load_breast_cancer(return_X_y=True)
-        X = (X - X.mean(axis=0)) / X.std(axis=0)
+        X = Standardizer.fit(X).transform(X)
         model = logistic_regression(X.shape[1])
         return Problem(
             model, model.init_params(backend, host_rng(0), "zeros"), put(X), put(y[:, None])

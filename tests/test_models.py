@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import seed_004
-from helpers import assert_close, assert_on, tolerance
+from helpers import assert_close, assert_on, random_targets, tolerance
 
 from backends import get_backend, host_rng, legacy_rng
 from model import (
@@ -28,15 +28,6 @@ from model.losses import LOSSES
 HIDDEN = list(ACTIVATIONS)
 HEADS = [("sse", o) for o in ACTIVATIONS] + [("mse", o) for o in ACTIVATIONS]
 HEADS += [("bce", "sigmoid"), ("cross_entropy", "softmax")]
-
-
-def _targets(backend, loss, n, k, rng):
-    xp = backend.xp
-    if loss == "cross_entropy":
-        return backend.asarray(rng.integers(0, k, n), dtype=xp.int64)
-    if loss == "bce":
-        return backend.asarray(rng.integers(0, 2, (n, k)))
-    return backend.asarray(rng.normal(size=(n, k)))
 
 
 def _params_off_kinks(model, backend, X, rng):
@@ -64,7 +55,7 @@ def test_every_loss_and_activation_passes_gradcheck(backend, loss, output, hidde
     k = 3
     model = MLP((4, 5, 3, k), activation=hidden, output=output, loss=loss)
     X = backend.asarray(rng.normal(size=(6, 4)))
-    Y = _targets(backend, loss, 6, k, rng)
+    Y = random_targets(backend, loss, (6, k), rng)
     errors = gradcheck_model(model, _params_off_kinks(model, backend, X, rng), X, Y)
     assert max(errors.values()) < 1e-6, errors
 
@@ -78,7 +69,7 @@ def test_seed_models_pass_gradcheck(backend, model):
     X = backend.asarray(rng.normal(size=(7, model.sizes[0])))
     loss = model.loss
     Y = (
-        _targets(backend, loss, 7, 1, rng)
+        random_targets(backend, loss, (7, 1), rng)
         if loss == "bce"
         else backend.asarray(rng.uniform(size=(7, 1)))
     )

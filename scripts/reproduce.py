@@ -16,12 +16,16 @@ two-layer            seed 004 exactly: its 4-row X and y, np.random.seed(10), ra
                      rand(4, 1), no bias, 10000 iterations of W += -dC/dW (C = sse, lr 1).
                      Prints the prediction the seed's own code prints: the output of its
                      last iteration's forward pass (before that iteration's update).
+
+--x, --y, --w0 and --b0 set single-neuron's values only. A long run shows a progress bar
+on stderr when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -29,9 +33,10 @@ from typing import NamedTuple
 import _cli
 import numpy as np
 
-from backends import host_rng, legacy_rng
+from backends import ConfigError, host_rng, legacy_rng
 from model import SGD, activations, fit, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.checkpoint import to_file_names
+from model.preprocessing import Standardizer
 
 SYSTEMS = ("single-neuron", "relu-neuron", "logistic-regression", "two-layer")
 DEFAULTS = {  # system: (learning rate, epochs)
@@ -40,6 +45,8 @@ DEFAULTS = {  # system: (learning rate, epochs)
     "logistic-regression": (0.5, 1000),
     "two-layer": (1.0, 10000),
 }
+NEURON = {"x": 3.0, "y": 0.0, "w0": 0.5, "b0": 2.0}  # the tutorial's single-neuron values
+MAX_EPOCHS = 10_000_000
 
 
 class Problem(NamedTuple):
@@ -68,7 +75,7 @@ def build(system: str, args, backend) -> Problem:
         from sklearn.datasets import load_breast_cancer
 
         X, y = load_breast_cancer(return_X_y=True)
-        X = (X - X.mean(axis=0)) / X.std(axis=0)
+        X = Standardizer.fit(X).transform(X)
         model = logistic_regression(X.shape[1])
         return Problem(
             model, model.init_params(backend, host_rng(0), "zeros"), put(X), put(y[:, None])
@@ -183,22 +190,31 @@ def explain(problem: Problem, lr: float, backend) -> str:
 
 def reproduce(system: str, problem: Problem, args, backend) -> dict:
     """Train the system's ``problem`` (its parameters in place); the --json object."""
+    from tqdm import tqdm
+
     model, params, X, Y = problem
     lr, epochs = args.lr, args.epochs
     loss_first = float(model.loss_value(params, X, Y))
     opt = SGD(lr)
-    result = fit(model, params, X, Y, optimizer=opt, epochs=max(epochs - 1, 0))
-    predictions = model.predict(params, X)  # the seed 004 prints this one
-    fit(
-        model,
-        params,
-        X,
-        Y,
-        optimizer=opt,
-        epochs=epochs,
-        start_epoch=epochs - 1,
-        state=result.state,
-    )
+    bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def tick(epoch, params, state, record):
+        bar.update()
+
+    with bar:
+        result = fit(model, params, X, Y, optimizer=opt, epochs=epochs - 1, callback=tick)
+        predictions = model.predict(params, X)  # the seed 004 prints this one
+        fit(
+            model,
+            params,
+            X,
+            Y,
+            optimizer=opt,
+            epochs=epochs,
+            start_epoch=epochs - 1,
+            state=result.state,
+            callback=tick,
+        )
     if system != "two-layer":
         predictions = model.predict(params, X)
     host = {k: backend.to_numpy(v) for k, v in params.items()}
@@ -213,42 +229,112 @@ def reproduce(system: str, problem: Problem, args, backend) -> dict:
     }
 
 
+def whole_number(text: str) -> int:
+    """An integer flag value, written as 5000 or 5e3."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _cli.parser(__doc__)
     parser.add_argument("system", choices=SYSTEMS)
     _cli.add_backend_args(parser, dtype="float64")
     parser.add_argument("--lr", type=float, help="learning rate (default: the system's)")
-    parser.add_argument("--epochs", type=int, help="gradient-descent steps (default: the system's)")
+    parser.add_argument(
+        "--epochs",
+        type=whole_number,
+        help=f"gradient-descent steps, 1 to {MAX_EPOCHS:,} (default: the system's)",
+    )
     neuron = parser.add_argument_group("single-neuron values (the tutorial's by default)")
-    neuron.add_argument("--x", type=float, default=3.0, help="input (default: 3)")
-    neuron.add_argument("--y", type=float, default=0.0, help="target (default: 0)")
+    neuron.add_argument("--x", type=float, help=f"input (default: {NEURON['x']:g})")
+    neuron.add_argument("--y", type=float, help=f"target in [0, 1] (default: {NEURON['y']:g})")
     neuron.add_argument(
         "--w0",
         type=float,
-        default=0.5,
-        help="initial weight (default: 0.5; the text's w0 = 3 saturates the sigmoid)",
+        help=f"initial weight (default: {NEURON['w0']:g}; the text's w0 = 3 saturates the sigmoid)",
     )
-    neuron.add_argument("--b0", type=float, default=2.0, help="initial bias (default: 2)")
+    neuron.add_argument("--b0", type=float, help=f"initial bias (default: {NEURON['b0']:g})")
     parser.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
     parser.add_argument(
         "--explain", action="store_true", help="print the pencil-and-paper trace of the first step"
     )
-    args = parser.parse_args(argv)
+    return check(parser.parse_args(argv))
+
+
+def check(args):
+    """Refuse what cannot work before anything runs, and fill in the defaults."""
+    if args.explain and args.json:
+        raise ConfigError(
+            "--explain prints a text trace and --json one JSON object and nothing else; "
+            "drop one of them"
+        )
+    given = [name for name in NEURON if getattr(args, name) is not None]
+    if given and args.system != "single-neuron":
+        raise ConfigError(
+            f"--{given[0]} sets a single-neuron value; {args.system} builds its own data and "
+            f"starting parameters: drop --{given[0]} or reproduce single-neuron"
+        )
     default_lr, default_epochs = DEFAULTS[args.system]
     args.lr = default_lr if args.lr is None else args.lr
     args.epochs = default_epochs if args.epochs is None else args.epochs
-    if args.epochs < 1 or args.lr <= 0:
-        parser.error("--epochs must be >= 1 and --lr > 0")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(
+            f"the learning rate must be a positive finite number, got {args.lr:g}",
+            setting="lr",
+            suggestion=f"{default_lr:g}",
+        )
+    if not 1 <= args.epochs <= MAX_EPOCHS:
+        raise ConfigError(
+            f"epochs must be between 1 and {MAX_EPOCHS:,}, got {args.epochs:,}: a step takes "
+            "tens of microseconds or more, so 10^7 steps already take minutes to hours (these "
+            "systems converge within 10^4)",
+            setting="epochs",
+            suggestion=default_epochs,
+        )
+    for name, default in NEURON.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.system == "single-neuron":
+        check_neuron(args)
     return args
+
+
+def check_neuron(args) -> None:
+    """Finite x, w0, b0 and z = w0 x + b0, and a target y in [0, 1], which the sigmoid
+    neuron's output sigma(z) in (0, 1) can approach."""
+    for name in ("x", "w0", "b0"):
+        value = getattr(args, name)
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"the neuron's {name} must be a finite number, got {value:g}",
+                setting=name,
+                suggestion=f"{NEURON[name]:g}",
+            )
+    if not math.isfinite(args.w0 * args.x + args.b0):
+        raise ConfigError(
+            f"z = w0 x + b0 = {args.w0:g} * {args.x:g} + {args.b0:g} overflows; the sigmoid "
+            "is saturated far below that (|z| > 40 gives sigma'(z) < 1e-17): use a smaller w0",
+            setting="w0",
+            suggestion=f"{NEURON['w0']:g}",
+        )
+    if not 0 <= args.y <= 1:
+        raise ConfigError(
+            f"the target y = {args.y:g} is outside [0, 1]: the sigmoid neuron's output "
+            "sigma(z) lies in (0, 1) and can never reach it; use a target in [0, 1]",
+            setting="y",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backend = _cli.backend_from_args(args, quiet=args.json)
     problem = build(args.system, args, backend)
-    if args.explain and not args.json:
+    if args.explain:
         print(explain(problem, args.lr, backend), end="\n\n")  # reads, never updates
     out = reproduce(args.system, problem, args, backend)
     if args.json:

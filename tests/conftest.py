@@ -1,6 +1,10 @@
 """One backend grid for every test: numpy, array-api-strict (default device and its
 emulated ``device1``), and cupy. Without a usable GPU the cupy cases skip with CUDA's
-reason; ``HANDGRAD_REQUIRE_GPU=1`` turns that skip into a failure (``ci/gpu.sh``)."""
+reason; ``HANDGRAD_REQUIRE_GPU=1`` turns that skip into a failure (``ci/gpu.sh``).
+
+Fixtures: ``backend`` (every device of the grid), ``other_backend`` (every device but
+numpy, for comparisons with the NumPy reference) and ``numpy_backend`` (long training
+runs, whose results are checked once: the backends' agreement is tested over short runs)."""
 
 from __future__ import annotations
 
@@ -49,3 +53,16 @@ def backend(device_spec):
 @pytest.fixture
 def xp(backend):
     return backend.xp
+
+
+@pytest.fixture(params=[p for p in DEVICES if p.id != "numpy"])
+def other_backend(request):
+    """The float64 Backend of every device of the grid but numpy, for the tests that
+    compare a backend with the NumPy reference: numpy against itself can never fail."""
+    return get_backend(require_device(request.param), "float64")
+
+
+@pytest.fixture
+def numpy_backend():
+    """The float64 NumPy Backend, for long training runs."""
+    return get_backend("cpu", "float64")

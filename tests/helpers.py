@@ -20,3 +20,13 @@ def tolerance(backend) -> float:
 
 def assert_close(actual, expected, rtol, atol=0.0):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+def random_targets(backend, loss, shape, rng):
+    """Targets of ``shape`` (n, k) that ``loss`` accepts, drawn from ``rng``: n class
+    indices below k (int64) for cross_entropy, 0/1 floats for bce, N(0, 1) otherwise."""
+    if loss == "cross_entropy":
+        return backend.asarray(rng.integers(0, shape[1], shape[0]), dtype=backend.xp.int64)
+    if loss == "bce":
+        return backend.asarray(rng.integers(0, 2, shape))
+    return backend.asarray(rng.normal(size=shape))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close, assert_on
+from helpers import assert_close, assert_on, random_targets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -74,19 +74,11 @@ def test_activation_backward_matches_finite_differences(backend, xp, name):
     assert err["z"] < 1e-8
 
 
-def _targets(backend, xp, loss, shape):
-    if loss == "cross_entropy":
-        return backend.asarray(RNG.integers(0, shape[1], shape[0]), dtype=xp.int64)
-    if loss == "bce":
-        return backend.asarray(RNG.integers(0, 2, shape))
-    return backend.asarray(RNG.normal(size=shape))
-
-
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_gradient_matches_finite_differences(backend, xp, name):
     loss = LOSSES[name]
     z = backend.asarray(RNG.normal(0, 2, size=(5, 3)))
-    y = _targets(backend, xp, name, (5, 3))
+    y = random_targets(backend, name, (5, 3), RNG)
     grad = loss.grad(z, y, xp=xp)
     assert_on(backend, grad)
     err = gradcheck(lambda p: loss.value(p["z"], y, xp=xp), {"z": z}, {"z": grad})

@@ -81,10 +81,10 @@ def test_asarray_integer_labels(backend, xp):
     np.testing.assert_array_equal(backend.to_numpy(labels), [0, 2, 1])
 
 
-def test_host_seeded_init_is_identical_on_every_backend(backend):
+def test_host_seeded_init_is_identical_on_every_backend(other_backend):
     model = MLP((5, 7, 3), activation="relu", loss="cross_entropy")
     for dtype in ("float32", "float64"):
-        b = backend.with_dtype(dtype)
+        b = other_backend.with_dtype(dtype)
         got = model.init_params(b, host_rng(42))
         ref = model.init_params(get_backend("cpu", dtype), host_rng(42))
         assert got.keys() == ref.keys()

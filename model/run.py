@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from backends import host_rng
 from backends.errors import ConfigError, HandgradError
@@ -48,7 +49,14 @@ from model.mlp import MLP
 from model.optimizers import make_optimizer
 from model.trained import TrainedModel, load_checkpoint
 
-__all__ = ["Run", "Terminated", "check_output_file", "plot_history", "sigterm_as_interrupt"]
+__all__ = [
+    "Run",
+    "Terminated",
+    "check_output_file",
+    "plot_history",
+    "progress_bar",
+    "sigterm_as_interrupt",
+]
 
 logger = logging.getLogger("handgrad")
 
@@ -187,8 +195,6 @@ class _DeviceSnapshot:
 
 
 def _copy(a):
-    from array_api_compat import array_namespace
-
     return array_namespace(a).asarray(a, copy=True)
 
 
@@ -412,7 +418,9 @@ class Run:
             )
         snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
         self.backend, self._snap = backend, snap
-        bar = _progress_bar(progress, config.epochs, self.epoch, backend.spec)
+        bar = (
+            progress_bar(config.epochs, initial=self.epoch, desc=backend.spec) if progress else None
+        )
 
         def on_epoch(epoch, params, state, record):
             snap.take(params, state, epoch + 1, record)
@@ -561,21 +569,14 @@ def _short(values: list) -> str:
     return ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}..{values[-1]}"
 
 
-def _progress_bar(progress: bool, total: int, initial: int, desc: str):
-    if not progress:
-        return None
+def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
+    """A tqdm bar of epochs on stderr, drawn only when stderr is a terminal."""
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="epoch",
-        file=sys.stderr,
-        desc=desc,
-        disable=not sys.stderr.isatty(),
-    )
+    return tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, desc=desc,
+                disable=not sys.stderr.isatty())  # fmt: skip
 
 
 def plot_history(path: Path, history: dict, loss_name: str) -> Path:
@@ -586,18 +587,20 @@ def plot_history(path: Path, history: dict, loss_name: str) -> Path:
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    try:
-        epochs = np.arange(1, len(history["loss"]) + 1)
-        ax.plot(epochs, history["loss"], label="training")
-        if history.get("val_loss"):
-            ax.plot(epochs, history["val_loss"], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{loss_name} loss")
-        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
-        ax.set_title("handgrad training")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    finally:
-        plt.close(fig)
+    # Losses near the float maximum overflow the log scale's margins: not an error.
+    with np.errstate(all="ignore"):
+        try:
+            epochs = np.arange(1, len(history["loss"]) + 1)
+            ax.plot(epochs, history["loss"], label="training")
+            if history.get("val_loss"):
+                ax.plot(epochs, history["val_loss"], label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{loss_name} loss")
+            ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
+            ax.set_title("handgrad training")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+        finally:
+            plt.close(fig)

@@ -37,6 +37,7 @@ from backends import ConfigError, host_rng, legacy_rng
 from model import SGD, activations, fit, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.checkpoint import to_file_names
 from model.preprocessing import Standardizer
+from model.run import progress_bar
 
 SYSTEMS = ("single-neuron", "relu-neuron", "logistic-regression", "two-layer")
 DEFAULTS = {  # system: (learning rate, epochs)
@@ -190,13 +191,11 @@ def explain(problem: Problem, lr: float, backend) -> str:
 
 def reproduce(system: str, problem: Problem, args, backend) -> dict:
     """Train the system's ``problem`` (its parameters in place); the --json object."""
-    from tqdm import tqdm
-
     model, params, X, Y = problem
     lr, epochs = args.lr, args.epochs
     loss_first = float(model.loss_value(params, X, Y))
     opt = SGD(lr)
-    bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=not sys.stderr.isatty())
+    bar = progress_bar(epochs)
 
     def tick(epoch, params, state, record):
         bar.update()

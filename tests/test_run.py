@@ -233,3 +233,10 @@ def test_a_write_cut_short_keeps_the_previous_file_whole(tmp_path, failure):
         atomic_write(target, cut_short)
     assert target.read_bytes() == b"old complete file"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+def test_the_plot_of_a_loss_near_the_float_maximum_is_drawn_without_warnings(tmp_path):
+    from model.run import plot_history
+
+    path = plot_history(tmp_path / "loss.png", {"loss": [1e10, 1e300, 1.5e308]}, "mse")
+    assert path.read_bytes()[:4] == b"\x89PNG"

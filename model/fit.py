@@ -157,6 +157,10 @@ def _where(a) -> str:
     return f"a {xp.__name__.removeprefix('array_api_compat.')} array on {device(a)}"
 
 
+def _dtype_name(dtype) -> str:
+    return str(dtype).rpartition(".")[2]
+
+
 def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
     """Check that the parameters share one array namespace, device and floating dtype,
     and that (X, Y) can train them: both on that device, X with that dtype and Y with it
@@ -173,7 +177,8 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
         xp = array_namespace(p)
         if p.dtype != first.dtype or not xp.isdtype(p.dtype, "real floating"):
             raise ConfigError(
-                f"parameter {name} is {p.dtype} and {first_name} is {first.dtype}; the "
+                f"parameter {name} is {_dtype_name(p.dtype)} and {first_name} is "
+                f"{_dtype_name(first.dtype)}; the "
                 f"parameters need one floating dtype: {fix}"
             )
     x_name, y_name = names
@@ -200,17 +205,20 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
             raise ConfigError(
                 f"{name} is {_where(a)} but the parameters are {_where(first)}; {move}"
             )
+    dtype = _dtype_name(first.dtype)
     if X.dtype != first.dtype:
-        raise ConfigError(f"{x_name} is {X.dtype} but the parameters are {first.dtype}; {move}")
+        raise ConfigError(
+            f"{x_name} is {_dtype_name(X.dtype)} but the parameters are {dtype}; {move}"
+        )
     if xp.isdtype(Y.dtype, "integral") and not labels_ok:
         raise ConfigError(
             f"{y_name} holds integer labels, but the loss {model.loss_spec.name!r} needs "
-            f"{first.dtype} targets; {move}"
+            f"{dtype} targets; {move}"
         )
     if not xp.isdtype(Y.dtype, "integral") and Y.dtype != first.dtype:
         labels = " or pass integer class labels" if labels_ok else ""
         raise ConfigError(
-            f"{y_name} is {Y.dtype} but the parameters are {first.dtype}; {move}{labels}"
+            f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
         )
     return False
 

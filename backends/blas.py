@@ -79,11 +79,12 @@ def limit_blas(threads: int | None):
 
 
 def blas_info() -> dict:
-    """The BLAS NumPy uses, for the record: ``{"library", "version", "threads"}``."""
+    """The BLAS NumPy uses, for the record: ``{"library", "version", "threads"}`` (SciPy
+    may load a second one; NumPy's is the one whose path names numpy)."""
     blas = [lib for lib in _controller().info() if lib["user_api"] == "blas"]
     if not blas:
         return {"library": "none found", "version": "", "threads": 0}
-    lib = blas[0]
+    lib = next((b for b in blas if "numpy" in b["filepath"]), blas[0])
     return {
         "library": lib["internal_api"],
         "version": lib.get("version") or "",

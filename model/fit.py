@@ -32,7 +32,15 @@ from backends import ConfigError, HandgradError, host_rng
 from backends.blas import blas_threads, limit_blas
 from backends.transfer import batch_bounds, host_batches, is_host, is_streamed, take_rows
 
-__all__ = ["EVAL_ROWS", "DivergenceError", "FitResult", "evaluate", "fit", "run_epoch"]
+__all__ = [
+    "EVAL_ROWS",
+    "DivergenceError",
+    "FitResult",
+    "check_inputs",
+    "evaluate",
+    "fit",
+    "run_epoch",
+]
 
 EVAL_ROWS = 8192  # evaluate() works in chunks of this many rows: bounded activation memory
 

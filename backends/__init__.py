@@ -84,14 +84,19 @@ class Backend:
         """The same library and device with another floating dtype."""
         return dataclasses.replace(self, dtype=_dtype(self.xp, dtype))
 
-    def asarray(self, host_array, dtype=None):
+    def asarray(self, host_array, dtype=None, *, copy: bool = True):
         """Copy host data to this backend's device as ``dtype`` (default: the float dtype).
 
-        Always a copy, on NumPy too, so in-place parameter updates never write into the
-        caller's host array. Pass ``dtype=backend.xp.int64`` for labels and indices.
+        A copy by default, on NumPy too, so in-place parameter updates never write into
+        the caller's host array. ``copy=False`` is for data that is only read (training
+        data): an array already on this device with this dtype is returned as it is, not
+        copied again. Pass ``dtype=backend.xp.int64`` for labels and indices.
         """
         return self.xp.asarray(
-            host_array, dtype=self.dtype if dtype is None else dtype, device=self.device, copy=True
+            host_array,
+            dtype=self.dtype if dtype is None else dtype,
+            device=self.device,
+            copy=True if copy else None,
         )
 
     def to_numpy(self, array) -> np.ndarray:

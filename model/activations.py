@@ -45,7 +45,8 @@ def sigmoid(z, /, *, xp):
     t *= -1.0
     e = xp.exp(t)
     e += 1.0
-    return 1.0 / e
+    e **= -1.0  # 1 / e in place (NumPy computes it as a reciprocal: the same bits)
+    return e
 
 
 def backprop_sigmoid(dA, a, /, *, xp):

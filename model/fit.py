@@ -1,11 +1,23 @@
 """The training loop: epochs of (shuffled) minibatches, history read back once per epoch.
 
-One epoch: draw a permutation on the host (when batching), gather the shuffled data once
-on the device, then for each batch ``forward -> backward -> update``. The epoch's loss is
-accumulated on the device as sum_b C_b * n_b / N for mean losses (sum_b C_b for ``sse``),
-each C_b taken at the parameters before that batch's step (scikit-learn's
-``loss_curve_`` convention), and read back once at the end of the epoch together with the
-validation metric. A non-finite loss stops the fit with :class:`DivergenceError`.
+One epoch: draw a permutation of the rows on the host (when batching), then for each batch
+gather that batch's rows (``xp.take`` of its indices, into one reused buffer where the
+namespace allows) and run ``forward -> backward -> update``. No shuffled copy of the data
+is made, and data already on the parameters' device with their dtype is used as it is.
+Host NumPy data with parameters elsewhere (CuPy, array-api-strict), and memory-mapped
+files on any backend (:func:`model.streaming.open_memmap`), are streamed: each batch is
+gathered on the host and copied to the device, double-buffered on CuPy
+(:func:`backends.transfer.host_batches`).
+
+The epoch's loss is accumulated on the device as sum_b C_b * n_b / N for mean losses
+(sum_b C_b for ``sse``), each C_b taken at the parameters before that batch's step
+(scikit-learn's ``loss_curve_`` convention). At the end of the epoch it is combined on the
+device with "every parameter is finite" into one value, ``where(all finite, loss, NaN)``,
+read back once together with the validation metrics. A non-finite value stops the fit
+with :class:`DivergenceError` before the epoch counts as done.
+
+On NumPy, the fit runs with the BLAS threads :func:`backends.blas.blas_threads` picks for
+the step's largest matrix product (one thread for small ones; see that module).
 """
 
 from __future__ import annotations
@@ -14,18 +26,30 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_numpy_namespace
 
-from backends import HandgradError, host_rng
+from backends import ConfigError, HandgradError, host_rng
+from backends.blas import blas_threads, limit_blas
+from backends.transfer import batch_bounds, host_batches, is_host, is_streamed, take_rows
 
-__all__ = ["DivergenceError", "FitResult", "evaluate", "fit", "run_epoch"]
+__all__ = [
+    "EVAL_ROWS",
+    "DivergenceError",
+    "FitResult",
+    "check_inputs",
+    "evaluate",
+    "fit",
+    "run_epoch",
+]
+
+EVAL_ROWS = 8192  # evaluate() works in chunks of this many rows: bounded activation memory
 
 
 class DivergenceError(HandgradError, FloatingPointError):
     """The training loss or a parameter became NaN or infinite in ``epoch`` (from 1)."""
 
     def __init__(self, epoch: int, loss: float, lr: float | None):
-        smaller = lr / 10 if lr else None
+        smaller = lr / 10 if lr and math.isfinite(lr) else None
         hint = f" (e.g. {smaller:g})" if smaller else ""
         super().__init__(
             f"training diverged: loss is {loss} at epoch {epoch}; use a smaller learning rate"
@@ -46,39 +70,178 @@ class FitResult:
     history: dict
 
 
-def run_epoch(model, params, state, X, Y, optimizer, *, batch_size=None, xp=None):
-    """One pass over (X, Y) in row order, in batches of ``batch_size`` (all rows when
-    None); returns ``(params, state, epoch_loss)``, the loss a 0-d device array. No value
-    is read back to the host here."""
-    xp = xp or array_namespace(X)
+def _batches(X, Y, order, batch: int, like, /, *, xp):
+    """(rows of X, rows of Y) on ``like``'s device for each batch of ``batch`` rows, in row
+    order (``order`` None) or in the host permutation ``order``. Streamed host data is
+    cast to ``like``'s dtype (labels stay integers)."""
+    n = X.shape[0]
+    if is_streamed(X, xp) or is_streamed(Y, xp):
+        labels = xp.int64 if Y.dtype.kind in "iu" else like.dtype
+        yield from host_batches(
+            (X, Y), order, batch, xp=xp, device=device(like), dtypes=(like.dtype, labels)
+        )
+        return
+    if order is None:
+        for start, stop in batch_bounds(n, batch):
+            yield (X, Y) if stop - start == n else (X[start:stop, ...], Y[start:stop, ...])
+        return
+    indices = xp.asarray(order, device=device(X))  # one host -> device copy per epoch
+    x_buf = xp.empty((batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
+    y_buf = xp.empty((batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
+    for start, stop in batch_bounds(n, batch):
+        idx, m = indices[start:stop], stop - start
+        yield (
+            take_rows(X, idx, xp=xp, out=x_buf[:m, ...]),
+            take_rows(Y, idx, xp=xp, out=y_buf[:m, ...]),
+        )
+
+
+def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
+    """sum_b C_b n_b / N over the batches' 0-d losses (sum_b C_b for ``sse``, a sum over
+    samples); a single batch's loss is returned as it is."""
+    if len(losses) == 1:
+        return losses[0]
+    if loss_name == "sse":
+        weights = [1.0] * len(losses)
+    else:
+        weights = [(stop - start) / n for start, stop in bounds]
+    w = xp.asarray(weights, dtype=like.dtype, device=device(like))
+    return xp.sum(xp.stack(losses) * w)
+
+
+def run_epoch(model, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None):
+    """One pass over (X, Y) in batches of ``batch_size`` (all rows when None), in row order
+    or, when ``order`` (a host permutation of the rows) is given, batch k being the rows
+    ``order[k*batch_size:(k+1)*batch_size]``. Returns ``(params, state, epoch_loss)``, the
+    loss a 0-d device array. No value is read back to the host here.
+
+    ``X``, ``Y`` on the parameters' device (``Y`` as from ``model.prepare_targets`` or
+    labels), or host NumPy arrays to stream (see the module docstring)."""
+    like = next(iter(params.values()))
+    xp = xp or array_namespace(like)
     n = X.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
-    losses, weights = [], []
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        xb, yb = (X, Y) if batch == n else (X[start:stop, ...], Y[start:stop, ...])
+    losses = []
+    for xb, yb in _batches(X, Y, order, batch, like, xp=xp):
+        yb = model.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
         _, cache = model.forward(params, xb, xp=xp)
         losses.append(model.loss_from_cache(cache, yb, xp=xp))
-        weights.append((stop - start) / n)
         grads = model.backward(params, cache, yb, xp=xp)
         params, state = optimizer.update(params, grads, state, xp=xp)
-    if len(losses) == 1:
-        return params, state, losses[0]
-    if model.loss_spec.name == "sse":  # a sum over samples: batch sums add up
-        weights = [1.0] * len(losses)
-    w = xp.asarray(weights, dtype=X.dtype, device=device(X))
-    return params, state, xp.sum(xp.stack(losses) * w)
+    bounds = batch_bounds(n, batch)
+    return params, state, _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)
 
 
 def evaluate(model, params, X, Y, /, *, xp=None) -> dict:
-    """Loss and, for classifiers, accuracy on (X, Y) as host floats (one read-back each)."""
-    xp = xp or array_namespace(X)
-    out = {"loss": float(model.loss_value(params, X, Y, xp=xp))}
+    """Loss and, for classifiers, accuracy on (X, Y) as host floats (one read-back each).
+
+    Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
+    mean of the chunks' losses), so it also takes streamed host data."""
+    like = next(iter(params.values()))
+    xp = xp or array_namespace(like)
+    n = X.shape[0]
+    batch = min(EVAL_ROWS, n)
+    losses, hits = [], []
+    for xb, yb in _batches(X, Y, None, batch, like, xp=xp):
+        losses.append(model.loss_value(params, xb, yb, xp=xp))
+        if model.is_classifier:
+            labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
+            hit = model.predict_class(params, xb, xp=xp) == xp.astype(labels, xp.int64)
+            hits.append(xp.sum(xp.astype(hit, like.dtype)))
+    bounds = batch_bounds(n, batch)
+    loss = _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)
+    out = {"loss": float(loss)}
     if model.is_classifier:
-        labels = Y if Y.ndim == 1 else xp.reshape(Y, (-1,))
-        hits = model.predict_class(params, X, xp=xp) == xp.astype(labels, xp.int64)
-        out["accuracy"] = float(xp.mean(xp.astype(hits, X.dtype)))
+        out["accuracy"] = float(xp.sum(xp.stack(hits))) / n
     return out
+
+
+def _where(a) -> str:
+    """An array's library and device, for messages ("a numpy array on cpu")."""
+    try:
+        xp = array_namespace(a)
+    except TypeError:
+        return f"a {type(a).__name__}"
+    return f"a {xp.__name__.removeprefix('array_api_compat.')} array on {device(a)}"
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).rpartition(".")[2]
+
+
+def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
+    """Check that the parameters share one array namespace, device and floating dtype,
+    and that (X, Y) can train them: both on that device, X with that dtype and Y with it
+    too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,
+    cast per batch). Returns True for streamed data. Raises ConfigError naming the array
+    that differs and the fix."""
+    first_name, first = next(iter(params.items()))
+    fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
+    for name, p in params.items():
+        if _where(p) != _where(first):
+            raise ConfigError(
+                f"parameter {name} is {_where(p)} but {first_name} is {_where(first)}; {fix}"
+            )
+        xp = array_namespace(p)
+        if p.dtype != first.dtype or not xp.isdtype(p.dtype, "real floating"):
+            raise ConfigError(
+                f"parameter {name} is {_dtype_name(p.dtype)} and {first_name} is "
+                f"{_dtype_name(first.dtype)}; the "
+                f"parameters need one floating dtype: {fix}"
+            )
+    x_name, y_name = names
+    if X.shape[0] != Y.shape[0]:
+        raise ConfigError(
+            f"{x_name} has {X.shape[0]} rows but {y_name} has {Y.shape[0]}; they must match"
+        )
+    labels_ok = model.is_classifier
+    if is_streamed(X, xp) or is_streamed(Y, xp):
+        for name, a, other in ((x_name, X, y_name), (y_name, Y, x_name)):
+            if not is_host(a):
+                raise ConfigError(
+                    f"{name} is {_where(a)} but {other} is host NumPy "
+                    "data, streamed to the device batch by batch; pass both as host NumPy "
+                    "arrays, or move both with backend.asarray"
+                )
+            kinds = "fiu" if a is X or labels_ok else "f"
+            if a.dtype.kind not in kinds:
+                raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
+        return True
+    move = "move it with backend.asarray (the parameters' backend)"
+    for name, a in ((x_name, X), (y_name, Y)):
+        if _where(a) != _where(first):
+            raise ConfigError(
+                f"{name} is {_where(a)} but the parameters are {_where(first)}; {move}"
+            )
+    dtype = _dtype_name(first.dtype)
+    if X.dtype != first.dtype:
+        raise ConfigError(
+            f"{x_name} is {_dtype_name(X.dtype)} but the parameters are {dtype}; {move}"
+        )
+    if xp.isdtype(Y.dtype, "integral") and not labels_ok:
+        raise ConfigError(
+            f"{y_name} holds integer labels, but the loss {model.loss_spec.name!r} needs "
+            f"{dtype} targets; {move}"
+        )
+    if not xp.isdtype(Y.dtype, "integral") and Y.dtype != first.dtype:
+        labels = " or pass integer class labels" if labels_ok else ""
+        raise ConfigError(
+            f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
+        )
+    return False
+
+
+def _largest_product(params, batch: int) -> int:
+    """Multiply-adds of the step's largest matrix product: batch x fan_in x fan_out."""
+    return max((batch * p.shape[0] * p.shape[1] for p in params.values() if p.ndim == 2), default=0)
+
+
+def _finite_loss(loss, params, /, *, xp):
+    """where(every parameter finite, loss, NaN): one 0-d value to read back per epoch."""
+    finite = xp.all(xp.isfinite(loss))
+    for p in params.values():
+        finite = xp.logical_and(finite, xp.all(xp.isfinite(p)))
+    return xp.where(finite, loss, math.nan)
 
 
 def fit(
@@ -99,39 +262,50 @@ def fit(
     """Train ``params`` (updated in place) for epochs ``start_epoch .. epochs - 1``.
 
     ``batch_size=None`` is full-batch gradient descent (no shuffling). Otherwise rows are
-    shuffled every epoch by ``rng`` (a host ``numpy.random.Generator``; default seed 0),
-    so the same seed gives the same batches on every backend. ``state`` resumes an
-    optimizer. ``validation=(X_val, Y_val)`` adds ``val_loss`` (and ``val_accuracy`` for
-    classifiers) to the history. ``callback(epoch, params, state, record)`` runs after each
-    epoch, ``record`` being that epoch's host floats.
+    shuffled every epoch by ``rng`` (a host ``numpy.random.Generator``; default seed 0;
+    one ``rng.permutation(n)`` per epoch), so the same seed gives the same batches on
+    every backend. ``X``, ``Y`` (and ``validation=(X_val, Y_val)``) are on the parameters'
+    device, or host NumPy arrays to stream, memmaps included (see the module docstring and
+    :func:`check_inputs`). ``state`` resumes an optimizer. ``validation`` adds ``val_loss``
+    (and ``val_accuracy`` for classifiers) to the history. ``callback(epoch, params, state,
+    record)`` runs after each epoch whose loss and parameters are finite, ``record`` being
+    that epoch's host floats.
     """
-    xp = array_namespace(X)
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; they must match")
-    targets = model.prepare_targets(Y, dtype=X.dtype, xp=xp)
+    streamed = check_inputs(model, params, X, Y)
+    if validation is not None:
+        check_inputs(model, params, *validation, names=("X_val", "Y_val"))
+    like = next(iter(params.values()))
+    xp = array_namespace(like)
+    n = X.shape[0]
+    targets = Y if streamed else model.prepare_targets(Y, dtype=like.dtype, xp=xp)
     state = optimizer.init(params) if state is None else state
-    shuffle = batch_size is not None and batch_size < X.shape[0]
+    shuffle = batch_size is not None and batch_size < n
     rng = host_rng(0) if rng is None and shuffle else rng
+    batch = n if batch_size is None else min(batch_size, n)
+    threads = blas_threads(_largest_product(params, batch)) if is_numpy_namespace(xp) else None
     history: dict[str, list[float]] = {"loss": []}
-    X_epoch, Y_epoch = X, targets
-    for epoch in range(start_epoch, epochs):
-        if shuffle:
-            order = xp.asarray(rng.permutation(X.shape[0]), device=device(X))
-            # Gathered once per epoch. The last epoch's copies die only after these exist,
-            # so the allocator reuses their memory instead of giving it back to the OS and
-            # page-faulting it in again (on NumPy that was ~10% of a digits epoch).
-            X_epoch, Y_epoch = xp.take(X, order, axis=0), xp.take(targets, order, axis=0)
-        params, state, loss = run_epoch(
-            model, params, state, X_epoch, Y_epoch, optimizer, batch_size=batch_size, xp=xp
-        )
-        record = {"loss": float(loss)}
-        if not math.isfinite(record["loss"]):
-            raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
-        if validation is not None:
-            val = evaluate(model, params, *validation, xp=xp)
-            record.update({f"val_{k}": v for k, v in val.items()})
-        for k, v in record.items():
-            history.setdefault(k, []).append(v)
-        if callback is not None:
-            callback(epoch, params, state, record)
+    with limit_blas(threads):
+        for epoch in range(start_epoch, epochs):
+            order = rng.permutation(n) if shuffle else None
+            params, state, loss = run_epoch(
+                model,
+                params,
+                state,
+                X,
+                targets,
+                optimizer,
+                batch_size=batch_size,
+                order=order,
+                xp=xp,
+            )
+            record = {"loss": float(_finite_loss(loss, params, xp=xp))}
+            if not math.isfinite(record["loss"]):
+                raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
+            if validation is not None:
+                val = evaluate(model, params, *validation, xp=xp)
+                record.update({f"val_{k}": v for k, v in val.items()})
+            for k, v in record.items():
+                history.setdefault(k, []).append(v)
+            if callback is not None:
+                callback(epoch, params, state, record)
     return FitResult(params, state, history)

@@ -84,11 +84,12 @@ def cross_entropy(z, y, /, *, xp):
 def cross_entropy_from_probs(y_hat, y, /, *, xp):
     """C = mean_i -log y_hat_{i, y_i} from the softmax output (one-hot ``y``).
 
-    Equal to :func:`cross_entropy` of the logits to rounding, in 5 array operations
-    instead of 10: the training loop uses it on the cached forward output. y_hat is
-    floored at the dtype's smallest normal number, so a sample's loss is capped at
-    ~87 (float32) / ~708 (float64) instead of becoming inf."""
-    p = xp.maximum(xp.sum(y_hat * y, axis=-1), xp.finfo(y_hat.dtype).smallest_normal)
+    Equal to :func:`cross_entropy` of the logits to rounding, in 4 array operations
+    instead of 10 (``vecdot`` gives each row's sum_k y_hat_k y_k in one pass): the
+    training loop uses it on the cached forward output. y_hat is floored at the dtype's
+    smallest normal number, so a sample's loss is capped at ~87 (float32) / ~708
+    (float64) instead of becoming inf."""
+    p = xp.maximum(xp.vecdot(y_hat, y), xp.finfo(y_hat.dtype).smallest_normal)
     return -xp.sum(xp.log(p)) / y_hat.shape[0]
 
 

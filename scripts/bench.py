@@ -1,19 +1,28 @@
 """Side-by-side training-speed benchmark: handgrad against what users would pick instead.
 
-    python scripts/bench.py                 # CPU cases, and GPU cases when a GPU works
+    python scripts/bench.py                 # CPU, data-pipeline and (with a GPU) GPU cases
     python scripts/bench.py --json out.json --repeats 7
     python scripts/bench.py --quick         # tiny sizes: checks that every contender runs
+    python scripts/bench.py --cases none --memmap-gb 4   # a manual check, never in CI
 
-Every contender trains the same model on the same data, dtype, batch size and optimizer in
-this one process. Times are medians over --repeats runs after a warm-up run, with device
-synchronization around each. Ratios are contender time / handgrad time (> 1: handgrad is
-faster).
+Every contender trains the same model on the same data, dtype, batch size and optimizer.
+Times are medians over --repeats runs after a warm-up run, with device synchronization
+around each; run i uses seed i, and accuracy is the mean over those runs' seeds. Ratios
+are contender time / handgrad time (> 1: handgrad is faster).
 
 CPU cases: digits (bundled, X/16), one hidden layer of 64 or 512, logistic activation,
 softmax cross-entropy, SGD lr 0.1 (no momentum, no penalty), batch 64, 50 epochs, float64
 and float32. Contenders: handgrad numpy, scikit-learn MLPClassifier (solver sgd, same
-layers, shuffled batches, no early stopping) and PyTorch eager when installed; each row
-shows its training accuracy after the last epoch.
+layers, shuffled batches, no early stopping), PyTorch eager and JAX (the whole epoch
+compiled, jit over lax.scan; float32 only) when installed.
+
+Data-pipeline cases: 10k and 100k synthetic rows, 784-256-10, logistic, float64, batch
+128, 3 epochs; each contender in a fresh subprocess that makes the data, then trains:
+time, and peak memory above the process's size with the data loaded (VmHWM after
+resetting it). handgrad trains on the caller's NumPy array as it is.
+
+--memmap-gb G: writes a G GB float64 .npy (784 columns) to --memmap-dir piece by piece,
+then trains one epoch on it memory-mapped in a subprocess and reports its peak RSS.
 
 GPU cases: sigmoid layers, mse loss, float32, plain SGD lr 0.1, batches in order: xor
 3-4-1 batch 4, digits 64-64-10 full batch (1797), mnist-shape 784-512-512-10 batch 512
@@ -21,42 +30,88 @@ GPU cases: sigmoid layers, mse loss, float32, plain SGD lr 0.1, batches in order
 PyTorch eager with autograd, PyTorch with hand-written gradients, and the GEMM floor (the
 step's matrix products alone, cuBLAS sgemm through CuPy); each row shows the fraction of
 that floor it reaches.
+
+The machine's state is part of every number: the header records the BLAS library and
+its threads, os.getloadavg() before and after, and for every case the CPU time other
+processes used while it ran (in cores). When that exceeds BUSY_CORES the row is marked
+and a warning is printed: re-measure on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 import _cli
 import numpy as np
 
 from backends import get_backend, host_rng, probe_cuda
-from model import MLP, SGD, fit
+from backends.blas import blas_info, blas_threads
+from model import MLP, SGD, evaluate, fit
 from model.checkpoint import atomic_write
+from model.data import load_dataset
 from model.fit import run_epoch
+from model.streaming import open_memmap
+
+BUSY_CORES = 0.25  # other processes' average CPU use above which a case is marked busy
 
 
 def _median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
     """Median wall time of ``run()`` over ``repeats`` runs after one warm-up run."""
-    run()
+    return _measure(lambda seed: run(), repeats, sync)[0]
+
+
+def _measure(run: Callable[[int], float | None], repeats: int, sync) -> tuple:
+    """``(median seconds, mean accuracy)`` of ``run(seed)`` for seeds 0 .. repeats-1,
+    after one warm-up run (seed 0); ``run`` returns its accuracy (or None)."""
+    run(0)
     sync()
-    times = []
-    for _ in range(repeats):
+    times, accuracies = [], []
+    for seed in range(repeats):
         sync()
         start = time.perf_counter()
-        run()
+        accuracies.append(run(seed))
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    mean = None if accuracies[0] is None else statistics.fmean(accuracies)
+    return statistics.median(times), mean
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes used, CPU seconds this one and its children used)."""
+    ours = os.times()
+    ours = ours.user + ours.system + ours.children_user + ours.children_system
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return math.nan, ours
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), ours
+
+
+@contextlib.contextmanager
+def other_load(record: dict):
+    """Set ``record["other_cores"]``: the average number of cores other processes kept
+    busy while the body ran (/proc/stat minus this process and its children)."""
+    start, (all0, ours0) = time.perf_counter(), _cpu_seconds()
+    yield record
+    all1, ours1 = _cpu_seconds()
+    wall = time.perf_counter() - start
+    record["other_cores"] = max(0.0, (all1 - all0) - (ours1 - ours0)) / wall
 
 
 def _torch():
@@ -71,17 +126,17 @@ def _torch():
 
 
 def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | None) -> list:
-    """One CPU case: rows for every available contender (time per epoch and per step)."""
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X, y = (X / 16.0)[:rows], y[:rows]
+    """One CPU case: rows for every available contender (time per epoch and per step,
+    training accuracy as the mean over the runs' seeds)."""
+    X, y = load_dataset("digits")
+    X, y = X[:rows].astype(dtype), y[:rows]
     batch, lr = 64, 0.1
     steps = -(-len(X) // batch) * epochs
     case = f"digits 64-{hidden}-10 {dtype}"
     out = []
 
-    def row(name, seconds, accuracy):
+    def row(name, measured):
+        seconds, accuracy = measured
         out.append(
             {
                 "case": case,
@@ -94,11 +149,11 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
 
     backend = get_backend("cpu", dtype)
     model = MLP((X.shape[1], hidden, 10), activation="sigmoid", loss="cross_entropy")
-    Xd, yd = backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64)
-    result = {}
+    Xd = backend.asarray(X, copy=False)
+    yd = backend.asarray(y, dtype=backend.xp.int64, copy=False)
 
-    def handgrad():
-        params = model.init_params(backend, host_rng(0))
+    def handgrad(seed):
+        params = model.init_params(backend, host_rng(seed))
         fit(
             model,
             params,
@@ -107,70 +162,306 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
             optimizer=SGD(lr),
             epochs=epochs,
             batch_size=batch,
-            rng=host_rng(1),
+            rng=host_rng(seed + 1000),
         )
-        result["params"] = params
+        hits = model.predict_class(params, Xd) == yd
+        return float(np.mean(backend.to_numpy(hits)))
 
-    seconds = _median_time(handgrad, repeats, backend.synchronize)
-    hits = model.predict_class(result["params"], Xd) == yd
-    row("handgrad numpy", seconds, float(np.mean(backend.to_numpy(hits))))
+    with other_load({}) as load:
+        row("handgrad numpy", _measure(handgrad, repeats, backend.synchronize))
+    out[-1]["blas_threads"] = blas_threads(batch * X.shape[1] * hidden) or blas_info()["threads"]
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(
-        (hidden,),
-        activation="logistic",
-        solver="sgd",
-        batch_size=batch,
-        learning_rate_init=lr,
-        momentum=0.0,
-        alpha=0.0,
-        max_iter=epochs,
-        shuffle=True,
-        early_stopping=False,
-        n_iter_no_change=10**9,
-        tol=0.0,
-        random_state=0,
-    )
-    Xs = X.astype(dtype)
-
-    def sklearn():
+    def sklearn(seed):
+        clf = MLPClassifier(
+            (hidden,),
+            activation="logistic",
+            solver="sgd",
+            batch_size=batch,
+            learning_rate_init=lr,
+            momentum=0.0,
+            alpha=0.0,
+            max_iter=epochs,
+            shuffle=True,
+            early_stopping=False,
+            n_iter_no_change=10**9,
+            tol=0.0,
+            random_state=seed,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Xs, y)
+            clf.fit(X, y)
+        return float(clf.score(X, y))
 
-    seconds = _median_time(sklearn, repeats, lambda: None)
-    row("scikit-learn MLPClassifier", seconds, float(clf.score(Xs, y)))
+    with other_load(load):
+        row("scikit-learn MLPClassifier", _measure(sklearn, repeats, lambda: None))
 
     torch = _torch()
     if torch is not None:
-        tdtype = getattr(torch, dtype)
-        Xt, yt = torch.as_tensor(Xs), torch.as_tensor(y)
-        net = {}
-
-        def pytorch():
-            torch.manual_seed(0)
-            model_t = torch.nn.Sequential(
-                torch.nn.Linear(X.shape[1], hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, 10)
+        with other_load(load):
+            row(
+                f"PyTorch {torch.__version__} CPU eager",
+                _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs, repeats),
             )
-            model_t = model_t.to(tdtype)
-            opt = torch.optim.SGD(model_t.parameters(), lr=lr)
-            loss_fn = torch.nn.CrossEntropyLoss()
-            for _ in range(epochs):
-                order = torch.randperm(len(Xt))
-                Xe, ye = Xt[order], yt[order]
-                for s in range(0, len(Xt), batch):
-                    opt.zero_grad(set_to_none=True)
-                    loss_fn(model_t(Xe[s : s + batch]), ye[s : s + batch]).backward()
-                    opt.step()
-            net["model"] = model_t
-
-        seconds = _median_time(pytorch, repeats, lambda: None)
-        with torch.no_grad():
-            accuracy = float((net["model"](Xt).argmax(1) == yt).double().mean())
-        row(f"PyTorch {torch.__version__} CPU eager", seconds, accuracy)
+    jax = _jax()
+    if jax is not None and dtype == "float32":
+        with other_load(load):
+            row(
+                f"JAX {jax.__version__} jit+scan",
+                _jax_digits(jax, X, y, hidden, batch, lr, epochs, repeats),
+            )
+    for r in out:
+        r["other_cores"] = load["other_cores"]
     return _with_ratios(out)
+
+
+def _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs, repeats):
+    """PyTorch eager, the usual loop: a shuffled copy per epoch, autograd, optim.SGD."""
+    tdtype = getattr(torch, dtype)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+
+    def pytorch(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(X.shape[1], hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, 10)
+        ).to(tdtype)
+        opt = torch.optim.SGD(net.parameters(), lr=lr)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for _ in range(epochs):
+            order = torch.randperm(len(Xt))
+            Xe, ye = Xt[order], yt[order]
+            for s in range(0, len(Xt), batch):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(net(Xe[s : s + batch]), ye[s : s + batch]).backward()
+                opt.step()
+        with torch.no_grad():
+            return float((net(Xt).argmax(1) == yt).double().mean())
+
+    return _measure(pytorch, repeats, lambda: None)
+
+
+def _jax():
+    try:
+        import jax
+    except ImportError:
+        return None
+    return jax
+
+
+def _jax_digits(jax, X, y, hidden, batch, lr, epochs, repeats):
+    """JAX, float32: one compiled epoch (a shuffle, then lax.scan over the full batches
+    and one step on the short last batch), gradients by jax.grad; handgrad's init."""
+    jnp = jax.numpy
+    n, full = len(X), len(X) // batch * batch
+    Xj, Yj = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), 10, dtype=jnp.float32)
+    model = MLP((X.shape[1], hidden, 10), activation="sigmoid", loss="cross_entropy")
+    cpu = get_backend("cpu", "float32")
+
+    def loss(p, xb, yb):
+        z = jax.nn.sigmoid(xb @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        return -jnp.mean(jnp.sum(yb * jax.nn.log_softmax(z), axis=1))
+
+    def step(p, batch_xy):
+        g = jax.grad(loss)(p, *batch_xy)
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+
+    @jax.jit
+    def epoch(p, key):
+        order = jax.random.permutation(key, n)
+        Xe, Ye = Xj[order], Yj[order]
+        shape = (full // batch, batch)
+        p, _ = jax.lax.scan(step, p, (Xe[:full].reshape(*shape, -1), Ye[:full].reshape(*shape, -1)))
+        if full < n:
+            p, _ = step(p, (Xe[full:], Ye[full:]))
+        return p
+
+    def run(seed):
+        p = {k: jnp.asarray(v) for k, v in model.init_params(cpu, host_rng(seed)).items()}
+        key = jax.random.PRNGKey(seed)
+        for _ in range(epochs):
+            key, sub = jax.random.split(key)
+            p = epoch(p, sub)
+        z = jax.nn.sigmoid(Xj @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        return float(jnp.mean(jnp.argmax(z, axis=1) == jnp.asarray(y)))
+
+    return _measure(run, repeats, lambda: None)
+
+
+# --------------------------------------------------------------------------- data pipeline
+
+
+PIPELINE = {"sizes": (784, 256, 10), "batch": 128, "lr": 0.1}
+
+
+def pipeline_contenders() -> list[str]:
+    """The data-pipeline contenders installed here."""
+    names = ["handgrad numpy", "scikit-learn MLPClassifier"]
+    if _torch() is not None:
+        names.append("PyTorch CPU eager")
+    return names
+
+
+def _synthetic(rows: int, dtype: str, seed: int = 0):
+    """Host (X (rows, 784) uniform on [-1/2, 1/2), labels of a random linear teacher),
+    made without temporaries the size of X."""
+    d, _, k = PIPELINE["sizes"]
+    rng = np.random.default_rng(seed)
+    X = rng.random((rows, d), dtype=dtype)
+    X -= 0.5
+    teacher = rng.normal(size=(d, k)).astype(dtype)
+    return X, np.argmax(X @ teacher, axis=1)
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _train_contender(name: str, X, y, epochs: int, seed: int) -> float:
+    """Train ``name`` on host (X, y) as the pipeline cases do; returns training accuracy."""
+    sizes, batch, lr = PIPELINE["sizes"], PIPELINE["batch"], PIPELINE["lr"]
+    if name.startswith("handgrad"):
+        backend = get_backend("cpu", str(X.dtype))
+        model = MLP(sizes, activation="sigmoid", loss="cross_entropy")
+        if not isinstance(X, np.memmap):  # a memmap is passed as it is: fit streams it
+            X, y = backend.asarray(X, copy=False), backend.asarray(y, dtype=np.int64, copy=False)
+        params = model.init_params(backend, host_rng(seed))
+        fit(
+            model,
+            params,
+            X,
+            y,
+            optimizer=SGD(lr),
+            epochs=epochs,
+            batch_size=batch,
+            rng=host_rng(seed + 1000),
+        )
+        return evaluate(model, params, X, y)["accuracy"]
+    if name.startswith("scikit-learn"):
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        clf = MLPClassifier(
+            sizes[1:-1],
+            activation="logistic",
+            solver="sgd",
+            batch_size=batch,
+            learning_rate_init=lr,
+            momentum=0.0,
+            alpha=0.0,
+            max_iter=epochs,
+            shuffle=True,
+            early_stopping=False,
+            n_iter_no_change=10**9,
+            tol=0.0,
+            random_state=seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        return float(clf.score(X, y))
+    torch = _torch()
+    return _torch_digits(torch, X, y, sizes[1], str(X.dtype), batch, lr, epochs, 0)[1]
+
+
+def pipeline_worker(spec: dict) -> dict:
+    """In this (fresh) process: get the data, reset the peak-RSS mark, train, and report
+    seconds, peak memory above the data-loaded size (MiB), peak RSS and accuracy."""
+    if spec.get("memmap"):
+        X, y = open_memmap(spec["memmap"]), open_memmap(spec["memmap_labels"])
+    else:
+        X, y = _synthetic(spec["rows"], spec["dtype"])
+    blas_info()  # imports threadpoolctl: libraries load before the baseline, not in the peak
+    if spec["contender"].startswith("scikit-learn"):
+        import sklearn.neural_network  # noqa: F401
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS (Linux)
+    base = _rss_kib("VmRSS")
+    start = time.perf_counter()
+    accuracy = _train_contender(spec["contender"], X, y, spec["epochs"], spec.get("seed", 0))
+    seconds = time.perf_counter() - start
+    peak = _rss_kib("VmHWM")
+    return {
+        "seconds": seconds,
+        "peak_extra_mib": (peak - base) / 1024,
+        "peak_rss_mib": peak / 1024,
+        "data_mib": X.nbytes / 2**20,
+        "accuracy": accuracy,
+    }
+
+
+def _in_subprocess(spec: dict) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"benchmark worker {spec} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pipeline_cases(row_counts, epochs: int) -> list:
+    """Every pipeline contender at every row count, each in its own subprocess."""
+    out = []
+    for rows in row_counts:
+        case = f"pipeline {rows} x 784-256-10 float64 b128"
+        for name in pipeline_contenders():
+            spec = {"contender": name, "rows": rows, "dtype": "float64", "epochs": epochs}
+            with other_load({}) as load:
+                r = _in_subprocess(spec)
+            steps = -(-rows // PIPELINE["batch"]) * epochs
+            out.append(
+                {
+                    "case": case,
+                    "contender": name,
+                    "rows": rows,
+                    "epoch_ms": 1e3 * r["seconds"] / epochs,
+                    "step_ms": 1e3 * r["seconds"] / steps,
+                    **r,
+                    "other_cores": load["other_cores"],
+                }
+            )
+        _with_ratios(out[-len(pipeline_contenders()) :])
+    return out
+
+
+def memmap_case(gigabytes: float, folder: str) -> dict:
+    """Write a ``gigabytes`` GB float64 .npy (784 columns, labels beside it) to ``folder``
+    in pieces, train handgrad one epoch on it memory-mapped in a subprocess."""
+    d = PIPELINE["sizes"][0]
+    rows = int(gigabytes * 1e9 / (8 * d))
+    path = Path(folder) / "handgrad-bench-X.npy"
+    labels = Path(folder) / "handgrad-bench-y.npy"
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(rows, d))
+    y = np.lib.format.open_memmap(labels, mode="w+", dtype=np.int64, shape=(rows,))
+    for start in range(0, rows, 65536):
+        Xc, yc = _synthetic(min(65536, rows - start), "float64", seed=start)
+        X[start : start + len(Xc)], y[start : start + len(Xc)] = Xc, yc
+    X.flush()
+    y.flush()
+    del X, y
+    try:
+        spec = {
+            "contender": "handgrad numpy",
+            "memmap": str(path),
+            "memmap_labels": str(labels),
+            "epochs": 1,
+        }
+        with other_load({}) as load:
+            r = _in_subprocess(spec)
+    finally:
+        path.unlink()
+        labels.unlink()
+    return {
+        "case": f"memmap {rows} x 784 float64 ({gigabytes:g} GB) b128, 1 epoch",
+        "contender": "handgrad numpy, memmap",
+        **r,
+        "other_cores": load["other_cores"],
+    }
 
 
 # --------------------------------------------------------------------------- GPU cases
@@ -195,10 +486,8 @@ def _gpu_data(case: str, sizes, rows: int):
         X = np.array([[0, 0, 1], [1, 1, 1], [1, 0, 1], [0, 1, 1]], dtype=np.float32)
         return X, np.array([[0], [1], [1], [0]], dtype=np.float32)
     if case.startswith("digits"):
-        from sklearn.datasets import load_digits
-
-        X, y = load_digits(return_X_y=True)
-        return (X / 16.0).astype(np.float32), np.eye(10, dtype=np.float32)[y]
+        X, y = load_dataset("digits")
+        return X.astype(np.float32), np.eye(10, dtype=np.float32)[y]
     X = rng.random((rows, sizes[0]), dtype=np.float32)
     return X, np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], rows)]
 
@@ -330,10 +619,11 @@ def _cpu_name() -> str:
 
 
 def environment() -> dict:
-    """Machine, date and library versions, for the record."""
+    """Machine, date, library versions, BLAS and load, for the record."""
     import array_api_compat
     import sklearn
 
+    blas = blas_info()
     env = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}",
@@ -341,9 +631,11 @@ def environment() -> dict:
         "numpy": np.__version__,
         "array_api_compat": array_api_compat.__version__,
         "scikit_learn": sklearn.__version__,
+        "blas": f"{blas['library']} {blas['version']}, {blas['threads']} threads by default",
     }
-    torch = _torch()
+    torch, jax = _torch(), _jax()
     env["torch"] = torch.__version__ if torch else "not installed"
+    env["jax"] = jax.__version__ if jax else "not installed"
     cupy, count, reason = probe_cuda()
     env["cupy"] = cupy.__version__ if cupy else "not installed"
     if count:
@@ -353,19 +645,51 @@ def environment() -> dict:
     return env
 
 
+def _busy(r) -> str:
+    return " (BUSY)" if r.get("other_cores", 0.0) > BUSY_CORES else ""
+
+
 def format_table(rows: list) -> str:
-    """The rows as a Markdown table."""
+    """The CPU and GPU rows as a Markdown table (BUSY: other processes used the CPU)."""
     lines = [
-        "| case | contender | ms / epoch | ms / step | vs handgrad | accuracy / floor |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| case | contender | ms / epoch | ms / step | vs handgrad | accuracy / floor | "
+        "other load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         epoch = f"{r['epoch_ms']:.2f}" if "epoch_ms" in r else ""
         extra = f"{r['accuracy']:.4f}" if "accuracy" in r else f"{r['floor_fraction']:.0%}"
+        threads = f" ({r['blas_threads']} BLAS thr.)" if "blas_threads" in r else ""
         lines.append(
-            f"| {r['case']} | {r['contender']} | {epoch} | {r['step_ms']:.4f} | "
-            f"{r['vs_handgrad']:.2f}x | {extra} |"
+            f"| {r['case']} | {r['contender']}{threads} | {epoch} | {r['step_ms']:.4f} | "
+            f"{r['vs_handgrad']:.2f}x | {extra} | {r.get('other_cores', 0.0):.2f}{_busy(r)} |"
         )
+    return "\n".join(lines)
+
+
+def format_pipeline(rows: list) -> str:
+    """The data-pipeline (and memmap) rows as a Markdown table, then time ratios."""
+    lines = [
+        "| case | contender | s | ms / step | vs handgrad | peak extra MiB | x data | "
+        "peak RSS MiB | accuracy | other load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ratio = f"{r['vs_handgrad']:.2f}x" if "vs_handgrad" in r else ""
+        step = f"{r['step_ms']:.3f}" if "step_ms" in r else ""
+        lines.append(
+            f"| {r['case']} | {r['contender']} | {r['seconds']:.2f} | {step} | {ratio} | "
+            f"{r['peak_extra_mib']:.0f} | {r['peak_extra_mib'] / r['data_mib']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['accuracy']:.4f} | {r['other_cores']:.2f}{_busy(r)} |"
+        )
+    sizes = sorted({r["rows"] for r in rows if "rows" in r})
+    if len(sizes) == 2:
+        for name in dict.fromkeys(r["contender"] for r in rows if "rows" in r):
+            t = {r["rows"]: r["seconds"] for r in rows if r["contender"] == name and "rows" in r}
+            lines.append(
+                f"\n{name}: time at {sizes[1]} rows / at {sizes[0]} rows = "
+                f"{t[sizes[1]] / t[sizes[0]]:.2f} (rows x{sizes[1] / sizes[0]:g})"
+            )
     return "\n".join(lines)
 
 
@@ -375,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--cases",
-        choices=("all", "cpu", "gpu"),
+        choices=("all", "cpu", "pipeline", "gpu", "none"),
         default="all",
         help="which cases (default: all; GPU cases need a usable GPU)",
     )
@@ -385,34 +709,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes and 2 epochs: checks every contender, measures nothing",
+        help="tiny sizes, 2 epochs, 1 run: checks every contender, measures nothing",
+    )
+    p.add_argument(
+        "--memmap-gb", type=float, help="also train on a memory-mapped file of this size"
+    )
+    p.add_argument(
+        "--memmap-dir", default=tempfile.gettempdir(), help="where --memmap-gb writes its file"
     )
     p.add_argument("--json", metavar="PATH", help="also write the rows and environment as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # one pipeline run, in a subprocess
     args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(pipeline_worker(json.loads(args.worker))))
+        return 0
     epochs = 2 if args.quick else args.epochs
     repeats = 1 if args.quick else args.repeats
-    rows = []
+    load_before = os.getloadavg()
+    rows, pipeline = [], []
     if args.cases in ("all", "cpu"):
         for hidden in (64, 512):
             for dtype in ("float64", "float32"):
                 rows += cpu_digits(hidden, dtype, epochs, repeats, 200 if args.quick else None)
+    if args.cases in ("all", "pipeline"):
+        pipeline += pipeline_cases(
+            (100, 1000) if args.quick else (10_000, 100_000), 1 if args.quick else 3
+        )
+    if args.memmap_gb:
+        pipeline.append(memmap_case(args.memmap_gb, args.memmap_dir))
     gpu_wanted = args.cases == "gpu" or (args.cases == "all" and probe_cuda()[1])
     if gpu_wanted:
         backend = get_backend(args.gpu_device, "float32")
         for case, sizes, n, batch in gpu_shapes(args.quick):
             steps = 2 if args.quick else (20 if sizes[0] >= 4096 else 200)
-            rows += gpu_case(case, sizes, n, batch, backend, steps, repeats)
+            with other_load({}) as load:
+                case_rows = gpu_case(case, sizes, n, batch, backend, steps, repeats)
+            rows += [{**r, "other_cores": load["other_cores"]} for r in case_rows]
     env = environment()
+    env["loadavg_before"], env["loadavg_after"] = load_before, os.getloadavg()
     print(
         f"handgrad benchmark, {env['date']}: {env['machine']}, Python {env['python']}, "
-        f"NumPy {env['numpy']}, scikit-learn {env['scikit_learn']}, PyTorch {env['torch']}, "
-        f"CuPy {env['cupy']}, GPU {env['gpu']}"
+        f"NumPy {env['numpy']} ({env['blas']}), scikit-learn {env['scikit_learn']}, "
+        f"PyTorch {env['torch']}, JAX {env['jax']}, CuPy {env['cupy']}, GPU {env['gpu']}\n"
+        f"load average (1, 5, 15 min) before {_loads(load_before)}, after "
+        f"{_loads(env['loadavg_after'])}; other load = cores other processes kept busy"
     )
-    print(format_table(rows))
+    busy = [r for r in rows + pipeline if _busy(r)]
+    warning = (
+        f"WARNING: the machine was busy during {len(busy)} case(s) (marked BUSY: other "
+        f"processes used more than {BUSY_CORES} cores): those timings are not comparable; "
+        "re-measure on a quiet machine"
+    )
+    if busy:
+        print(warning, file=sys.stderr)
+    if rows:
+        print(format_table(rows))
+    if pipeline:
+        print(format_pipeline(pipeline))
+    if busy:
+        print(warning)
     if args.json:
-        text = json.dumps({"environment": env, "rows": rows}, indent=2)
+        text = json.dumps({"environment": env, "rows": rows, "pipeline": pipeline}, indent=2)
         atomic_write(args.json, lambda f: f.write(text.encode()))
     return 0
+
+
+def _loads(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":

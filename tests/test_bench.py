@@ -30,3 +30,31 @@ def test_gpu_cases_run_on_any_backend(capsys):
     assert bench.main(["--quick", "--cases", "gpu", "--gpu-device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "xor 3-4-1 b4 | handgrad numpy" in table and "GEMM floor" in table
+
+
+def test_quick_pipeline_measures_every_contender_in_a_subprocess(tmp_path, capsys):
+    """Each contender's peak memory comes from its own process, so it is counted from that
+    process's size with the data loaded: positive, and the data's size is recorded."""
+    assert bench.main(["--quick", "--cases", "pipeline", "--json", str(tmp_path / "p.json")]) == 0
+    table = capsys.readouterr().out
+    data = json.loads((tmp_path / "p.json").read_text())
+    rows = data["pipeline"]
+    assert {(r["contender"], r["rows"]) for r in rows} == {
+        (c, n) for c in bench.pipeline_contenders() for n in (100, 1000)
+    }
+    for r in rows:
+        assert abs(r["data_mib"] - r["rows"] * 784 * 8 / 2**20) < 1e-9
+        assert r["peak_rss_mib"] >= r["peak_extra_mib"] >= 0
+        assert 0 <= r["accuracy"] <= 1
+    assert "time at 1000 rows / at 100 rows" in table
+    env = data["environment"]
+    assert len(env["loadavg_before"]) == len(env["loadavg_after"]) == 3
+    assert "threads" in env["blas"]
+
+
+def test_a_busy_machine_is_marked_and_warned_about(monkeypatch, capsys):
+    """Other processes' CPU time is what is left of /proc/stat's after this process's."""
+    monkeypatch.setattr(bench, "_cpu_seconds", iter([(0.0, 0.0), (5.0, 0.0)] * 50).__next__)
+    assert bench.main(["--quick", "--cases", "gpu", "--gpu-device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "(BUSY)" in out and "WARNING: the machine was busy" in err

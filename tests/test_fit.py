@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from helpers import assert_close, assert_on
 
-from backends import get_backend, host_rng
-from model import MLP, DivergenceError, fit, make_optimizer
+from backends import ConfigError, get_backend, host_rng
+from model import MLP, DivergenceError, evaluate, fit, make_optimizer
 from model.fit import run_epoch
 
 
@@ -123,11 +125,13 @@ def test_mismatched_rows_are_refused():
         )
 
 
+@pytest.mark.parametrize("data", ["device", "streamed"])
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
 @pytest.mark.parametrize("loss", ["mse", "bce", "cross_entropy"])
-def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimizer, loss):
+def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimizer, loss, data):
     """A step that turns an array into a Python scalar or bool (a device sync on a GPU)
-    fails here: array-api-strict arrays are made to refuse every such conversion."""
+    fails here: array-api-strict arrays are made to refuse every such conversion. Streamed
+    host data (shuffled) goes only host -> device."""
     import array_api_strict
 
     b = get_backend("strict", "float64")
@@ -140,6 +144,9 @@ def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimi
     opt = make_optimizer(optimizer, 0.1, weight_decay=0.01)
     params = model.init_params(b, host_rng(0))
     state = opt.init(params)
+    order = np.random.default_rng(0).permutation(30)  # batches gathered by index
+    if data == "streamed":
+        X, Y = b.to_numpy(X), b.to_numpy(Y)
 
     def refuse(self, *args, **kwargs):
         raise AssertionError("host round-trip in the training hot loop")
@@ -159,5 +166,189 @@ def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimi
         if hasattr(cls, name):
             monkeypatch.setattr(cls, name, refuse)
     with pytest.raises(AssertionError, match="host round-trip"):
-        float(X[0, 0])  # the trap works
-    run_epoch(model, params, state, X, Y, opt, batch_size=8)
+        float(params["W1"][0, 0])  # the trap works
+    run_epoch(model, params, state, X, Y, opt, batch_size=8, order=order)
+
+
+# --------------------------------------------------------------------------- data pipeline
+
+
+def _numpy_sgd(X, y, W1, b1, W2, b2, lr, batch, orders):
+    """Plain-NumPy reference: sigmoid hidden layer, softmax cross-entropy, SGD, one batch
+    after another in the given row orders; returns the final parameters."""
+    W1, b1, W2, b2 = (a.copy() for a in (W1, b1, W2, b2))
+    T = np.eye(W2.shape[1])[y]
+    for order in orders:
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            x, t = X[idx], T[idx]
+            h = 1 / (1 + np.exp(-(x @ W1 + b1)))
+            z = h @ W2 + b2
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            dz = (p - t) / len(idx)
+            dh = dz @ W2.T * h * (1 - h)
+            W2, b2 = W2 - lr * h.T @ dz, b2 - lr * dz.sum(0)
+            W1, b1 = W1 - lr * x.T @ dh, b1 - lr * dh.sum(0)
+    return W1, b1, W2, b2
+
+
+@pytest.mark.parametrize("where", ["device", "host", "memmap"])
+def test_batches_gathered_per_batch_match_a_numpy_reference(backend, where, tmp_path):
+    """Data on the device, host NumPy data streamed to it, and a memory-mapped .npz all
+    train the same batches (rng.permutation(n) per epoch) as plain NumPy does."""
+    from model.streaming import open_memmap
+
+    rng = np.random.default_rng(4)
+    X_h = rng.normal(size=(23, 4))
+    y_h = rng.integers(0, 3, 23)
+    if where == "device":
+        X, y = backend.asarray(X_h), backend.asarray(y_h, dtype=backend.xp.int64)
+    elif where == "host":
+        X, y = X_h, y_h
+    else:
+        np.savez(tmp_path / "d.npz", X=X_h, y=y_h)
+        X, y = open_memmap(tmp_path / "d.npz", "X"), open_memmap(tmp_path / "d.npz", "y")
+    model = MLP((4, 5, 3), activation="sigmoid", loss="cross_entropy")
+    params = model.init_params(backend, host_rng(1))
+    start = [backend.to_numpy(params[k]) for k in ("W1", "b1", "W2", "b2")]
+    fit(
+        model,
+        params,
+        X,
+        y,
+        optimizer=make_optimizer("sgd", 0.3),
+        epochs=3,
+        batch_size=5,
+        rng=host_rng(2),
+    )
+    perm = host_rng(2)
+    expected = _numpy_sgd(X_h, y_h, *start, 0.3, 5, [perm.permutation(23) for _ in range(3)])
+    for k, e in zip(("W1", "b1", "W2", "b2"), expected, strict=True):
+        assert_on(backend, params[k])
+        assert_close(backend.to_numpy(params[k]), e, 1e-12)
+
+
+def test_training_holds_no_copy_of_the_data():
+    """Peak memory NumPy allocates while training on 16 MB of data stays a small fraction
+    of it (a shuffled copy per epoch would be 100%, two alive at once 200%)."""
+    import tracemalloc
+
+    b = get_backend("cpu", "float64")
+    rng = np.random.default_rng(0)
+    X = rng.random((10000, 200))
+    y = rng.integers(0, 10, 10000)
+    model = MLP((200, 16, 10), activation="relu", loss="cross_entropy")
+    params = model.init_params(b, host_rng(0))
+    Xd, yd = b.asarray(X, copy=False), b.asarray(y, dtype=np.int64, copy=False)
+    assert Xd is X  # already on the device with its dtype: not copied again
+    tracemalloc.start()
+    try:
+        fit(model, params, Xd, yd, optimizer=make_optimizer("sgd", 0.1), epochs=2, batch_size=500)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.2 * X.nbytes, f"peak {peak / 2**20:.1f} MiB for {X.nbytes / 2**20:.1f} MiB"
+
+
+def test_evaluate_in_chunks_equals_numpy(backend, monkeypatch):
+    """Loss and accuracy over chunks of 4 rows (the last one short) equal the closed
+    forms on all rows at once."""
+    monkeypatch.setattr(sys.modules["model.fit"], "EVAL_ROWS", 4)
+    X, y = _problem(backend, n=11)
+    model = MLP((4, 3), activation="identity", loss="cross_entropy")
+    params = model.init_params(backend, host_rng(5))
+    out = evaluate(model, params, X, y)
+    Xh, yh = backend.to_numpy(X), backend.to_numpy(y)
+    z = Xh @ backend.to_numpy(params["W1"]) + backend.to_numpy(params["b1"])
+    lse = np.log(np.exp(z).sum(1))
+    assert_close(out["loss"], np.mean(lse - z[np.arange(11), yh]), 1e-12)
+    assert_close(out["accuracy"], np.mean(z.argmax(1) == yh), 1e-15)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _mlp_and_params(backend, dtype="float64"):
+    model = MLP((4, 5, 3), activation="tanh", loss="cross_entropy")
+    return model, model.init_params(backend.with_dtype(dtype), host_rng(0))
+
+
+def _fit_once(model, params, X, y, **kw):
+    return fit(model, params, X, y, optimizer=make_optimizer("sgd", 0.1), epochs=1, **kw)
+
+
+def test_data_of_another_dtype_is_refused_with_the_fix(backend):
+    model, params = _mlp_and_params(backend, "float32")
+    X, y = _problem(backend)
+    with pytest.raises(
+        ConfigError,
+        match=r"X is float64 but the parameters are float32; move"
+        r" it with backend\.asarray",
+    ):
+        _fit_once(model, params, X, y)
+
+
+def test_data_on_another_device_is_refused_with_the_fix():
+    model, params = _mlp_and_params(get_backend("strict", "float64"))
+    X, y = _problem(get_backend("strict:device1", "float64"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^X is a array_api_strict array on .*device1.* but the "
+        r"parameters are .*CPU_DEVICE.*; move it with backend\.asarray",
+    ):
+        _fit_once(model, params, X, y)
+    Xd, _ = _problem(get_backend("strict", "float64"))
+    with pytest.raises(ConfigError, match=r"^Y is .*device1.* but the parameters are"):
+        _fit_once(model, params, Xd, y)
+
+
+def test_parameters_must_share_one_backend_and_dtype():
+    b = get_backend("strict", "float64")
+    model, params = _mlp_and_params(b)
+    X, y = _problem(b)
+    mixed = {**params, "b2": get_backend("strict:device1", "float64").asarray(np.zeros(3))}
+    with pytest.raises(ConfigError, match=r"^parameter b2 is .*device1.* but W1 is"):
+        _fit_once(model, mixed, X, y)
+    halves = {**params, "W2": b.xp.astype(params["W2"], b.xp.float32)}
+    with pytest.raises(ConfigError, match=r"^parameter W2 is float32 and W1 is float64"):
+        _fit_once(model, halves, X, y)
+
+
+def test_targets_must_fit_the_loss(backend):
+    X, y = _problem(backend)
+    model = MLP((4, 1), loss="mse")
+    params = model.init_params(backend, host_rng(0))
+    with pytest.raises(ConfigError, match=r"^Y holds integer labels, but the loss 'mse' needs"):
+        _fit_once(model, params, X, y)
+
+
+def test_host_and_device_data_cannot_be_mixed():
+    b = get_backend("strict", "float64")
+    model, params = _mlp_and_params(b)
+    X, y = _problem(b)
+    with pytest.raises(
+        ConfigError,
+        match=r"^Y is a array_api_strict array on .* but X is host "
+        r"NumPy data, streamed",
+    ):
+        _fit_once(model, params, b.to_numpy(X), y)
+
+
+def test_a_nan_learning_rate_stops_at_epoch_1_before_the_callback(backend):
+    """Full-batch GD takes the loss before the step, so the loss alone is finite here:
+    only the check of the parameters catches it."""
+    X, y = _problem(backend)
+    model, params = _mlp_and_params(backend)
+    seen = []
+    with pytest.raises(DivergenceError, match=r"loss is nan at epoch 1") as err:
+        fit(
+            model,
+            params,
+            X,
+            y,
+            optimizer=make_optimizer("gd", float("nan")),
+            epochs=3,
+            callback=lambda *a: seen.append(a),
+        )
+    assert err.value.epoch == 1 and seen == []

@@ -1,0 +1,74 @@
+"""Arrays larger than memory: open a ``.npy`` file, or one member of an uncompressed
+``.npz``, as a read-only ``np.memmap`` that :func:`model.fit` streams batch by batch.
+
+    X = open_memmap("train.npz", "X")     # nothing is read yet
+    y = open_memmap("train.npz", "y")
+    fit(model, params, X, y, optimizer=..., epochs=..., batch_size=128)
+
+Save such files with ``np.save`` / ``np.savez`` (not ``np.savez_compressed``: a compressed
+member has no bytes on disk to map), or write one larger than memory piece by piece
+through ``np.lib.format.open_memmap(path, mode="w+", dtype=..., shape=...)``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from model.data import DataError
+
+__all__ = ["open_memmap"]
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (30 bytes)
+
+
+def open_memmap(path, member: str | None = None) -> np.memmap:
+    """The array in ``path`` as a read-only memmap: a ``.npy`` file, or the array called
+    ``member`` (``"X"`` or ``"X.npy"``) of an uncompressed ``.npz``. Raises DataError for a
+    missing file or member, a compressed member, or an object array."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; pass an existing .npy or .npz file")
+    if path.suffix == ".npy":
+        if member is not None:
+            raise DataError(f"{path} is a .npy file, which holds one array: leave out {member!r}")
+        return _checked(np.load(path, mmap_mode="r", allow_pickle=False), str(path))
+    if path.suffix != ".npz":
+        raise DataError(f"{path}: unknown format {path.suffix!r}; use .npy or .npz")
+    with zipfile.ZipFile(path) as z:
+        names = [n.removesuffix(".npy") for n in z.namelist()]
+        if member is None or member.removesuffix(".npy") not in names:
+            raise DataError(
+                f"{path}: name the array to open, one of: {', '.join(names)} (got {member!r})"
+            )
+        info = z.getinfo(member.removesuffix(".npy") + ".npy")
+    source = f"{path}[{info.filename}]"
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise DataError(
+            f"{source} is compressed, so it cannot be memory-mapped; save it with np.savez "
+            "(not np.savez_compressed), or load it whole with np.load"
+        )
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        fields = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+        name_len, extra_len = fields[-2:]
+        f.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+        fmt = np.lib.format
+        read_header = (
+            fmt.read_array_header_1_0 if fmt.read_magic(f)[0] == 1 else (fmt.read_array_header_2_0)
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{source} holds Python objects; save numbers only")
+    order = "F" if fortran else "C"
+    return _checked(np.memmap(path, dtype, "r", offset, shape, order), source)
+
+
+def _checked(a: np.ndarray, source: str) -> np.memmap:
+    if a.ndim not in (1, 2):
+        raise DataError(f"{source}: expected a 1-D or 2-D array, got shape {a.shape}")
+    return a

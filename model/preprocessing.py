@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from backends.transfer import release_pages
 from model.data import DataError
 
 __all__ = [
@@ -43,16 +44,19 @@ class Standardizer:
     @classmethod
     def fit(cls, X) -> Standardizer:
         """mean_j = 1/n sum_i x_ij, sd_j = sqrt(1/n sum_i (x_ij - mean_j)^2), in two passes
-        over row chunks (shifted sums keep float64 accurate)."""
+        over row chunks (shifted sums keep float64 accurate); a memory-mapped X is never
+        resident whole."""
         n = X.shape[0]
         total = np.zeros(X.shape[1])
         for start in range(0, n, _CHUNK_ROWS):
             total += X[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+            release_pages(X)
         mean = total / n
         squares = np.zeros(X.shape[1])
         for start in range(0, n, _CHUNK_ROWS):
             d = X[start : start + _CHUNK_ROWS] - mean
             squares += np.einsum("ij,ij->j", d, d)
+            release_pages(X)
         sd = np.sqrt(squares / n)
         sd[sd == 0] = 1.0
         return cls(mean, sd)

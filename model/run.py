@@ -409,13 +409,12 @@ class Run:
                 for k, v in self.state.items()
             }
         label_dtype = backend.xp.int64 if model.is_classifier else None
-        X, Y = backend.asarray(data.X), backend.asarray(data.y, dtype=label_dtype)
-        validation = None
-        if data.X_val is not None:
-            validation = (
-                backend.asarray(data.X_val),
-                backend.asarray(data.y_val, dtype=label_dtype),
-            )
+
+        def put(X, y):  # read only: data already in place is not copied again
+            return backend.asarray(X, copy=False), backend.asarray(y, label_dtype, copy=False)
+
+        X, Y = put(data.X, data.y)
+        validation = None if data.X_val is None else put(data.X_val, data.y_val)
         snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
         self.backend, self._snap = backend, snap
         bar = (

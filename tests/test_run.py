@@ -240,3 +240,20 @@ def test_the_plot_of_a_loss_near_the_float_maximum_is_drawn_without_warnings(tmp
 
     path = plot_history(tmp_path / "loss.png", {"loss": [1e10, 1e300, 1.5e308]}, "mse")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_float64_data_on_numpy_is_trained_in_place_not_copied(tmp_path, monkeypatch):
+    import model.run
+
+    seen = {}
+    real_fit = model.run.fit
+
+    def spy(model_, params, X, Y, **kwargs):
+        seen["X"], seen["X_val"] = X, kwargs["validation"][0]
+        return real_fit(model_, params, X, Y, **kwargs)
+
+    monkeypatch.setattr(model.run, "fit", spy)
+    run = Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r")
+    run.train(get_backend("cpu", "float64"))
+    assert np.shares_memory(seen["X"], run.data.X)
+    assert np.shares_memory(seen["X_val"], run.data.X_val)

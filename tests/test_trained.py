@@ -223,3 +223,12 @@ def test_loss_inference(y, loss, expected):
     targets = resolve_targets(y, loss)
     assert (targets.loss, targets.outputs) == expected
     assert targets.reason.startswith("inferred") == (loss is None)
+
+
+def test_standardizer_reads_a_memory_mapped_file_like_an_array(tmp_path):
+    X = np.random.default_rng(5).normal(size=(70_000, 3)) * [1, 5, 9]  # two chunks
+    np.save(tmp_path / "x.npy", X)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    ours, theirs = Standardizer.fit(mapped), StandardScaler().fit(X)
+    np.testing.assert_allclose(ours.mean, theirs.mean_, rtol=1e-12)
+    np.testing.assert_allclose(ours.sd, theirs.scale_, rtol=1e-12)

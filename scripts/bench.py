@@ -114,6 +114,33 @@ def other_load(record: dict):
     record["other_cores"] = max(0.0, (all1 - all0) - (ours1 - ours0)) / wall
 
 
+def _sklearn_accuracy(X, y, hidden, batch: int, lr: float, epochs: int, seed: int) -> float:
+    """Train scikit-learn's MLPClassifier as handgrad's CPU cases train (logistic layers,
+    plain SGD on shuffled batches, no penalty, no early stop); its training accuracy."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(
+        tuple(hidden),
+        activation="logistic",
+        solver="sgd",
+        batch_size=batch,
+        learning_rate_init=lr,
+        momentum=0.0,
+        alpha=0.0,
+        max_iter=epochs,
+        shuffle=True,
+        early_stopping=False,
+        n_iter_no_change=10**9,
+        tol=0.0,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    return float(clf.score(X, y))
+
+
 def _torch():
     try:
         import torch
@@ -171,29 +198,8 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
         row("handgrad numpy", _measure(handgrad, repeats, backend.synchronize))
     out[-1]["blas_threads"] = blas_threads(batch * X.shape[1] * hidden) or blas_info()["threads"]
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
     def sklearn(seed):
-        clf = MLPClassifier(
-            (hidden,),
-            activation="logistic",
-            solver="sgd",
-            batch_size=batch,
-            learning_rate_init=lr,
-            momentum=0.0,
-            alpha=0.0,
-            max_iter=epochs,
-            shuffle=True,
-            early_stopping=False,
-            n_iter_no_change=10**9,
-            tol=0.0,
-            random_state=seed,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X, y)
-        return float(clf.score(X, y))
+        return _sklearn_accuracy(X, y, (hidden,), batch, lr, epochs, seed)
 
     with other_load(load):
         row("scikit-learn MLPClassifier", _measure(sklearn, repeats, lambda: None))
@@ -340,28 +346,7 @@ def _train_contender(name: str, X, y, epochs: int, seed: int) -> float:
         )
         return evaluate(model, params, X, y)["accuracy"]
     if name.startswith("scikit-learn"):
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-
-        clf = MLPClassifier(
-            sizes[1:-1],
-            activation="logistic",
-            solver="sgd",
-            batch_size=batch,
-            learning_rate_init=lr,
-            momentum=0.0,
-            alpha=0.0,
-            max_iter=epochs,
-            shuffle=True,
-            early_stopping=False,
-            n_iter_no_change=10**9,
-            tol=0.0,
-            random_state=seed,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X, y)
-        return float(clf.score(X, y))
+        return _sklearn_accuracy(X, y, sizes[1:-1], batch, lr, epochs, seed)
     torch = _torch()
     return _torch_digits(torch, X, y, sizes[1], str(X.dtype), batch, lr, epochs, 0)[1]
 

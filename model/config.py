@@ -152,7 +152,10 @@ class RunConfig:
             object.__setattr__(self, "dataset", self.dataset or "digits")
             _check_choice("dataset", self.dataset, DATASETS)
         if not isinstance(self.standardize, bool):
-            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+            raise ConfigError(
+                f"standardize must be True or False, got {self.standardize!r}",
+                setting="standardize",
+            )
         vs = float(check_number("val_split", self.val_split, low=0))
         if vs >= 1:
             raise ConfigError(f"val_split must be in [0, 1), got {vs!r}", setting="val_split")

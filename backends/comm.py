@@ -92,11 +92,12 @@ def connect(*, required: bool = False) -> Communicator | None:
         ) from None
     comm = Communicator(MPI.COMM_WORLD, MPI)
     _world["comm"] = comm
-    logger.info(
-        "distributed: %d ranks, data-parallel (one gradient allreduce per step); %s",
-        comm.size,
-        MPI.Get_library_version().splitlines()[0].strip(),
-    )
+    if comm.rank == 0:
+        logger.info(
+            "distributed: %d ranks, data-parallel (one gradient allreduce per step); %s",
+            comm.size,
+            " ".join(MPI.Get_library_version().split()[:3]),
+        )
     return comm
 
 

@@ -556,11 +556,7 @@ def _mpiexec() -> str:
 
 def format_mpi(rows: list) -> str:
     """The MPI rows as a Markdown table."""
-    lines = [
-        "| case | contender | samples / s | speedup | s / epoch | allreduce ms / step | "
-        "other load |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines = _header("samples / s", "speedup", "s / epoch", "allreduce ms / step", "other load")
     for r in rows:
         reduce = f"{r['allreduce_ms']:.3f}" if r["ranks"] > 1 else ""
         lines.append(
@@ -752,17 +748,21 @@ def environment() -> dict:
     return env
 
 
+def _header(*numbers: str) -> list[str]:
+    """A Markdown table's first two lines: case, contender, then right-aligned ``numbers``."""
+    return [
+        "| case | contender | " + " | ".join(numbers) + " |",
+        "| --- | --- |" + " ---: |" * len(numbers),
+    ]
+
+
 def _busy(r) -> str:
     return " (BUSY)" if r.get("other_cores", 0.0) > BUSY_CORES else ""
 
 
 def format_table(rows: list) -> str:
     """The CPU and GPU rows as a Markdown table (BUSY: other processes used the CPU)."""
-    lines = [
-        "| case | contender | ms / epoch | ms / step | vs handgrad | accuracy / floor | "
-        "other load |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines = _header("ms / epoch", "ms / step", "vs handgrad", "accuracy / floor", "other load")
     for r in rows:
         epoch = f"{r['epoch_ms']:.2f}" if "epoch_ms" in r else ""
         extra = f"{r['accuracy']:.4f}" if "accuracy" in r else f"{r['floor_fraction']:.0%}"

@@ -44,6 +44,7 @@ __all__ = [
     "get_backend",
     "host_rng",
     "legacy_rng",
+    "to_numpy",
 ]
 
 logger = logging.getLogger("handgrad")
@@ -105,16 +106,23 @@ class Backend:
         The only way arrays cross to the host (CuPy refuses implicit conversion). Always a
         copy, so later in-place updates on the device never change what was returned.
         """
-        if self.name == "cupy":
-            return array.get()
-        if self.name == "array_api_strict":
-            array = array.to_device(self.xp.Device("CPU_DEVICE"))
-        return np.array(array, copy=True)
+        return to_numpy(array)
 
     def synchronize(self) -> None:
         """Wait until queued device work is done (no-op on the host); use it around timings."""
         if self.is_gpu:
             self.device.synchronize()
+
+
+def to_numpy(array) -> np.ndarray:
+    """A new host NumPy copy of a NumPy, CuPy or array-api-strict array (see
+    :meth:`Backend.to_numpy`, which is this for its own arrays)."""
+    if array_api_compat.is_cupy_array(array):
+        return array.get()
+    if not isinstance(array, np.ndarray):  # array-api-strict, on any of its devices
+        xp = array_api_compat.array_namespace(array)
+        array = array.to_device(xp.Device("CPU_DEVICE"))
+    return np.array(array, copy=True)
 
 
 def host_rng(seed: int | None) -> np.random.Generator:

@@ -32,9 +32,15 @@ __all__ = [
 PAGE_RELEASE_ROWS = 128
 
 
-def batch_bounds(n: int, batch: int):
-    """``(start, stop)`` of each batch of ``batch`` rows out of ``n`` (the last may be short)."""
-    return [(s, min(s + batch, n)) for s in range(0, n, batch)]
+def batch_bounds(n: int, batch: int, rank: int = 0, size: int = 1):
+    """``(start, stop)`` of each batch of ``batch`` rows out of ``n`` (the last may be
+    short); with ``size`` > 1, rank ``rank``'s part of each: of a batch (s, e) of m = e - s
+    rows, (s + rank m // size, s + (rank + 1) m // size), so the parts of the ranks tile
+    the batch in order and differ by at most one row (a part may be empty)."""
+    return [
+        (s + rank * (e - s) // size, s + (rank + 1) * (e - s) // size)
+        for s, e in ((s, min(s + batch, n)) for s in range(0, n, batch))
+    ]
 
 
 def is_host(a) -> bool:
@@ -77,19 +83,22 @@ def release_pages(a) -> None:
     base.madvise(mmap.MADV_DONTNEED)
 
 
-def host_batches(arrays, order, batch: int, /, *, xp, device, dtypes):
+def host_batches(arrays, order, batch: int, /, *, xp, device, dtypes, bounds=None):
     """Stream host arrays to ``device`` in batches: yields, for each batch, a tuple with
     that batch's rows of every array in ``arrays``, as ``dtypes`` (one per array).
 
     ``order`` is a host permutation of the rows (batch k is ``order[k*batch:(k+1)*batch]``)
-    or None for row order. Yielded arrays may live in reused device buffers: use them
-    before asking for the next batch. A memmap's pages are released every
-    :data:`PAGE_RELEASE_ROWS` rows (:func:`release_pages`)."""
+    or None for row order. ``bounds``, a list of (start, stop) of at most ``batch`` rows,
+    replaces the batches of ``batch`` rows (batch k is ``order[start:stop]``): a rank's
+    parts of the batches, so that it reads only its own rows. Yielded arrays may live in
+    reused device buffers: use them before asking for the next batch. A memmap's pages are
+    released every :data:`PAGE_RELEASE_ROWS` rows (:func:`release_pages`)."""
+    bounds = batch_bounds(arrays[0].shape[0], batch) if bounds is None else bounds
     if is_cupy_namespace(xp):
-        yield from _cupy_batches(arrays, order, batch, xp=xp, dtypes=dtypes)
+        yield from _cupy_batches(arrays, order, batch, bounds, xp=xp, dtypes=dtypes)
         return
     buffers = [np.empty((batch, *a.shape[1:]), dtype=a.dtype) for a in arrays]
-    for rows in _host_rows(arrays, order, batch, lambda k: buffers):
+    for rows in _host_rows(arrays, order, bounds, lambda k: buffers):
         if is_numpy_namespace(xp):  # already where it computes: no second copy
             yield tuple(r.astype(dt, copy=False) for r, dt in zip(rows, dtypes, strict=True))
             continue
@@ -99,13 +108,14 @@ def host_batches(arrays, order, batch: int, /, *, xp, device, dtypes):
         )
 
 
-def _host_rows(arrays, order, batch, buffers_for):
-    """Yield each batch's host rows, written into ``buffers_for(k)`` (one buffer of
-    ``batch`` rows per array) for batch k; releases memmap pages as it goes. The gather
+def _host_rows(arrays, order, bounds, buffers_for):
+    """Yield each batch's host rows (batch k: ``bounds[k]``), written into
+    ``buffers_for(k)`` (one buffer of at least as many rows per array); releases memmap
+    pages as it goes. The gather
     uses ``mode="clip"``: NumPy writes straight into ``out`` only then (``order`` is a
     permutation, so no index is out of range)."""
     since_release = 0
-    for k, (start, stop) in enumerate(batch_bounds(arrays[0].shape[0], batch)):
+    for k, (start, stop) in enumerate(bounds):
         rows = [buf[: stop - start] for buf in buffers_for(k)]
         for a, out in zip(arrays, rows, strict=True):
             if order is None:
@@ -122,7 +132,7 @@ def _host_rows(arrays, order, batch, buffers_for):
         release_pages(a)
 
 
-def _cupy_batches(arrays, order, batch, /, *, xp, dtypes):
+def _cupy_batches(arrays, order, batch, bounds, /, *, xp, dtypes):
     """Double-buffered host -> GPU batches: two pinned host buffers and two device buffers
     per array; batch k+1 is gathered on the host and copied on a side stream while the
     current stream computes batch k. Events keep a buffer from being overwritten while
@@ -155,7 +165,7 @@ def _cupy_batches(arrays, order, batch, /, *, xp, dtypes):
         copied[slot] = copy_stream.record()
         return r.shape[0]
 
-    host_rows = _host_rows(arrays, order, batch, pinned_for)
+    host_rows = _host_rows(arrays, order, bounds, pinned_for)
     sizes = [stage(0, next(host_rows))]
     for k, rows in enumerate(host_rows, start=1):  # gathers batch k while k-1 computes
         sizes.append(stage(k, rows))

@@ -70,25 +70,29 @@ class FitResult:
     history: dict
 
 
-def _batches(X, Y, order, batch: int, like, /, *, xp):
+def _batches(X, Y, order, batch: int, like, /, *, xp, bounds=None):
     """(rows of X, rows of Y) on ``like``'s device for each batch of ``batch`` rows, in row
-    order (``order`` None) or in the host permutation ``order``. Streamed host data is
-    cast to ``like``'s dtype (labels stay integers)."""
+    order (``order`` None) or in the host permutation ``order``; ``bounds`` (start, stop)
+    of at most ``batch`` rows replace those batches (batch k: rows, or ``order``
+    positions, ``start:stop``). Streamed host data is cast to ``like``'s dtype (labels
+    stay integers)."""
     n = X.shape[0]
+    bounds = batch_bounds(n, batch) if bounds is None else bounds
     if is_streamed(X, xp) or is_streamed(Y, xp):
         labels = xp.int64 if Y.dtype.kind in "iu" else like.dtype
         yield from host_batches(
-            (X, Y), order, batch, xp=xp, device=device(like), dtypes=(like.dtype, labels)
-        )
+            (X, Y), order, batch, xp=xp, device=device(like), dtypes=(like.dtype, labels),
+            bounds=bounds,
+        )  # fmt: skip
         return
     if order is None:
-        for start, stop in batch_bounds(n, batch):
+        for start, stop in bounds:
             yield (X, Y) if stop - start == n else (X[start:stop, ...], Y[start:stop, ...])
         return
     indices = xp.asarray(order, device=device(X))  # one host -> device copy per epoch
     x_buf = xp.empty((batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
     y_buf = xp.empty((batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
-    for start, stop in batch_bounds(n, batch):
+    for start, stop in bounds:
         idx, m = indices[start:stop], stop - start
         yield (
             take_rows(X, idx, xp=xp, out=x_buf[:m, ...]),
@@ -98,9 +102,12 @@ def _batches(X, Y, order, batch: int, like, /, *, xp):
 
 def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
     """sum_b C_b n_b / N over the batches' 0-d losses (sum_b C_b for ``sse``, a sum over
-    samples); a single batch's loss is returned as it is."""
-    if len(losses) == 1:
+    samples); a single batch of all N rows has its loss returned as it is. Under a
+    communicator, C_b and n_b are a rank's part of batch b (no part: 0)."""
+    if len(losses) == 1 and bounds[0][1] - bounds[0][0] == n:
         return losses[0]
+    if not losses:
+        return xp.zeros((), dtype=like.dtype, device=device(like))
     if loss_name == "sse":
         weights = [1.0] * len(losses)
     else:
@@ -109,50 +116,79 @@ def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
     return xp.sum(xp.stack(losses) * w)
 
 
-def run_epoch(model, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None):
+def _summed(values: dict, comm) -> dict:
+    """``values`` (0-d device arrays), summed over the ranks of ``comm`` when given."""
+    return values if comm is None else comm.sum_arrays(values, like=values)
+
+
+def run_epoch(
+    model, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None, comm=None
+):
     """One pass over (X, Y) in batches of ``batch_size`` (all rows when None), in row order
     or, when ``order`` (a host permutation of the rows) is given, batch k being the rows
     ``order[k*batch_size:(k+1)*batch_size]``. Returns ``(params, state, epoch_loss)``, the
     loss a 0-d device array. No value is read back to the host here.
 
     ``X``, ``Y`` on the parameters' device (``Y`` as from ``model.prepare_targets`` or
-    labels), or host NumPy arrays to stream (see the module docstring)."""
+    labels), or host NumPy arrays to stream (see the module docstring).
+
+    With a communicator ``comm`` (:mod:`backends.comm`), every rank passes the same
+    ``order`` and computes the gradient g_r of its part (n_r of the batch's n_b rows, see
+    :func:`backends.transfer.batch_bounds`); the model's gradient being the mean over
+    rows (a sum for ``sse``), sum_r (n_r / n_b) g_r (sum_r g_r) is the batch's gradient,
+    formed by one allreduce, and every rank makes the same step."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
-    losses = []
-    for xb, yb in _batches(X, Y, order, batch, like, xp=xp):
-        yb = model.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
-        _, cache = model.forward(params, xb, xp=xp)
-        losses.append(model.loss_from_cache(cache, yb, xp=xp))
-        grads = model.backward(params, cache, yb, xp=xp)
-        params, state = optimizer.update(params, grads, state, xp=xp)
     bounds = batch_bounds(n, batch)
-    return params, state, _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)
+    parts = bounds if comm is None else batch_bounds(n, batch, comm.rank, comm.size)
+    mine = [(a, b) for a, b in parts if b > a]
+    rows = _batches(X, Y, order, batch, like, xp=xp, bounds=mine)
+    losses = []
+    for (start, stop), (a, b) in zip(bounds, parts, strict=True):
+        grads = None
+        if b > a:
+            xb, yb = next(rows)
+            yb = model.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
+            _, cache = model.forward(params, xb, xp=xp)
+            losses.append(model.loss_from_cache(cache, yb, xp=xp))
+            grads = model.backward(params, cache, yb, xp=xp)
+        if comm is not None:
+            weight = 1.0 if model.loss_spec.name == "sse" else (b - a) / (stop - start)
+            grads = comm.sum_arrays(grads, like=params, weight=weight)
+        params, state = optimizer.update(params, grads, state, xp=xp)
+    loss = _weighted_total(losses, mine, n, model.loss_spec.name, like, xp=xp)
+    return params, state, _summed({"loss": loss}, comm)["loss"]
 
 
-def evaluate(model, params, X, Y, /, *, xp=None) -> dict:
+def evaluate(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
     """Loss and, for classifiers, accuracy on (X, Y) as host floats (one read-back each).
 
     Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
-    mean of the chunks' losses), so it also takes streamed host data."""
+    mean of the chunks' losses), so it also takes streamed host data. With ``comm``, each
+    rank scores its contiguous share of the rows and the sums are allreduced."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
     batch = min(EVAL_ROWS, n)
+    lo, hi = (0, n) if comm is None else batch_bounds(n, n, comm.rank, comm.size)[0]
+    bounds = [(s, min(s + batch, hi)) for s in range(lo, hi, batch)]
     losses, hits = [], []
-    for xb, yb in _batches(X, Y, None, batch, like, xp=xp):
+    for xb, yb in _batches(X, Y, None, batch, like, xp=xp, bounds=bounds):
         losses.append(model.loss_value(params, xb, yb, xp=xp))
         if model.is_classifier:
             labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
             hit = model.predict_class(params, xb, xp=xp) == xp.astype(labels, xp.int64)
             hits.append(xp.sum(xp.astype(hit, like.dtype)))
-    bounds = batch_bounds(n, batch)
-    loss = _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)
-    out = {"loss": float(loss)}
+    totals = {"loss": _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)}
     if model.is_classifier:
-        out["accuracy"] = float(xp.sum(xp.stack(hits))) / n
+        zero = xp.zeros((), dtype=like.dtype, device=device(like))
+        totals["hits"] = xp.sum(xp.stack([zero, *hits]))
+    totals = _summed(totals, comm)
+    out = {"loss": float(totals["loss"])}
+    if model.is_classifier:
+        out["accuracy"] = float(totals["hits"]) / n
     return out
 
 
@@ -258,6 +294,7 @@ def fit(
     validation: tuple | None = None,
     start_epoch: int = 0,
     callback: Callable | None = None,
+    comm=None,
 ) -> FitResult:
     """Train ``params`` (updated in place) for epochs ``start_epoch .. epochs - 1``.
 
@@ -270,6 +307,11 @@ def fit(
     (and ``val_accuracy`` for classifiers) to the history. ``callback(epoch, params, state,
     record)`` runs after each epoch whose loss and parameters are finite, ``record`` being
     that epoch's host floats.
+
+    ``comm`` (a :class:`backends.comm.Communicator`) trains data-parallel: rank 0's
+    parameters are broadcast first; every rank passes the same data, draws the same
+    permutations and computes its part of every batch (:func:`run_epoch`); losses and
+    metrics are summed over the ranks, so every rank records the same history.
     """
     streamed = check_inputs(model, params, X, Y)
     if validation is not None:
@@ -282,7 +324,10 @@ def fit(
     shuffle = batch_size is not None and batch_size < n
     rng = host_rng(0) if rng is None and shuffle else rng
     batch = n if batch_size is None else min(batch_size, n)
-    threads = blas_threads(_largest_product(params, batch)) if is_numpy_namespace(xp) else None
+    if comm is not None:
+        comm.broadcast_arrays(params)
+    part = -(-batch // (1 if comm is None else comm.size))  # a rank's rows of a batch
+    threads = blas_threads(_largest_product(params, part)) if is_numpy_namespace(xp) else None
     history: dict[str, list[float]] = {"loss": []}
     with limit_blas(threads):
         for epoch in range(start_epoch, epochs):
@@ -297,12 +342,13 @@ def fit(
                 batch_size=batch_size,
                 order=order,
                 xp=xp,
+                comm=comm,
             )
             record = {"loss": float(_finite_loss(loss, params, xp=xp))}
             if not math.isfinite(record["loss"]):
                 raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
             if validation is not None:
-                val = evaluate(model, params, *validation, xp=xp)
+                val = evaluate(model, params, *validation, xp=xp, comm=comm)
                 record.update({f"val_{k}": v for k, v in val.items()})
             for k, v in record.items():
                 history.setdefault(k, []).append(v)

@@ -15,6 +15,11 @@ diverges, so a killed process loses at most ``checkpoint_every`` epochs.
 Between checkpoints nothing is copied to the host but the epoch's loss: the last
 completed epoch's parameters and optimizer state are kept on the device, in buffers
 allocated once, for an interrupt or a divergence to save.
+
+Data-parallel (``comm``, a :class:`backends.comm.Communicator`): every rank makes the
+same Run and trains it with :func:`model.fit.fit`'s ``comm``; rank 0 alone creates the
+run folder (its name is broadcast) and writes every file. A checkpoint holds nothing
+about the ranks, so a run resumes with any number of them.
 """
 
 from __future__ import annotations
@@ -225,6 +230,12 @@ class Run:
     checkpoint_every: int = CHECKPOINT_EVERY
     changes: list = dataclasses.field(default_factory=list)
     status: str = "created"
+    comm: Any = None
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files: rank 0, or the only process."""
+        return _root(self.comm)
 
     @property
     def checkpoint(self) -> Path:
@@ -243,6 +254,7 @@ class Run:
         overwrite: bool = False,
         checkpoint_every: int = CHECKPOINT_EVERY,
         root="runs",
+        comm=None,
     ) -> Run:
         """Check ``config`` and every path, load and check the data on the host, then
         create the run folder (``run_dir``, or ``root/<timestamp>``; an existing one is an
@@ -252,13 +264,16 @@ class Run:
         ``checkpoint_every`` (epochs, default 10): a checkpoint costs one device-to-host
         copy of the parameters and optimizer state plus an fsync'd file, ~1 ms for a
         small net but up to seconds for a large one; every 10 epochs keeps that under a
-        few percent of a small run and bounds what a kill -9 loses to 10 epochs."""
+        few percent of a small run and bounds what a kill -9 loses to 10 epochs.
+
+        ``comm``: every rank calls this; rank 0 creates the folder, the others get its
+        name."""
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         if save is not None:
             save = check_output_file(save, "save")
-        if run_dir is not None:
+        if run_dir is not None and _root(comm):
             _check_run_dir(run_dir, overwrite)
         if init is not None and not str(init).strip():
             raise ConfigError("the init path is empty", setting="init")
@@ -267,7 +282,7 @@ class Run:
         params = None if init is None else load_host_params(init, model)
         check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
         _log_setup(config, data, model)
-        run_dir = _make_run_dir(run_dir, overwrite=overwrite, root=root)
+        run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
             config,
             run_dir,
@@ -277,6 +292,7 @@ class Run:
             params=params,
             save_path=save,
             checkpoint_every=checkpoint_every,
+            comm=comm,
         )
 
     @classmethod
@@ -290,12 +306,14 @@ class Run:
         save=None,
         overwrite: bool = False,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        comm=None,
         **fixed,
     ) -> Run:
         """Continue the run whose folder (or checkpoint file) is ``path`` up to ``epochs``
         in total, bit for bit as if it had not stopped. ``epochs`` and ``lr`` may change
         (the change is recorded); any other RunConfig field given in ``fixed`` must equal
-        the stored one, since a resumed run continues the same model on the same data."""
+        the stored one, since a resumed run continues the same model on the same data.
+        ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = _checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         if save is not None:
@@ -342,7 +360,7 @@ class Run:
             run_dir, overwrite = source.parent, True
         elif Path(run_dir).resolve() == source.parent.resolve():
             overwrite = True
-        else:
+        elif _root(comm):
             _check_run_dir(run_dir, overwrite)
         data = prepare_data(config, labels=trained.labels, standardizer=trained.standardizer)
         model = build_model(config, data.X.shape[1], data.targets)
@@ -367,7 +385,7 @@ class Run:
             )
         check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
         _log_setup(config, data, model)
-        run_dir = _make_run_dir(run_dir, overwrite=overwrite)
+        run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite))
         return cls(
             config,
             run_dir,
@@ -381,6 +399,7 @@ class Run:
             save_path=save,
             checkpoint_every=checkpoint_every,
             changes=changes_made,
+            comm=comm,
         )
 
     # ------------------------------------------------------------------ training
@@ -418,7 +437,9 @@ class Run:
         snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
         self.backend, self._snap = backend, snap
         bar = (
-            progress_bar(config.epochs, initial=self.epoch, desc=backend.spec) if progress else None
+            progress_bar(config.epochs, initial=self.epoch, desc=backend.spec)
+            if progress and self.writes
+            else None
         )
 
         def on_epoch(epoch, params, state, record):
@@ -446,6 +467,7 @@ class Run:
                     validation=validation,
                     start_epoch=self.epoch,
                     callback=on_epoch,
+                    comm=self.comm,
                 )
             backend.synchronize()
             self.status = "completed"
@@ -463,9 +485,9 @@ class Run:
                 self.summary = self._finish()
         return self.summary
 
-    def _write_checkpoint(self) -> Path:
-        """Copy the snapshot to the host (the only copies between epochs) and save it; the
-        host copies become this Run's ``params`` and ``state``."""
+    def _write_checkpoint(self) -> str:
+        """Copy the snapshot to the host (the only copies between epochs) and save it (on
+        the rank that writes); the host copies become this Run's ``params`` and ``state``."""
         snap = self._snap
         self.params = host_copy(snap.params, self.backend)
         self.state = host_copy(snap.state, self.backend)
@@ -476,7 +498,17 @@ class Run:
             "history": snap.history,
             "changes": self.changes,
         }
-        return self.trained_model().save(self.checkpoint, training=training, state=self.state)
+        model = self.trained_model()
+        return self._write(
+            self.checkpoint,
+            lambda: model.save(self.checkpoint, training=training, state=self.state),
+        )
+
+    def _write(self, path: Path, write) -> str:
+        """``write()`` when this process writes the run's files; ``path`` as text."""
+        if self.writes:
+            write()
+        return str(path)
 
     def trained_model(self) -> TrainedModel:
         """The model as last checkpointed (after :meth:`train`: its last completed epoch),
@@ -497,11 +529,16 @@ class Run:
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
         self.rng.bit_generator.state = snap.rng_state  # train() again continues exactly
-        paths = {"checkpoint": str(self._write_checkpoint())}
+        paths = {"checkpoint": self._write_checkpoint()}
         if self.save_path is not None and self.status == "completed":
-            paths["model"] = str(self.trained_model().save(self.save_path))
+            paths["model"] = self._write(
+                self.save_path, lambda: self.trained_model().save(self.save_path)
+            )
         if snap.history.get("loss"):
-            paths["plot"] = str(plot_history(self.dir / "loss.png", snap.history, self.model.loss))
+            plot = self.dir / "loss.png"
+            paths["plot"] = self._write(
+                plot, lambda: plot_history(plot, snap.history, self.model.loss)
+            )
         paths["metrics"] = str(self.dir / "metrics.json")
         targets = self.data.targets
         validation = {k[4:]: v[-1] for k, v in snap.history.items() if k.startswith("val_") and v}
@@ -532,8 +569,22 @@ class Run:
             "paths": paths,
         }
         text = json.dumps(summary, indent=2, allow_nan=True).encode()
-        atomic_write(self.dir / "metrics.json", lambda f: f.write(text))
+        self._write(
+            paths["metrics"], lambda: atomic_write(paths["metrics"], lambda f: f.write(text))
+        )
         return summary
+
+
+def _root(comm) -> bool:
+    """True for rank 0 of ``comm``, and for the only process (``comm`` None)."""
+    return comm is None or comm.rank == 0
+
+
+def _on_root(comm, make):
+    """``make()`` on rank 0 of ``comm`` (or the only process); its result on every rank."""
+    if comm is None:
+        return make()
+    return comm.broadcast_object(make() if comm.rank == 0 else None)
 
 
 def _rows(X) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,7 +108,34 @@ def run(
 ) -> int:
     """Call ``main`` with SIGTERM raised as an interrupt; the project's errors become one
     ``error:`` line and status 2, an interrupt outside training status 130 (143 for
-    SIGTERM). ``flags`` maps a setting name to the flag (or argument) that sets it."""
+    SIGTERM). ``flags`` maps a setting name to the flag (or argument) that sets it.
+
+    Under a communicator of several ranks (:func:`backends.comm.connect`), a failing rank
+    names itself in that line (a bug keeps its traceback) and ends every rank with its
+    status (MPI abort), since the others may be waiting for it in a collective. Ranks
+    other than 0 wait :data:`ABORT_GRACE` seconds first: an error that every rank meets
+    is then reported once, by rank 0, whose abort ends them."""
+    from backends.comm import active
+
+    status, line = _outcome(main, argv, flags or {})
+    comm = active()
+    distributed = comm is not None and comm.size > 1
+    if status and distributed and comm.rank != 0:
+        time.sleep(ABORT_GRACE)
+    if line:
+        rank = f"rank {comm.rank} of {comm.size}: " if distributed else ""
+        print(f"{line[0]}{rank}{line[1]}", file=sys.stderr)
+    if status and distributed:
+        comm.abort(status)
+    return status
+
+
+ABORT_GRACE = 1.0  # seconds
+
+
+def _outcome(main, argv, flags) -> tuple[int, tuple[str, str] | None]:
+    """``(status, (prefix, message) of the line to print, or None)`` of ``main(argv)``."""
+    from backends.comm import active
     from backends.errors import HandgradError
     from model.run import Terminated, sigterm_as_interrupt
 
@@ -115,24 +143,27 @@ def run(
     debug = "--debug" in args
     try:
         with sigterm_as_interrupt():
-            return main(argv)
+            return main(argv), None
     except HandgradError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {describe(exc, flags or {})}", file=sys.stderr)
-        return 2
+        return 2, ("error: ", describe(exc, flags))
     except MemoryError as exc:
         if debug:
             traceback.print_exc()
-        print(
-            f"error: out of memory ({exc or 'allocation failed'}); use a smaller model, "
+        return 2, (
+            "error: ",
+            f"out of memory ({exc or 'allocation failed'}); use a smaller model, "
             "batch size or dataset",
-            file=sys.stderr,
         )
-        return 2
     except KeyboardInterrupt as exc:
-        print("interrupted", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return 143 if isinstance(exc, Terminated) else 130, ("", "interrupted")
+    except BaseException:
+        comm = active()
+        if comm is None or comm.size == 1:
+            raise  # the excepthook prints it
+        traceback.print_exc()
+        return 1, ("", REPORT)
 
 
 def backend_from_args(args, quiet: bool = False):

@@ -21,6 +21,12 @@ Data-pipeline cases: 10k and 100k synthetic rows, 784-256-10, logistic, float64,
 time, and peak memory above the process's size with the data loaded (VmHWM after
 resetting it). handgrad trains on the caller's NumPy array as it is.
 
+MPI cases (--cases mpi): data-parallel handgrad on P = 1 and 2 ranks (mpiexec -n P; P = 1
+is the plain single process), 784-256-10 sigmoid, float32, global batch 128, SGD lr 0.1,
+100k synthetic rows (every rank makes the same data); one epoch timed after a warm-up
+epoch: samples/s, and the time per step spent in the gradient allreduce (the call,
+including the wait for the slower rank), the mean over the ranks.
+
 --memmap-gb G: writes a G GB float64 .npy (784 columns) to --memmap-dir piece by piece,
 then trains one epoch on it memory-mapped in a subprocess and reports its peak RSS.
 
@@ -45,6 +51,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,7 +65,7 @@ from pathlib import Path
 import _cli
 import numpy as np
 
-from backends import get_backend, host_rng, probe_cuda
+from backends import HandgradError, get_backend, host_rng, probe_cuda
 from backends.blas import blas_info, blas_threads
 from model import MLP, SGD, evaluate, fit
 from model.checkpoint import atomic_write
@@ -377,9 +384,10 @@ def pipeline_worker(spec: dict) -> dict:
     }
 
 
-def _in_subprocess(spec: dict) -> dict:
+def _in_subprocess(spec: dict, flag: str = "--worker", launcher=()) -> dict:
+    """The JSON line a worker prints last, run as ``launcher python bench.py flag spec``."""
     done = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        [*launcher, sys.executable, __file__, flag, json.dumps(spec)],
         capture_output=True,
         text=True,
         check=False,
@@ -447,6 +455,101 @@ def memmap_case(gigabytes: float, folder: str) -> dict:
         **r,
         "other_cores": load["other_cores"],
     }
+
+
+# --------------------------------------------------------------------------- MPI cases
+
+
+def mpi_worker(spec: dict) -> dict:
+    """In a rank of ``mpiexec -n P`` (or alone, P = 1): train the MPI case one warm-up and
+    one timed epoch; seconds and seconds per step in the allreduce, means over the ranks
+    (rank 0 returns them, the others None)."""
+    from backends.comm import connect
+
+    comm = connect(required=spec["ranks"] > 1)
+    calls = []
+    if comm is not None:
+        allreduce = comm.allreduce_sum
+
+        def timed(buffer):
+            start = time.perf_counter()
+            allreduce(buffer)
+            calls.append(time.perf_counter() - start)
+            return buffer
+
+        comm.allreduce_sum = timed
+    sizes, batch, lr = PIPELINE["sizes"], PIPELINE["batch"], PIPELINE["lr"]
+    X, y = _synthetic(spec["rows"], "float32")
+    backend = get_backend("cpu", "float32")
+    model = MLP(sizes, activation="sigmoid", loss="cross_entropy")
+    params = model.init_params(backend, host_rng(0))
+    Xd, yd = backend.asarray(X, copy=False), backend.asarray(y, dtype=np.int64, copy=False)
+    opt = SGD(lr)
+
+    def epoch(first: int):
+        fit(model, params, Xd, yd, optimizer=opt, epochs=first + 1, start_epoch=first,
+            batch_size=batch, rng=host_rng(first), comm=comm)  # fmt: skip
+
+    epoch(0)
+    calls.clear()
+    start = time.perf_counter()
+    epoch(1)
+    seconds = time.perf_counter() - start
+    steps = -(-spec["rows"] // batch)
+    in_allreduce = sum(calls[:steps]) / steps  # the epoch's loss sum is not a step
+    if comm is not None:  # means over the ranks; rank 0 reports them
+        times = {"s": np.array(seconds), "reduce": np.array(in_allreduce)}
+        times = comm.sum_arrays(times, like=times, weight=1 / comm.size)
+        seconds, in_allreduce = float(times["s"]), float(times["reduce"])
+        if comm.rank:
+            return None
+    n_params = sum(int(np.prod(p.shape)) for p in params.values())
+    return {"seconds": seconds, "steps": steps, "allreduce_ms": 1e3 * in_allreduce,
+            "params": n_params}  # fmt: skip
+
+
+def mpi_cases(rows: int) -> list:
+    """The MPI case on 1 and 2 ranks (each in fresh processes)."""
+    out = []
+    for ranks in (1, 2):
+        spec = {"rows": rows, "ranks": ranks}
+        launcher = [] if ranks == 1 else [_mpiexec(), "-n", str(ranks)]
+        with other_load({}) as load:
+            r = _in_subprocess(spec, "--mpi-worker", launcher)
+        out.append(
+            {
+                "case": f"mpi {rows} x 784-256-10 float32 b128",
+                "contender": f"handgrad numpy, {ranks} rank(s)",
+                "ranks": ranks,
+                **r,
+                "samples_per_s": rows / r["seconds"],
+                "other_cores": load["other_cores"],
+            }
+        )
+    for r in out:
+        r["speedup"] = r["samples_per_s"] / out[0]["samples_per_s"]
+    return out
+
+
+def _mpiexec() -> str:
+    beside = Path(sys.executable).with_name("mpiexec")
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
+        raise HandgradError("the mpi cases need mpiexec: pip install -e '.[mpi]'")
+    return found
+
+
+def format_mpi(rows: list) -> str:
+    """The MPI rows as a Markdown table."""
+    lines = _header("samples / s", "speedup", "s / epoch", "allreduce ms / step", "other load")
+    for r in rows:
+        reduce = f"{r['allreduce_ms']:.3f}" if r["ranks"] > 1 else ""
+        lines.append(
+            f"| {r['case']} | {r['contender']} | {r['samples_per_s']:.0f} | "
+            f"{r['speedup']:.2f}x | {r['seconds']:.2f} | {reduce} | "
+            f"{r['other_cores']:.2f}{_busy(r)} |"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- GPU cases
@@ -630,17 +733,21 @@ def environment() -> dict:
     return env
 
 
+def _header(*numbers: str) -> list[str]:
+    """A Markdown table's first two lines: case, contender, then right-aligned ``numbers``."""
+    return [
+        "| case | contender | " + " | ".join(numbers) + " |",
+        "| --- | --- |" + " ---: |" * len(numbers),
+    ]
+
+
 def _busy(r) -> str:
     return " (BUSY)" if r.get("other_cores", 0.0) > BUSY_CORES else ""
 
 
 def format_table(rows: list) -> str:
     """The CPU and GPU rows as a Markdown table (BUSY: other processes used the CPU)."""
-    lines = [
-        "| case | contender | ms / epoch | ms / step | vs handgrad | accuracy / floor | "
-        "other load |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines = _header("ms / epoch", "ms / step", "vs handgrad", "accuracy / floor", "other load")
     for r in rows:
         epoch = f"{r['epoch_ms']:.2f}" if "epoch_ms" in r else ""
         extra = f"{r['accuracy']:.4f}" if "accuracy" in r else f"{r['floor_fraction']:.0%}"
@@ -684,9 +791,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--cases",
-        choices=("all", "cpu", "pipeline", "gpu", "none"),
+        choices=("all", "cpu", "pipeline", "mpi", "gpu", "none"),
         default="all",
-        help="which cases (default: all; GPU cases need a usable GPU)",
+        help="which cases (default: all but mpi; GPU cases need a usable GPU, mpi cases mpiexec)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per contender (default: 5)")
     p.add_argument("--epochs", type=int, default=50, help="CPU-case epochs (default: 50)")
@@ -704,9 +811,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--json", metavar="PATH", help="also write the rows and environment as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one pipeline run, in a subprocess
+    p.add_argument("--mpi-worker", help=argparse.SUPPRESS)  # a rank of an MPI case
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(pipeline_worker(json.loads(args.worker))))
+        return 0
+    if args.mpi_worker:
+        result = mpi_worker(json.loads(args.mpi_worker))
+        if result is not None:
+            print(json.dumps(result))
         return 0
     epochs = 2 if args.quick else args.epochs
     repeats = 1 if args.quick else args.repeats
@@ -722,6 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.memmap_gb:
         pipeline.append(memmap_case(args.memmap_gb, args.memmap_dir))
+    mpi = mpi_cases(2000 if args.quick else 100_000) if args.cases == "mpi" else []
     gpu_wanted = args.cases == "gpu" or (args.cases == "all" and probe_cuda()[1])
     if gpu_wanted:
         backend = get_backend(args.gpu_device, "float32")
@@ -739,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average (1, 5, 15 min) before {_loads(load_before)}, after "
         f"{_loads(env['loadavg_after'])}; other load = cores other processes kept busy"
     )
-    busy = [r for r in rows + pipeline if _busy(r)]
+    busy = [r for r in rows + pipeline + mpi if _busy(r)]
     warning = (
         f"WARNING: the machine was busy during {len(busy)} case(s) (marked BUSY: other "
         f"processes used more than {BUSY_CORES} cores): those timings are not comparable; "
@@ -751,10 +865,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_table(rows))
     if pipeline:
         print(format_pipeline(pipeline))
+    if mpi:
+        print(format_mpi(mpi))
     if busy:
         print(warning)
     if args.json:
-        text = json.dumps({"environment": env, "rows": rows, "pipeline": pipeline}, indent=2)
+        data = {"environment": env, "rows": rows, "pipeline": pipeline, "mpi": mpi}
+        text = json.dumps(data, indent=2)
         atomic_write(args.json, lambda f: f.write(text.encode()))
     return 0
 

@@ -4,6 +4,7 @@
     python scripts/train.py --device cuda        # insist on the GPU
     python scripts/train.py --data mine.csv --loss mse --standardize --save model.npz
     python scripts/train.py --resume runs/20261123-101500 --epochs 400
+    mpiexec -n 4 python scripts/train.py --batch-size 256   # data-parallel over 4 ranks
 
 Each run writes a new folder (runs/<timestamp>/ or --out) with checkpoint.npz, metrics.json
 and loss.png. A held-out validation split (--val-split) is scored every epoch. The
@@ -20,7 +21,8 @@ from collections.abc import Sequence
 
 import _cli  # first: it catches Ctrl-C during the imports below
 
-from backends import get_backend
+from backends import get_backend, probe_cuda
+from backends.comm import connect, rank_device
 from backends.errors import HandgradError
 from model.config import DEFAULT_LR, MODELS, RunConfig
 from model.data import DATASETS
@@ -127,6 +129,13 @@ def parse_args(argv):
         help="print one JSON object with the results on stdout, nothing else",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train data-parallel over the ranks of an MPI launch (mpiexec -n P python "
+        "scripts/train.py ...; --batch-size is the global batch, rank r uses cuda:<local "
+        "rank>); automatic when launched with more than one rank, this flag insists",
+    )
     args = p.parse_args(argv)
     if args.resume is not None and args.init is not None:
         p.error("--resume and --init exclude each other")
@@ -143,19 +152,24 @@ def _widths(text: str) -> tuple[int, ...]:
 _widths.__name__ = "width list"
 
 
-def start_run(args):
+def start_run(args, comm=None):
     """``(run, backend)`` as the flags ask: every setting is checked first, then the
     device, and only then is the data loaded (a new run, or --resume with the flags
-    that were given)."""
+    that were given). Under a communicator, the rank's device (see
+    :func:`backends.comm.rank_device`) and a Run shared by the ranks."""
     given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     common = {
         "run_dir": args.out,
         "save": args.save,
         "overwrite": args.overwrite,
         "checkpoint_every": args.checkpoint_every,
+        "comm": comm,
     }
     config = None if args.resume is not None else RunConfig(**given)
-    backend = get_backend(args.device, "float32")
+    device = args.device
+    if comm is not None:
+        device = rank_device(device, comm.local_rank, probe_cuda()[1])
+    backend = get_backend(device, "float32")
     if config is None:
         run = Run.resume(args.resume, **common, **given)
     else:
@@ -167,15 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet = args.quiet or args.json
     _cli.configure_logging(quiet)
-    run, backend = start_run(args)
+    comm = connect(required=args.distributed)
+    root = comm is None or comm.rank == 0
+    if not root:  # one voice: rank 0's
+        quiet = True
+        _cli.configure_logging(quiet)
+    run, backend = start_run(args, comm)
     try:
         result = run.train(backend, progress=not quiet)
     except KeyboardInterrupt as exc:
-        print(
-            f"interrupted after epoch {run.epoch}; checkpoint saved to {run.checkpoint}; "
-            f"continue with --resume {run.dir}",
-            file=sys.stderr,
-        )
+        if root:
+            print(
+                f"interrupted after epoch {run.epoch}; checkpoint saved to {run.checkpoint}; "
+                f"continue with --resume {run.dir}",
+                file=sys.stderr,
+            )
         return 143 if isinstance(exc, Terminated) else 130
     except DivergenceError as exc:  # say what was kept
         raise HandgradError(
@@ -183,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setting=exc.setting,
             suggestion=exc.suggestion,
         ) from None
+    if not root:
+        return 0
     if args.json:
         print(json.dumps(result))
         return 0

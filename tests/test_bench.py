@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import bench
+from test_mpi import needs_mpi
 
 
 def test_quick_cpu_benchmark_writes_table_and_json(tmp_path, capsys):
@@ -58,3 +59,16 @@ def test_a_busy_machine_is_marked_and_warned_about(monkeypatch, capsys):
     assert bench.main(["--quick", "--cases", "gpu", "--gpu-device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert "(BUSY)" in out and "WARNING: the machine was busy" in err
+
+
+@needs_mpi
+def test_quick_mpi_cases_time_one_and_two_ranks(tmp_path, capsys):
+    """Two ranks train the same steps as one; the allreduce time is recorded per step."""
+    assert bench.main(["--quick", "--cases", "mpi", "--json", str(tmp_path / "m.json")]) == 0
+    rows = json.loads((tmp_path / "m.json").read_text())["mpi"]
+    assert [r["ranks"] for r in rows] == [1, 2]
+    assert rows[0]["steps"] == rows[1]["steps"] == 2000 // 128 + 1
+    assert rows[0]["params"] == 784 * 256 + 256 + 256 * 10 + 10 == rows[1]["params"]
+    assert rows[0]["allreduce_ms"] == 0 < rows[1]["allreduce_ms"]
+    assert abs(rows[1]["samples_per_s"] - 2000 / rows[1]["seconds"]) < 1e-6
+    assert "allreduce ms / step" in capsys.readouterr().out

@@ -211,7 +211,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
 def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'scripts'); import _cli, train\n"
-        "train.start_run = lambda args: 1 / 0\n"
+        "train.start_run = lambda *args: 1 / 0\n"
         "sys.exit(_cli.run(train.main, ['--device', 'cpu']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -52,7 +52,8 @@ logger = logging.getLogger("handgrad")
 DTYPES = ("float32", "float64")
 VALID_DEVICES = "cpu, cuda, cuda:N, auto, strict, strict:device1"
 CUDA_EXTRAS = (
-    "pip install -e '.[cuda12]' (CUDA 12) or -e '.[cuda13]' (CUDA 13) in the handgrad checkout"
+    "pip install -e '.[train,cuda12]' (CUDA 12) or -e '.[train,cuda13]' (CUDA 13) in the "
+    "handgrad checkout"
 )
 STRICT_API_VERSION = "2024.12"  # Python scalars in maximum/where/logaddexp
 
@@ -219,7 +220,7 @@ def _choose_auto() -> str:
 
 
 def _cuda_backend(spec: str, dtype: str) -> Backend:
-    index_text = spec.partition(":")[2] or "0"
+    index_text = spec.partition(":")[2] or ("0" if spec == "cuda" else "")
     if not index_text.isdigit():
         raise ConfigError(
             f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device"

@@ -4,10 +4,12 @@ A small-batch training step is dozens of small matrix products. OpenBLAS splits 
 over its threads; on a 2-core machine where another process keeps one core busy, a
 product that waits for its second thread takes many times longer than one thread alone
 (measured on digits 64-512-10, batch 64: 0.42 s on 1 thread either way, 1.24 s on 2
-threads with one core busy). Products of a few million multiply-adds gain nothing from a
-second thread even on an idle machine, while large ones (784-256, batch 128: 25M
-multiply-adds) run ~1.8x faster on two. So :func:`blas_threads` picks one thread when the
-step's largest product is below :data:`SMALL_GEMM` multiply-adds and leaves the library's
+threads with one core busy; the default digits job, full batch 1437 x 64 x 64 = 5.9M
+multiply-adds: 0.3 s on 1 thread, 7-9 s on 2 with the machine busy). Products of a few
+million multiply-adds gain nothing from a second thread even on an idle machine, and
+larger ones (784-256, batch 128: 25M multiply-adds) gain ~1.8x on an idle machine but
+lose far more on a busy one. So :func:`blas_threads` picks one thread when the step's
+largest product is at most :data:`SMALL_GEMM` multiply-adds and leaves the library's
 default otherwise.
 
 The choice is overridden, in this order, by :func:`set_blas_threads` (the library
@@ -26,7 +28,7 @@ from backends.errors import ConfigError
 __all__ = ["ENV_VAR", "SMALL_GEMM", "blas_info", "blas_threads", "limit_blas", "set_blas_threads"]
 
 ENV_VAR = "HANDGRAD_BLAS_THREADS"
-SMALL_GEMM = 4_000_000  # multiply-adds: at or below this, one BLAS thread
+SMALL_GEMM = 32_000_000  # multiply-adds: at or below this, one BLAS thread
 
 _setting: dict[str, int | str | None] = {"threads": None}
 
@@ -46,8 +48,7 @@ def _parse(value, source: str) -> int | str:
         threads = 0
     if threads < 1 or (isinstance(value, float) and value != threads):
         raise ConfigError(
-            f"{source}: BLAS threads must be a positive integer or 'default', got {value!r}",
-            setting="blas_threads",
+            f"{source}: BLAS threads must be a positive integer or 'default', got {value!r}"
         )
     return threads
 

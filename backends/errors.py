@@ -10,7 +10,9 @@ its own flag without the library knowing about flags.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError"]
+import contextlib
+
+__all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError", "about"]
 
 
 class HandgradError(Exception):
@@ -28,3 +30,14 @@ class ConfigError(HandgradError, ValueError):
 
 class DeviceUnavailableError(HandgradError, RuntimeError):
     """The requested device exists as a name but cannot be used on this machine."""
+
+
+@contextlib.contextmanager
+def about(setting: str):
+    """Within the block, a HandgradError that names no setting is about ``setting`` (the
+    file or value the block was given), so the error points the user at it."""
+    try:
+        yield
+    except HandgradError as exc:
+        exc.setting = exc.setting or setting
+        raise

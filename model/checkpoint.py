@@ -59,7 +59,8 @@ def atomic_write(path, write: Callable) -> Path:
     """Write a file so that it is either complete or absent: ``write(f)`` fills a
     temporary file beside ``path``, which is flushed, synced and renamed over ``path``.
 
-    The file gets the usual permissions (0666 less the umask). Temporary files that a
+    A new file gets the usual permissions (0666 less the umask), a replaced one keeps
+    its own. Temporary files that a
     killed process of this machine left beside ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,8 @@ def atomic_write(path, write: Callable) -> Path:
         prefix=f".{path.name}.{owner}{os.getpid()}.", suffix=".tmp", dir=path.parent
     )
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+        os.fchmod(fd, mode)  # a replaced file keeps its permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

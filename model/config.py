@@ -9,6 +9,7 @@ error names the setting (``exc.setting``), which a command-line tool maps to its
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from backends import DTYPES
-from backends.errors import ConfigError, HandgradError
+from backends.errors import ConfigError, HandgradError, about
 from model.activations import ACTIVATIONS
 from model.checkpoint import CheckpointError
 from model.data import DATASETS, DataError, load_dataset, load_file, split
@@ -145,6 +146,10 @@ class RunConfig:
         if self.data is not None and self.dataset is not None:
             raise ConfigError("give a dataset or a data file, not both", setting="data")
         if self.data is not None:
+            if not isinstance(self.data, str | os.PathLike):
+                raise ConfigError(
+                    f"data must be a file path, got {type(self.data).__name__}", setting="data"
+                )
             if not str(self.data).strip():
                 raise ConfigError("the data file path is empty", setting="data")
             object.__setattr__(self, "data", str(Path(self.data).resolve()))
@@ -196,6 +201,7 @@ class PreparedData:
     targets: Targets
     standardizer: Standardizer | None
     source: str
+    fingerprint: str  # of the loaded X and y: a resumed run checks it is the same data
 
 
 def prepare_data(
@@ -207,11 +213,15 @@ def prepare_data(
     """Load, check, split and scale the data of ``config`` on the host; decide the loss
     and the output width. ``labels`` / ``standardizer`` fix those of a resumed run."""
     X, y = load_file(config.data) if config.data else load_dataset(config.dataset)
-    targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
+    fingerprint = hashlib.sha256(np.ascontiguousarray(X)).hexdigest()[:16]
+    fingerprint += hashlib.sha256(np.ascontiguousarray(y)).hexdigest()[:16]
+    with about("loss"):
+        targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
         raise DataError(
             "model 'neuron' outputs sigma(z) in (0, 1): its targets must lie in [0, 1]; "
-            "use model 'mlp' with the loss 'mse' for other targets"
+            "use model 'mlp' with the loss 'mse' for other targets",
+            setting="model",
         )
     classes = targets.labels is not None
     X_tr, y_tr, X_va, y_va = split(X, targets.y, config.val_split, config.seed, stratify=classes)
@@ -221,9 +231,26 @@ def prepare_data(
         X_va = None if X_va is None else standardizer.transform(X_va)
     else:
         standardizer = None
+    for name, a in (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr)):
+        _check_range(name, a, config.dtype)
     return PreparedData(
-        X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset
+        X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
     )
+
+
+def _check_range(name: str, a, dtype: str) -> None:
+    """Values that overflow to inf in the training dtype are refused here, not reported
+    later as a diverging learning rate."""
+    if a is None or a.size == 0:
+        return
+    limit = float(np.finfo(dtype).max)
+    top = max(abs(float(np.max(a))), abs(float(np.min(a))))
+    if top > limit:
+        raise DataError(
+            f"{name} has values up to {top:.3g}, beyond {dtype}'s range ({limit:.3g}); train "
+            "in float64 or rescale the data (standardize it)",
+            setting="dtype",
+        )
 
 
 def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:

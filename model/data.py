@@ -18,6 +18,7 @@ User files:
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 import zipfile
 from pathlib import Path
@@ -218,12 +219,25 @@ def split(X, y, val_fraction: float, seed: int, stratify: bool):
         return X, y, None, None
     from sklearn.model_selection import train_test_split
 
-    try:
-        X_tr, X_va, y_tr, y_va = train_test_split(
-            X, y, test_size=val_fraction, random_state=seed, stratify=y if stratify else None
-        )
-    except ValueError as exc:
+    n = X.shape[0]
+    held = math.ceil(n * val_fraction)
+    if held >= n:
         raise DataError(
-            f"cannot split off {val_fraction:g} for validation: {exc}", setting="val_split"
-        ) from None
+            f"holding out {val_fraction:g} of {n} rows for validation leaves none to train "
+            "on; hold out less, or 0",
+            setting="val_split",
+        )
+    if stratify:
+        counts = np.bincount(y)
+        present = counts[counts > 0]
+        if present.min() < 2 or held < len(present) or n - held < len(present):
+            raise DataError(
+                f"a stratified split of {n} rows into {n - held} for training and {held} for "
+                f"validation needs every class in both, but {len(present)} classes with as "
+                f"few as {present.min()} row(s) do not fit; hold out another fraction, or 0",
+                setting="val_split",
+            )
+    X_tr, X_va, y_tr, y_va = train_test_split(
+        X, y, test_size=val_fraction, random_state=seed, stratify=y if stratify else None
+    )
     return X_tr, y_tr, X_va, y_va

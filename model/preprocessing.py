@@ -108,6 +108,12 @@ class LabelEncoder:
                 f"class labels must be integers, got {y[fractional][0]:g}; for real-valued "
                 "targets train with the loss 'mse'"
             )
+        huge = np.abs(y.astype(np.float64)) >= 2.0**63
+        if huge.any():
+            raise DataError(
+                f"class label {y[huge][0]:g} does not fit in a 64-bit integer; relabel the "
+                "classes, or train with the loss 'mse' if y is a regression target"
+            )
         return cls(np.unique(y.astype(np.int64)))
 
     def __len__(self) -> int:

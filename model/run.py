@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from backends import host_rng
-from backends.errors import ConfigError, HandgradError
+from backends import Backend, get_backend, host_rng
+from backends.errors import ConfigError, HandgradError, about
 from model.checkpoint import CheckpointError, atomic_write, host_copy, load_host_params
 from model.config import (
     PreparedData,
@@ -128,7 +128,8 @@ def _make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
             try:
                 run_dir.mkdir(exist_ok=overwrite)
             except FileExistsError:
-                raise _exists(run_dir) from None
+                if any(run_dir.iterdir()):
+                    raise _exists(run_dir) from None
             return run_dir
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -151,9 +152,62 @@ def _check_run_dir(run_dir, overwrite: bool) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
-    if run_dir.exists() and not overwrite:
-        raise _exists(run_dir)
+    if run_dir.exists() and not overwrite and any(run_dir.iterdir()):
+        raise _exists(run_dir)  # an empty folder holds no work: it may be used
     check_output_file(run_dir / "checkpoint.npz", "run_dir")
+
+
+RUN_FILES = ("checkpoint.npz", "metrics.json", "loss.png")
+
+
+def _check_save(save, inputs, run_dir, overwrite: bool) -> Path:
+    """The ``save`` path of a model file: an .npz that is none of the run's inputs or run
+    folder files, and (unless ``overwrite``) not an existing file."""
+    save = check_output_file(save, "save")
+    if save.suffix != ".npz":
+        raise ConfigError(
+            f"{save}: a model file is an .npz; end its name with .npz", setting="save"
+        )
+    target = save.resolve()
+    for source in inputs:
+        if source is not None and Path(source).resolve() == target:
+            raise ConfigError(
+                f"{save} is an input of this run; saving the model there would replace it, "
+                "so choose another name",
+                setting="save",
+            )
+    if run_dir is not None and target.parent == Path(run_dir).resolve() and save.name in RUN_FILES:
+        raise ConfigError(
+            f"{save} is one of the run folder's own files; save the model outside it or "
+            "under another name",
+            setting="save",
+        )
+    if save.exists() and not overwrite:
+        raise ConfigError(
+            f"{save} already exists; choose another name or allow overwriting it",
+            setting="save",
+        )
+    return save
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C and SIGTERM back while the block runs (a save finishes whole), then
+    deliver them. In the main thread only; elsewhere the block runs as it is."""
+    pending = []
+    try:
+        previous = {s: signal.signal(s, lambda n, f: pending.append(n))
+                    for s in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    for number in pending[:1]:
+        signal.raise_signal(number)
 
 
 def _exists(run_dir) -> ConfigError:
@@ -230,6 +284,7 @@ class Run:
     checkpoint_every: int = CHECKPOINT_EVERY
     changes: list = dataclasses.field(default_factory=list)
     status: str = "created"
+    saved_epoch: int | None = None  # the epoch in the checkpoint on disk, once written
     comm: Any = None
 
     @property
@@ -271,15 +326,18 @@ class Run:
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
-        if save is not None:
-            save = check_output_file(save, "save")
-        if run_dir is not None and _root(comm):
-            _check_run_dir(run_dir, overwrite)
         if init is not None and not str(init).strip():
             raise ConfigError("the init path is empty", setting="init")
+        if save is not None:
+            save = _check_save(save, (config.data, init), run_dir, overwrite)
+        if run_dir is not None and _root(comm):
+            _check_run_dir(run_dir, overwrite)
         data = prepare_data(config)
         model = build_model(config, data.X.shape[1], data.targets)
-        params = None if init is None else load_host_params(init, model)
+        params = None
+        if init is not None:
+            with about("init"):
+                params = load_host_params(init, model)
         check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
         _log_setup(config, data, model)
         run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite, root=root))
@@ -316,10 +374,11 @@ class Run:
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = _checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
+        with about("resume"):
+            trained, info, state = load_checkpoint(source)
+            config = RunConfig.from_json(info["config"], source)
         if save is not None:
-            save = check_output_file(save, "save")
-        trained, info, state = load_checkpoint(source)
-        config = RunConfig.from_json(info["config"], source)
+            save = _check_save(save, (config.data, source), run_dir or source.parent, overwrite)
         names = {f.name for f in dataclasses.fields(RunConfig)}
         for name, value in fixed.items():
             if name not in names or name in RESUMABLE:
@@ -330,8 +389,8 @@ class Run:
                     continue
                 raise ConfigError(
                     f"{name} cannot change when resuming (the run was made with "
-                    f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can, so "
-                    "start a new run for this",
+                    f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can (the "
+                    "device and the outputs are chosen anew), so start a new run for this",
                     setting=name,
                 )
         done = info["epoch"]
@@ -363,6 +422,13 @@ class Run:
         elif _root(comm):
             _check_run_dir(run_dir, overwrite)
         data = prepare_data(config, labels=trained.labels, standardizer=trained.standardizer)
+        if info.get("data_sha256") not in (None, data.fingerprint):
+            raise CheckpointError(
+                f"the data of {config.data or config.dataset} changed since the run was made "
+                "(its fingerprint differs), so the run cannot continue bit for bit; restore "
+                "the data, or start a new run on the new data",
+                setting="data",
+            )
         model = build_model(config, data.X.shape[1], data.targets)
         if model != trained.model:
             raise CheckpointError(
@@ -404,10 +470,18 @@ class Run:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, backend, *, progress: bool = False) -> dict:
+    def train(self, backend=None, *, progress: bool = False) -> dict:
         """Train on ``backend`` up to ``config.epochs``; returns the summary that is also
         written to metrics.json. An interrupt or divergence saves the last completed
         epoch (checkpoint, metrics.json, loss.png) and is re-raised."""
+        if backend is None or isinstance(backend, str):
+            backend = get_backend(backend, self.config.dtype)
+        if not isinstance(backend, Backend):
+            raise ConfigError(
+                f"train() takes a Backend (get_backend(device, dtype)) or a device string, "
+                f"got {type(backend).__name__}",
+                setting="device",
+            )
         if backend.dtype_name != self.config.dtype:
             raise ConfigError(
                 f"the backend's dtype is {backend.dtype_name} but the run trains in "
@@ -482,7 +556,8 @@ class Run:
                 bar.close()
             self.wall_seconds = time.perf_counter() - start
             if self.status != "running":  # a bug's traceback is not covered up by saving
-                self.summary = self._finish()
+                with deferred_interrupts():  # a second Ctrl-C waits for the save
+                    self.summary = self._finish()
         return self.summary
 
     def _write_checkpoint(self) -> str:
@@ -497,12 +572,15 @@ class Run:
             "rng": snap.rng_state,
             "history": snap.history,
             "changes": self.changes,
+            "data_sha256": self.data.fingerprint,
         }
         model = self.trained_model()
-        return self._write(
+        path = self._write(
             self.checkpoint,
             lambda: model.save(self.checkpoint, training=training, state=self.state),
         )
+        self.saved_epoch = snap.epoch
+        return path
 
     def _write(self, path: Path, write) -> str:
         """``write()`` when this process writes the run's files; ``path`` as text."""

@@ -45,11 +45,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parser(doc: str) -> ArgumentParser:
     """A parser whose --help shows the script's docstring as written."""
-    return ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
 
 
-def add_backend_args(parser: argparse.ArgumentParser, dtype: str | None = "float32") -> None:
-    """--device, --dtype (default ``dtype``; None: no default) and --debug."""
+def add_backend_args(
+    parser: argparse.ArgumentParser, dtype: str | None = "float32", dtype_default: str = ""
+) -> None:
+    """--device, --dtype (default ``dtype``, or as ``dtype_default`` describes) and --debug."""
     from backends import DTYPES
 
     parser.add_argument(
@@ -62,7 +66,7 @@ def add_backend_args(parser: argparse.ArgumentParser, dtype: str | None = "float
         "--dtype",
         default=dtype,
         choices=DTYPES,
-        help=f"floating dtype (default: {dtype or 'the one saved with the model'})",
+        help=f"floating dtype (default: {dtype or dtype_default})",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
 

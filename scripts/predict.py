@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import _cli
 
 from backends import get_backend
+from backends.errors import HandgradError
 from model.checkpoint import atomic_write
 from model.data import load_features
 from model.run import check_output_file
@@ -33,10 +35,19 @@ def parse_args(argv):
     p.add_argument("model", help="model file (.npz) or a run's checkpoint.npz")
     p.add_argument("--data", required=True, help="rows to predict on: .csv or .npz")
     p.add_argument("--out", help="write the predictions to this CSV file (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
-    _cli.add_backend_args(p, dtype=None)
+    _cli.add_backend_args(p, dtype=None, dtype_default="the model's")
     p.add_argument("--quiet", action="store_true", help="no metrics or log lines")
     return p.parse_args(argv)
+
+
+def check_not_replacing(out, inputs, overwrite: bool) -> None:
+    """--out must not be one of the inputs, nor (without --overwrite) an existing file."""
+    if any(Path(out).resolve() == Path(p).resolve() for p in inputs):
+        raise HandgradError(f"{out} is an input; writing predictions there would replace it")
+    if Path(out).exists() and not overwrite:
+        raise HandgradError(f"{out} already exists; choose another name or pass --overwrite")
 
 
 def format_metrics(metrics: dict, rows: int) -> str:
@@ -61,16 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _cli.configure_logging(args.quiet)
     if args.out is not None:
         check_output_file(args.out, "out")
+        check_not_replacing(args.out, (args.model, args.data), args.overwrite)
     trained = TrainedModel.load(args.model)
     backend = get_backend(args.device, args.dtype or trained.dtype)
     X, y = load_features(args.data, trained.n_features)
     text = predictions_csv(trained, X, proba=args.proba, backend=backend)
+    report = None
+    if y is not None and not args.quiet:  # bad labels are found before anything is written
+        report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
     if args.out is None:
         sys.stdout.write(text)
     else:
         atomic_write(args.out, lambda f: f.write(text.encode()))
-    if y is not None and not args.quiet:
-        report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
+    if report is not None:
         print(report, file=sys.stderr if args.out is None else sys.stdout)
     return 0
 

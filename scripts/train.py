@@ -37,7 +37,7 @@ CONFIG_FLAGS = [f.name for f in RunConfig.__dataclass_fields__.values()]
 
 def parse_args(argv):
     p = _cli.parser(__doc__)
-    _cli.add_backend_args(p, dtype=None)
+    _cli.add_backend_args(p, dtype=None, dtype_default="float32; a resumed run keeps its own")
     p.set_defaults(dtype=None)
     p.add_argument(
         "--model",
@@ -102,11 +102,12 @@ def parse_args(argv):
     p.add_argument(
         "--val-split", type=float, help="fraction held out for validation, in [0, 1) (default: 0.2)"
     )
-    p.add_argument("--out", help="run folder, which must not exist (default: runs/<timestamp>)")
+    p.add_argument("--out", help="run folder, new or empty (default: runs/<timestamp>)")
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="allow --out to name an existing folder and replace its files",
+        help="allow --out to name a folder with files and --save an existing file, and "
+        "replace them",
     )
     p.add_argument(
         "--save", help="also write the trained model file (.npz) here, for scripts/predict.py"
@@ -143,7 +144,7 @@ def parse_args(argv):
 
 
 def _widths(text: str) -> tuple[int, ...]:
-    parts = [t for t in text.replace(" ", "").split(",") if t]
+    parts = text.replace(" ", "").split(",") if text.strip() else []
     if not all(t.isdigit() for t in parts):
         raise ValueError(text)  # argparse: "invalid _widths value"
     return tuple(int(t) for t in parts)
@@ -190,12 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run.train(backend, progress=not quiet)
     except KeyboardInterrupt as exc:
-        if root:
-            print(
-                f"interrupted after epoch {run.epoch}; checkpoint saved to {run.checkpoint}; "
-                f"continue with --resume {run.dir}",
-                file=sys.stderr,
-            )
+        if run.status == "completed":
+            saved = f"the run had finished: all {run.saved_epoch} epochs are saved in {run.dir}"
+        else:
+            saved = (f"checkpoint (epoch {run.saved_epoch}) saved to {run.checkpoint}; continue "
+                     f"with --resume {run.dir}")  # fmt: skip
+        print(f"interrupted; {saved}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except DivergenceError as exc:  # say what was kept
         raise HandgradError(

@@ -112,7 +112,9 @@ def test_unknown_dtype():
 
 
 def test_cuda_without_cupy_names_the_extras(no_cupy):
-    with pytest.raises(DeviceUnavailableError, match=r"-e '\.\[cuda12\]'.*-e '\.\[cuda13\]'"):
+    with pytest.raises(
+        DeviceUnavailableError, match=r"-e '\.\[train,cuda12\]'.*-e '\.\[train,cuda13\]'"
+    ):
         get_backend("cuda")
 
 

@@ -79,6 +79,10 @@ def files(tmp_path_factory):
             meta=np.array(json.dumps({"format": "handgrad-checkpoint-1"})),
         ),
         "a_file": text("a_file", "I am a file"),
+        "huge_labels": npz("huge_labels.npz", X=X, y=np.r_[np.zeros(15), np.full(15, 1e30)]),
+        "huge_x": npz("huge_x.npz", X=X * 1e300, y=rng.integers(0, 3, 30)),
+        "rare_class": npz("rare.npz", X=X, y=np.r_[np.zeros(29), 1]),
+        "existing_model": npz("existing.npz", W1=np.zeros(1)),
     }
     return paths
 
@@ -149,6 +153,24 @@ def cases(f, tmp):
         "out exists": (["--out", str(tmp / "previous")], "already exists; resume it"),
         "save under a file": (["--save", f["a_file"] + "/m.npz"], "not a writable folder"),
         "save is a folder": (["--save", str(tmp)], "is a folder"),
+        "save over the data": ([*good, "--save", f["good"]], "is an input of this run"),
+        "save over the init file": (
+            [*good, "--init", f["wrong_shape"], "--save", f["wrong_shape"]],
+            "is an input of this run",
+        ),
+        "save over the run's checkpoint": (
+            ["--out", str(tmp / "new"), "--save", str(tmp / "new" / "checkpoint.npz")],
+            "one of the run folder's own files",
+        ),
+        "save over an existing file": (["--save", f["existing_model"]], "already exists"),
+        "save without .npz": (["--save", str(tmp / "model.txt")], "end its name with .npz"),
+        "labels beyond int64": (["--data", f["huge_labels"]], "does not fit in a 64-bit integer"),
+        "X beyond float32": (["--data", f["huge_x"]], "beyond float32's range"),
+        "validation takes every row": (["--val-split", "0.9999"], "leaves none to train on"),
+        "a class of one row": (["--data", f["rare_class"]], "as few as 1 row(s)"),
+        "empty width in hidden": (["--hidden", "3,,4"], "invalid width list value"),
+        "abbreviated flag": (["--ep", "3"], "unrecognized arguments: --ep"),
+        "cuda with an empty index": (["--device", "cuda:"], "unknown device 'cuda:'"),
     }
 
 
@@ -215,3 +237,32 @@ def test_the_real_entry_point_gives_the_same_one_line(files, previous, case):
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
     assert not (tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("situation", ["no cupy", "no gpu"])
+def test_cuda_without_a_gpu_is_one_line_naming_the_fix(capsys, monkeypatch, tmp_path, situation):
+    import sys
+    import types
+
+    import backends
+
+    if situation == "no cupy":
+        monkeypatch.setitem(sys.modules, "cupy", None)
+        expected = "pip install -e '.[train,cuda12]'"
+    else:
+        fake = types.ModuleType("cupy")
+
+        def fail():
+            raise RuntimeError("cudaErrorInsufficientDriver")
+
+        fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=fail))
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        expected = "cudaErrorInsufficientDriver"
+    backends.probe_cuda.cache_clear()
+    try:
+        rc = _cli.run(train.main, ["--device", "cuda", "--out", str(tmp_path / "r")], train.FLAGS)
+    finally:
+        backends.probe_cuda.cache_clear()
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and expected in err and "(--device)" in err, err
+    assert not (tmp_path / "r").exists()

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from backends import Backend, get_backend
-from model.checkpoint import atomic_write
+from backends.errors import ConfigError
+from model.checkpoint import CheckpointError, atomic_write
 from model.config import RunConfig
 from model.run import Run
 from model.trained import TrainedModel, load_checkpoint
@@ -168,7 +169,7 @@ def test_sigterm_saves_and_exits_143_and_kill_9_loses_at_most_n_epochs(tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert "interrupted after epoch" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted; checkpoint (epoch" in err and "--resume" in err and "Traceback" not in err
     assert load_checkpoint(tmp_path / "t" / "checkpoint.npz")[1]["epoch"] > 0
 
     proc = _cli_run(*common, "--out", str(tmp_path / "k"), "--checkpoint-every", "10")
@@ -257,3 +258,40 @@ def test_float64_data_on_numpy_is_trained_in_place_not_copied(tmp_path, monkeypa
     run.train(get_backend("cpu", "float64"))
     assert np.shares_memory(seen["X"], run.data.X)
     assert np.shares_memory(seen["X_val"], run.data.X_val)
+
+
+def test_resume_refuses_data_that_changed(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    config = RunConfig(data=str(tmp_path / "d.npz"), epochs=2, dtype="float64")
+    Run.start(config, tmp_path / "r").train("cpu")
+    np.savez(tmp_path / "d.npz", X=X, y=1 - y)  # same shapes and classes, other labels
+    with pytest.raises(CheckpointError, match="changed since the run was made") as info:
+        Run.resume(tmp_path / "r", epochs=4)
+    assert info.value.setting == "data"
+
+
+def test_a_second_interrupt_waits_for_the_save(tmp_path):
+    from model.run import deferred_interrupts
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal arrives here, and is held
+        done.append("saved")
+    assert done == ["saved"]
+
+
+def test_train_takes_a_device_string_and_refuses_other_things(tmp_path):
+    run = Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r")
+    with pytest.raises(ConfigError, match="train\\(\\) takes a Backend"):
+        run.train(123)
+    assert run.train("cpu")["device"] == "cpu"
+
+
+def test_an_empty_run_folder_may_be_used_but_one_with_files_may_not(tmp_path):
+    (tmp_path / "empty").mkdir()
+    Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "empty").train("cpu")
+    with pytest.raises(ConfigError, match="already exists"):
+        Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "empty")

@@ -232,3 +232,31 @@ def test_standardizer_reads_a_memory_mapped_file_like_an_array(tmp_path):
     ours, theirs = Standardizer.fit(mapped), StandardScaler().fit(X)
     np.testing.assert_allclose(ours.mean, theirs.mean_, rtol=1e-12)
     np.testing.assert_allclose(ours.sd, theirs.scale_, rtol=1e-12)
+
+
+def test_predict_writes_nothing_when_the_labels_are_not_the_models(capsys, tmp_path):
+    path = str(_model_file(tmp_path))  # classes 1, 5, 6
+    np.savetxt(tmp_path / "rows.csv", np.c_[np.ones((3, 2)), [1, 5, 7]], delimiter=",")
+    rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, path, "--data",
+                           str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv"),
+                           "--device", "cpu")  # fmt: skip
+    assert rc == 2 and "label 7 is not one of the model's 3 classes" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_never_replaces_its_inputs_or_an_existing_file(capsys, tmp_path):
+    path = str(_model_file(tmp_path))
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.ones((3, 2)), delimiter=",")
+    before = rows.read_bytes()
+    for out, message in [(str(rows), "is an input"), (path, "is an input")]:
+        rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, path, "--data", str(rows),
+                               "--out", out, "--device", "cpu")  # fmt: skip
+        assert rc == 2 and message in err and err.count("\n") == 1
+    assert rows.read_bytes() == before
+    (tmp_path / "old.csv").write_text("old")
+    argv = [path, "--data", str(rows), "--out", str(tmp_path / "old.csv"), "--device", "cpu"]
+    rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv)
+    assert rc == 2 and "already exists" in err
+    assert _cli_call(capsys, predict.main, predict.FLAGS, *argv, "--overwrite")[0] == 0
+    assert (tmp_path / "old.csv").read_text().startswith("prediction")

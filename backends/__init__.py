@@ -34,6 +34,7 @@ import array_api_compat
 import numpy as np
 
 from backends.errors import ConfigError, DeviceUnavailableError, HandgradError
+from backends.transfer import to_numpy
 
 __all__ = [
     "DTYPES",
@@ -105,11 +106,7 @@ class Backend:
         The only way arrays cross to the host (CuPy refuses implicit conversion). Always a
         copy, so later in-place updates on the device never change what was returned.
         """
-        if self.name == "cupy":
-            return array.get()
-        if self.name == "array_api_strict":
-            array = array.to_device(self.xp.Device("CPU_DEVICE"))
-        return np.array(array, copy=True)
+        return to_numpy(array)
 
     def synchronize(self) -> None:
         """Wait until queued device work is done (no-op on the host); use it around timings."""

@@ -73,7 +73,11 @@ class FitResult:
 def _batches(X, Y, order, batch: int, like, /, *, xp):
     """(rows of X, rows of Y) on ``like``'s device for each batch of ``batch`` rows, in row
     order (``order`` None) or in the host permutation ``order``. Streamed host data is
-    cast to ``like``'s dtype (labels stay integers)."""
+    cast to ``like``'s dtype (labels stay integers).
+
+    ``order`` of shape (R, n), one permutation per replica, gives batches of shape
+    (R, m, ...): batch k of replica r is X[order[r, k*batch:(k+1)*batch]], gathered for all
+    R replicas by one ``take`` of the batch's R m indices (see :func:`_batch_major`)."""
     n = X.shape[0]
     if is_streamed(X, xp) or is_streamed(Y, xp):
         labels = xp.int64 if Y.dtype.kind in "iu" else like.dtype
@@ -85,20 +89,39 @@ def _batches(X, Y, order, batch: int, like, /, *, xp):
         for start, stop in batch_bounds(n, batch):
             yield (X, Y) if stop - start == n else (X[start:stop, ...], Y[start:stop, ...])
         return
-    indices = xp.asarray(order, device=device(X))  # one host -> device copy per epoch
-    x_buf = xp.empty((batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
-    y_buf = xp.empty((batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
+    lead = tuple(order.shape[:-1])  # () for one permutation, (R,) for R replicas
+    r = math.prod(lead)
+    indices = xp.asarray(_batch_major(order, batch), device=device(X))  # one copy per epoch
+    x_buf = xp.empty((r * batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
+    y_buf = xp.empty((r * batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
     for start, stop in batch_bounds(n, batch):
-        idx, m = indices[start:stop], stop - start
-        yield (
-            take_rows(X, idx, xp=xp, out=x_buf[:m, ...]),
-            take_rows(Y, idx, xp=xp, out=y_buf[:m, ...]),
-        )
+        idx, m = indices[r * start : r * stop], stop - start
+        xb = take_rows(X, idx, xp=xp, out=x_buf[: r * m, ...])
+        yb = take_rows(Y, idx, xp=xp, out=y_buf[: r * m, ...])
+        if lead:
+            xb = xp.reshape(xb, (*lead, m, *X.shape[1:]))
+            yb = xp.reshape(yb, (*lead, m, *Y.shape[1:]))
+        yield xb, yb
+
+
+def _batch_major(order, batch: int):
+    """The host index vector whose slice [R start : R stop] holds batch (start, stop) of
+    every replica, replica after replica: ``order`` (n,) as it is; ``order`` (R, n) as
+    concat over batches k of order[:, k-th batch's columns] in row-major order."""
+    if order.ndim == 1:
+        return order
+    hp = array_namespace(order)
+    r, n = order.shape
+    full = n - n % batch
+    head = hp.reshape(
+        hp.permute_dims(hp.reshape(order[:, :full], (r, -1, batch)), (1, 0, 2)), (-1,)
+    )
+    return hp.concat([head, hp.reshape(order[:, full:], (-1,))])
 
 
 def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
-    """sum_b C_b n_b / N over the batches' 0-d losses (sum_b C_b for ``sse``, a sum over
-    samples); a single batch's loss is returned as it is."""
+    """sum_b C_b n_b / N over the batches' losses (sum_b C_b for ``sse``, a sum over
+    samples), per replica for (R,) losses; a single batch's loss is returned as it is."""
     if len(losses) == 1:
         return losses[0]
     if loss_name == "sse":
@@ -106,7 +129,7 @@ def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
     else:
         weights = [(stop - start) / n for start, stop in bounds]
     w = xp.asarray(weights, dtype=like.dtype, device=device(like))
-    return xp.sum(xp.stack(losses) * w)
+    return xp.sum(xp.stack(losses, axis=-1) * w, axis=-1)
 
 
 def run_epoch(model, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None):
@@ -137,6 +160,17 @@ def evaluate(model, params, X, Y, /, *, xp=None) -> dict:
 
     Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
     mean of the chunks' losses), so it also takes streamed host data."""
+    device_scores = scores(model, params, X, Y, xp=xp)
+    out = {"loss": float(device_scores["loss"])}
+    if model.is_classifier:
+        out["accuracy"] = float(device_scores["hits"]) / X.shape[0]
+    return out
+
+
+def scores(model, params, X, Y, /, *, xp=None) -> dict:
+    """The loss on (X, Y) and, for classifiers, ``hits`` (the number of rows classified
+    right) as device arrays: 0-d, or (R,) (one per replica) for replica-stacked
+    parameters. Nothing is read back."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
@@ -147,12 +181,11 @@ def evaluate(model, params, X, Y, /, *, xp=None) -> dict:
         if model.is_classifier:
             labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
             hit = model.predict_class(params, xb, xp=xp) == xp.astype(labels, xp.int64)
-            hits.append(xp.sum(xp.astype(hit, like.dtype)))
+            hits.append(xp.sum(xp.astype(hit, like.dtype), axis=-1))
     bounds = batch_bounds(n, batch)
-    loss = _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)
-    out = {"loss": float(loss)}
+    out = {"loss": _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)}
     if model.is_classifier:
-        out["accuracy"] = float(xp.sum(xp.stack(hits))) / n
+        out["hits"] = xp.sum(xp.stack(hits, axis=-1), axis=-1)
     return out
 
 

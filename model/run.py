@@ -53,6 +53,7 @@ __all__ = [
     "Run",
     "Terminated",
     "check_output_file",
+    "draw_plot",
     "plot_history",
     "progress_bar",
     "sigterm_as_interrupt",
@@ -177,7 +178,7 @@ class _DeviceSnapshot:
         self.params = {k: _copy(v) for k, v in params.items()}
         self.state = {k: _copy_tree(v) for k, v in state.items()}
         self.rng, self.epoch = rng, epoch
-        self.rng_state = rng.bit_generator.state
+        self.rng_state = _rng_state(rng)
         self.history = {k: list(v) for k, v in history.items()}
 
     def take(self, params, state, epoch: int, record: dict) -> None:
@@ -189,9 +190,32 @@ class _DeviceSnapshot:
                     self.state[key][k][...] = v
             else:
                 self.state[key] = value
-        self.epoch, self.rng_state = epoch, self.rng.bit_generator.state
+        self.epoch, self.rng_state = epoch, _rng_state(self.rng)
         for k, v in record.items():
             self.history.setdefault(k, []).append(v)
+
+
+def _rng_state(rng):
+    """The state to store of the host generator ``rng``, or of each of a list of them."""
+    return (
+        [g.bit_generator.state for g in rng] if isinstance(rng, list) else rng.bit_generator.state
+    )
+
+
+def _set_rng_state(rng, state) -> None:
+    """Put ``rng`` (one generator, or a list) back in a state from :func:`_rng_state`."""
+    for g, st in zip(rng, state, strict=True) if isinstance(rng, list) else [(rng, state)]:
+        g.bit_generator.state = st
+
+
+def _restore_rng(state, source):
+    """A generator (or a list of them, for a list of states) in a stored state."""
+    rng = [host_rng(None) for _ in state] if isinstance(state, list) else host_rng(None)
+    try:
+        _set_rng_state(rng, state)
+    except (TypeError, ValueError, KeyError):
+        raise CheckpointError(f"{source}: its random generator state is damaged") from None
+    return rng
 
 
 def _copy(a):
@@ -243,6 +267,7 @@ class Run:
         overwrite: bool = False,
         checkpoint_every: int = CHECKPOINT_EVERY,
         root="runs",
+        **fields,
     ) -> Run:
         """Check ``config`` and every path, load and check the data on the host, then
         create the run folder (``run_dir``, or ``root/<timestamp>``; an existing one is an
@@ -252,7 +277,9 @@ class Run:
         ``checkpoint_every`` (epochs, default 10): a checkpoint costs one device-to-host
         copy of the parameters and optimizer state plus an fsync'd file, ~1 ms for a
         small net but up to seconds for a large one; every 10 epochs keeps that under a
-        few percent of a small run and bounds what a kill -9 loses to 10 epochs."""
+        few percent of a small run and bounds what a kill -9 loses to 10 epochs.
+
+        ``fields``: the further fields of a subclass (a :class:`model.sweep.Sweep`'s)."""
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
@@ -265,7 +292,8 @@ class Run:
         data = prepare_data(config)
         model = build_model(config, data.X.shape[1], data.targets)
         params = None if init is None else load_host_params(init, model)
-        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
+        rows = data.X.shape[0] + _rows(data.X_val)
+        check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
         run_dir = _make_run_dir(run_dir, overwrite=overwrite, root=root)
         return cls(
@@ -277,6 +305,7 @@ class Run:
             params=params,
             save_path=save,
             checkpoint_every=checkpoint_every,
+            **fields,
         )
 
     @classmethod
@@ -300,7 +329,7 @@ class Run:
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         if save is not None:
             save = check_output_file(save, "save")
-        trained, info, state = load_checkpoint(source)
+        trained, info, state = cls._load_checkpoint(source)
         config = RunConfig.from_json(info["config"], source)
         names = {f.name for f in dataclasses.fields(RunConfig)}
         for name, value in fixed.items():
@@ -351,11 +380,7 @@ class Run:
                 f"{source}: its model {trained.model.sizes} does not fit the data "
                 f"({model.sizes}); the data file changed since the run was made"
             )
-        rng = host_rng(None)
-        try:
-            rng.bit_generator.state = info["rng"]
-        except (TypeError, ValueError, KeyError):
-            raise CheckpointError(f"{source}: its random generator state is damaged") from None
+        rng = _restore_rng(info["rng"], source)
         history = {k: list(v) for k, v in info["history"].items()}
         changes_made = list(info.get("changes", []))
         if new:
@@ -365,7 +390,9 @@ class Run:
                 done,
                 ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new),
             )
-        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
+        fields = cls._fields_from(info, source)
+        rows = data.X.shape[0] + _rows(data.X_val)
+        check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
         run_dir = _make_run_dir(run_dir, overwrite=overwrite)
         return cls(
@@ -381,7 +408,36 @@ class Run:
             save_path=save,
             checkpoint_every=checkpoint_every,
             changes=changes_made,
+            **fields,
         )
+
+    # Hooks a subclass (model.sweep.Sweep) overrides: what a run's checkpoint holds, how
+    # many networks it trains, how they start, step and report.
+
+    @staticmethod
+    def _load_checkpoint(source):
+        return load_checkpoint(source)
+
+    @staticmethod
+    def _fields_from(info: dict, source) -> dict:
+        return {}
+
+    @staticmethod
+    def _replica_count(fields: dict) -> int:
+        return 1
+
+    def _init_params(self, backend) -> dict:
+        return self.model.init_params(backend, self.rng)
+
+    def _optimizer(self, params):
+        config = self.config
+        return make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+
+    def _fit(self, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+    def _progress(self, record: dict) -> dict:
+        return {k: f"{v:.4g}" for k, v in record.items()}
 
     # ------------------------------------------------------------------ training
 
@@ -397,10 +453,10 @@ class Run:
             )
         config, model, data = self.config, self.model, self.data
         if self.params is None:
-            params = model.init_params(backend, self.rng)
+            params = self._init_params(backend)
         else:
             params = {k: backend.asarray(v) for k, v in self.params.items()}
-        optimizer = make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+        optimizer = self._optimizer(params)
         if self.state is None:
             state = optimizer.init(params)
         else:
@@ -428,13 +484,13 @@ class Run:
                 self._write_checkpoint()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()})
+                bar.set_postfix(self._progress(record))
 
         start = time.perf_counter()
         self.status = "running"
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is raised below
-                fit(
+                self._fit(
                     model,
                     params,
                     X,
@@ -497,15 +553,11 @@ class Run:
         metrics.json for the last completed epoch; the summary."""
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
-        self.rng.bit_generator.state = snap.rng_state  # train() again continues exactly
+        _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
         paths = {"checkpoint": str(self._write_checkpoint())}
-        if self.save_path is not None and self.status == "completed":
-            paths["model"] = str(self.trained_model().save(self.save_path))
-        if snap.history.get("loss"):
-            paths["plot"] = str(plot_history(self.dir / "loss.png", snap.history, self.model.loss))
+        results = self._results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
         targets = self.data.targets
-        validation = {k[4:]: v[-1] for k, v in snap.history.items() if k.startswith("val_") and v}
         summary = {
             "status": self.status,
             "config": self.config.to_json(),
@@ -526,8 +578,7 @@ class Run:
             },
             "model": list(self.model.sizes),
             "epochs": snap.epoch,
-            "final_train_loss": snap.history["loss"][-1] if snap.history.get("loss") else None,
-            "metrics": {"validation": validation, "history": snap.history},
+            **results,
             "changes": self.changes,
             "wall_seconds": self.wall_seconds,
             "paths": paths,
@@ -535,6 +586,20 @@ class Run:
         text = json.dumps(summary, indent=2, allow_nan=True).encode()
         atomic_write(self.dir / "metrics.json", lambda f: f.write(text))
         return summary
+
+    def _results(self, paths: dict) -> dict:
+        """Write the model file (when asked, on completion) and loss.png, adding their
+        paths to ``paths``; the summary's training results."""
+        history = self._snap.history
+        if self.save_path is not None and self.status == "completed":
+            paths["model"] = str(self.trained_model().save(self.save_path))
+        if history.get("loss"):
+            paths["plot"] = str(plot_history(self.dir / "loss.png", history, self.model.loss))
+        validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
+        return {
+            "final_train_loss": history["loss"][-1] if history.get("loss") else None,
+            "metrics": {"validation": validation, "history": history},
+        }
 
 
 def _rows(X) -> int:
@@ -581,6 +646,21 @@ def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
 
 def plot_history(path: Path, history: dict, loss_name: str) -> Path:
     """Training and validation loss per epoch, written atomically as a PNG."""
+
+    def draw(ax):
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        ax.plot(epochs, history["loss"], label="training")
+        if history.get("val_loss"):
+            ax.plot(epochs, history["val_loss"], label="validation")
+        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
+        ax.set_title("handgrad training")
+
+    return draw_plot(path, draw, f"{loss_name} loss")
+
+
+def draw_plot(path: Path, draw, ylabel: str) -> Path:
+    """A 6 x 4 in loss-per-epoch figure that ``draw(ax)`` fills in, with axis labels, grid
+    and legend, written atomically as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -590,14 +670,9 @@ def plot_history(path: Path, history: dict, loss_name: str) -> Path:
     # Losses near the float maximum overflow the log scale's margins: not an error.
     with np.errstate(all="ignore"):
         try:
-            epochs = np.arange(1, len(history["loss"]) + 1)
-            ax.plot(epochs, history["loss"], label="training")
-            if history.get("val_loss"):
-                ax.plot(epochs, history["val_loss"], label="validation")
+            draw(ax)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(f"{loss_name} loss")
-            ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
-            ax.set_title("handgrad training")
+            ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()

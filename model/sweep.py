@@ -412,35 +412,25 @@ def load_sweep_checkpoint(path):
 
 def plot_sweep(path: Path, replicas: list, best: int | None, loss_name: str) -> Path:
     """Every replica's training loss per epoch on one figure: the best replica thick, the
-    diverged dashed and ending in an x, the others thin; written atomically as a PNG."""
+    others thin, the diverged dashed with an x at the epoch they diverged in (at their last
+    finite loss); written atomically as a PNG."""
 
     def draw(ax):
         finite = [v for r in replicas for v in r["history"].get("loss", [])]
-        others_drawn = []
+        others = "other replicas"
         for r in replicas:
             losses = r["history"].get("loss", [])
-            if not losses:
-                continue
-            values = {k: r[k] for k in r if k in SWEEPABLE}
+            label = _label({k: r[k] for k in r if k in SWEEPABLE})
             epochs = np.arange(1, len(losses) + 1)
-            if r["replica"] == best:
-                ax.plot(
-                    epochs, losses, lw=2.5, color="C3", zorder=3, label=f"best: {_label(values)}"
-                )
-            elif r["status"] == "diverged":
-                ax.plot(
-                    epochs,
-                    losses,
-                    ls="--",
-                    lw=1,
-                    color="0.4",
-                    marker="x",
-                    markevery=[-1],
-                    label=f"diverged: {_label(values)}",
-                )
+            if r["status"] == "diverged":
+                ax.plot(epochs, losses, ls="--", lw=1, color="0.4")
+                at, y = r["diverged_at_epoch"], losses[-1] if losses else max(finite, default=1)
+                ax.plot([at], [y], "x", color="k", ms=8, label=f"diverged in {at}: {label}")
+            elif r["replica"] == best:
+                ax.plot(epochs, losses, lw=2.5, color="C3", zorder=3, label=f"best: {label}")
             else:
-                others = "other replicas" if not others_drawn else None
-                others_drawn.append(ax.plot(epochs, losses, lw=0.8, alpha=0.6, label=others))
+                ax.plot(epochs, losses, lw=0.8, alpha=0.6, label=others)
+                others = None
         ax.set_yscale("log" if finite and min(finite) > 0 else "linear")
         ax.set_title(f"handgrad sweep: {len(replicas)} replicas in one pass")
 

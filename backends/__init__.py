@@ -34,6 +34,7 @@ import array_api_compat
 import numpy as np
 
 from backends.errors import ConfigError, DeviceUnavailableError, HandgradError
+from backends.transfer import to_numpy
 
 __all__ = [
     "DTYPES",
@@ -113,17 +114,6 @@ class Backend:
         """Wait until queued device work is done (no-op on the host); use it around timings."""
         if self.is_gpu:
             self.device.synchronize()
-
-
-def to_numpy(array) -> np.ndarray:
-    """A new host NumPy copy of a NumPy, CuPy or array-api-strict array (see
-    :meth:`Backend.to_numpy`, which is this for its own arrays)."""
-    if array_api_compat.is_cupy_array(array):
-        return array.get()
-    if not isinstance(array, np.ndarray):  # array-api-strict, on any of its devices
-        xp = array_api_compat.array_namespace(array)
-        array = array.to_device(xp.Device("CPU_DEVICE"))
-    return np.array(array, copy=True)
 
 
 def host_rng(seed: int | None) -> np.random.Generator:

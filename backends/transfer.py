@@ -13,7 +13,12 @@ from __future__ import annotations
 import mmap
 
 import numpy as np
-from array_api_compat import is_cupy_namespace, is_numpy_namespace
+from array_api_compat import (
+    array_namespace,
+    is_array_api_strict_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+)
 
 __all__ = [
     "PAGE_RELEASE_ROWS",
@@ -23,6 +28,7 @@ __all__ = [
     "is_streamed",
     "release_pages",
     "take_rows",
+    "to_numpy",
 ]
 
 # Rows read from a memmap between two releases of its pages. A random row of a cached
@@ -52,6 +58,17 @@ def is_streamed(a, xp) -> bool:
     """True when ``a`` is host NumPy data to stream in batches to namespace ``xp``'s
     device: any NumPy array when ``xp`` is not NumPy, and a memory-mapped one always."""
     return isinstance(a, np.ndarray) and (isinstance(a, np.memmap) or not is_numpy_namespace(xp))
+
+
+def to_numpy(array) -> np.ndarray:
+    """A new host NumPy copy of an array of any backend (one device-to-host copy). The
+    only way arrays cross to the host: CuPy refuses implicit conversion."""
+    xp = array_namespace(array)
+    if is_cupy_namespace(xp):
+        return array.get()
+    if is_array_api_strict_namespace(xp):
+        array = array.to_device(xp.Device("CPU_DEVICE"))
+    return np.array(array, copy=True)
 
 
 def take_rows(a, indices, /, *, xp, out=None):

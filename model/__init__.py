@@ -1,5 +1,6 @@
 """handgrad's math: activations, losses, networks, optimizers, the fit loop, gradcheck;
-and what is built on it: training runs (RunConfig, Run) and trained models (TrainedModel).
+and what is built on it: training runs (RunConfig, Run), sweeps of replicas trained in one
+pass (Sweep, model.replicas) and trained models (TrainedModel).
 
 Everything here is written against the Python array API standard and gets its namespace
 from the arrays it is given, so one body of code runs on NumPy, CuPy and array-api-strict.
@@ -12,6 +13,7 @@ from model.gradcheck import gradcheck, gradcheck_model
 from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.optimizers import SGD, Adam, make_optimizer
 from model.run import Run
+from model.sweep import Sweep
 from model.trained import TrainedModel
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "HandgradError",
     "Run",
     "RunConfig",
+    "Sweep",
     "TrainedModel",
     "evaluate",
     "fit",

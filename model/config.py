@@ -265,27 +265,30 @@ def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:
     return MLP(sizes, activation=config.activation, loss=targets.loss)
 
 
-def estimate_bytes(model: MLP, config: RunConfig, n_rows: int) -> int:
-    """A lower bound on the device memory a run needs: parameters with their gradients,
-    snapshot and optimizer buffers, the data, and one batch's activations (forward cache
-    and backward temporaries)."""
+def estimate_bytes(model: MLP, config: RunConfig, n_rows: int, replicas: int = 1) -> int:
+    """A lower bound on the device memory a run of ``replicas`` networks needs: parameters
+    with their gradients, snapshot and optimizer buffers, the data, and one batch's
+    activations (forward cache and backward temporaries), the last two per replica but
+    the data."""
     itemsize = 4 if config.dtype == "float32" else 8
     n_params = sum(math.prod(s) for s in model.param_shapes().values())
     buffers = {"adam": 2, "momentum": 1, "nesterov": 1}.get(config.optimizer, 0)
     batch = min(config.batch_size or n_rows, n_rows)
     data = n_rows * (model.sizes[0] + model.sizes[-1])
-    return itemsize * (n_params * (3 + 2 * buffers) + data + 3 * batch * sum(model.sizes))
+    per_replica = n_params * (3 + 2 * buffers) + 3 * batch * sum(model.sizes)
+    return itemsize * (data + replicas * per_replica)
 
 
-def check_memory(model: MLP, config: RunConfig, n_rows: int) -> None:
-    need = estimate_bytes(model, config, n_rows)
+def check_memory(model: MLP, config: RunConfig, n_rows: int, replicas: int = 1) -> None:
+    need = estimate_bytes(model, config, n_rows, replicas)
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not a POSIX system: let allocation tell
         return
     if need > have:
+        nets = f"{replicas} x {model.sizes}" if replicas > 1 else f"{model.sizes}"
         raise ConfigError(
-            f"this run needs at least {need / 2**30:.1f} GiB ({model.sizes}, "
+            f"this run needs at least {need / 2**30:.1f} GiB ({nets}, "
             f"{n_rows} rows, {config.dtype}), more than this machine's "
             f"{have / 2**30:.1f} GiB; use narrower layers, a smaller batch or less data",
             setting="hidden" if config.model == "mlp" else "data",

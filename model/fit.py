@@ -75,7 +75,11 @@ def _batches(X, Y, order, batch: int, like, /, *, xp, bounds=None):
     order (``order`` None) or in the host permutation ``order``; ``bounds`` (start, stop)
     of at most ``batch`` rows replace those batches (batch k: rows, or ``order``
     positions, ``start:stop``). Streamed host data is cast to ``like``'s dtype (labels
-    stay integers)."""
+    stay integers).
+
+    ``order`` of shape (R, n), one permutation per replica, gives batches of shape
+    (R, m, ...): batch k of replica r is X[order[r, k*batch:(k+1)*batch]], gathered for all
+    R replicas by one ``take`` of the batch's R m indices (see :func:`_batch_major`)."""
     n = X.shape[0]
     bounds = batch_bounds(n, batch) if bounds is None else bounds
     if is_streamed(X, xp) or is_streamed(Y, xp):
@@ -89,21 +93,41 @@ def _batches(X, Y, order, batch: int, like, /, *, xp, bounds=None):
         for start, stop in bounds:
             yield (X, Y) if stop - start == n else (X[start:stop, ...], Y[start:stop, ...])
         return
-    indices = xp.asarray(order, device=device(X))  # one host -> device copy per epoch
-    x_buf = xp.empty((batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
-    y_buf = xp.empty((batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
+    lead = tuple(order.shape[:-1])  # () for one permutation, (R,) for R replicas
+    r = math.prod(lead)
+    indices = xp.asarray(_batch_major(order, batch), device=device(X))  # one copy per epoch
+    x_buf = xp.empty((r * batch, *X.shape[1:]), dtype=X.dtype, device=device(X))
+    y_buf = xp.empty((r * batch, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
     for start, stop in bounds:
-        idx, m = indices[start:stop], stop - start
-        yield (
-            take_rows(X, idx, xp=xp, out=x_buf[:m, ...]),
-            take_rows(Y, idx, xp=xp, out=y_buf[:m, ...]),
-        )
+        idx, m = indices[r * start : r * stop], stop - start
+        xb = take_rows(X, idx, xp=xp, out=x_buf[: r * m, ...])
+        yb = take_rows(Y, idx, xp=xp, out=y_buf[: r * m, ...])
+        if lead:
+            xb = xp.reshape(xb, (*lead, m, *X.shape[1:]))
+            yb = xp.reshape(yb, (*lead, m, *Y.shape[1:]))
+        yield xb, yb
+
+
+def _batch_major(order, batch: int):
+    """The host index vector whose slice [R start : R stop] holds batch (start, stop) of
+    every replica, replica after replica: ``order`` (n,) as it is; ``order`` (R, n) as
+    concat over batches k of order[:, k-th batch's columns] in row-major order."""
+    if order.ndim == 1:
+        return order
+    hp = array_namespace(order)
+    r, n = order.shape
+    full = n - n % batch
+    head = hp.reshape(
+        hp.permute_dims(hp.reshape(order[:, :full], (r, -1, batch)), (1, 0, 2)), (-1,)
+    )
+    return hp.concat([head, hp.reshape(order[:, full:], (-1,))])
 
 
 def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
-    """sum_b C_b n_b / N over the batches' 0-d losses (sum_b C_b for ``sse``, a sum over
-    samples); a single batch of all N rows has its loss returned as it is. Under a
-    communicator, C_b and n_b are a rank's part of batch b (no part: 0)."""
+    """sum_b C_b n_b / N over the batches' losses (sum_b C_b for ``sse``, a sum over
+    samples), per replica for (R,) losses; a single batch of all N rows has its loss
+    returned as it is. Under a communicator, C_b and n_b are a rank's part of batch b (no
+    part: 0)."""
     if len(losses) == 1 and bounds[0][1] - bounds[0][0] == n:
         return losses[0]
     if not losses:
@@ -113,7 +137,7 @@ def _weighted_total(losses, bounds, n: int, loss_name: str, like, /, *, xp):
     else:
         weights = [(stop - start) / n for start, stop in bounds]
     w = xp.asarray(weights, dtype=like.dtype, device=device(like))
-    return xp.sum(xp.stack(losses) * w)
+    return xp.sum(xp.stack(losses, axis=-1) * w, axis=-1)
 
 
 def _summed(values: dict, comm) -> dict:
@@ -168,6 +192,17 @@ def evaluate(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
     Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
     mean of the chunks' losses), so it also takes streamed host data. With ``comm``, each
     rank scores its contiguous share of the rows and the sums are allreduced."""
+    totals = scores(model, params, X, Y, xp=xp, comm=comm)
+    out = {"loss": float(totals["loss"])}
+    if model.is_classifier:
+        out["accuracy"] = float(totals["hits"]) / X.shape[0]
+    return out
+
+
+def scores(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
+    """The loss on (X, Y) and, for classifiers, ``hits`` (the number of rows classified
+    right) as device arrays: 0-d, or (R,) (one per replica) for replica-stacked
+    parameters; summed over the ranks of ``comm``. Nothing is read back."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
@@ -180,16 +215,12 @@ def evaluate(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
         if model.is_classifier:
             labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
             hit = model.predict_class(params, xb, xp=xp) == xp.astype(labels, xp.int64)
-            hits.append(xp.sum(xp.astype(hit, like.dtype)))
+            hits.append(xp.sum(xp.astype(hit, like.dtype), axis=-1))
     totals = {"loss": _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)}
     if model.is_classifier:
-        zero = xp.zeros((), dtype=like.dtype, device=device(like))
-        totals["hits"] = xp.sum(xp.stack([zero, *hits]))
-    totals = _summed(totals, comm)
-    out = {"loss": float(totals["loss"])}
-    if model.is_classifier:
-        out["accuracy"] = float(totals["hits"]) / n
-    return out
+        zero = xp.zeros((), dtype=like.dtype, device=device(like))  # a rank with no rows
+        totals["hits"] = xp.sum(xp.stack(hits, axis=-1), axis=-1) if hits else zero
+    return _summed(totals, comm)
 
 
 def _where(a) -> str:

@@ -14,6 +14,10 @@ layer's pre-activation (logit). N is the number of samples (rows).
     cross_entropy  C = mean_i [logsumexp_k z_ik - z_{i,y_i}]  dC/dz = (softmax(z) - onehot(y)) / N
                    for integer class labels y (a one-hot matrix is accepted too).
 
+Every value and gradient is over the last two axes (N, K): a leading replica axis (R, N, K)
+gives R losses, shape (R,), one per stacked network (see :mod:`model.replicas`); without
+it the value is a 0-d array.
+
 ``bce`` and ``cross_entropy`` take logits and fix the output activation (sigmoid, softmax):
 their gradient is returned with respect to z directly, through the shared
 :func:`logit_grad`, which needs only the activated output.
@@ -35,13 +39,13 @@ __all__ = ["LOSSES", "Loss", "get_loss", "one_hot"]
 def one_hot(labels, num_classes: int, /, *, dtype, xp):
     """onehot(y)_ik = 1 if y_i == k else 0, built by comparison (no scatter)."""
     classes = xp.arange(num_classes, dtype=labels.dtype, device=device(labels))
-    return xp.astype(labels[:, None] == classes, dtype)
+    return xp.astype(labels[..., None] == classes, dtype)
 
 
 def sse(y_hat, y, /, *, xp):
-    """C = 1/2 sum (y_hat - y)^2 over all elements."""
+    """C = 1/2 sum (y_hat - y)^2 over the N K elements."""
     e = y_hat - y
-    return 0.5 * xp.sum(e * e)
+    return 0.5 * xp.sum(e * e, axis=(-2, -1))
 
 
 def sse_grad(y_hat, y, /, *, xp):
@@ -50,13 +54,13 @@ def sse_grad(y_hat, y, /, *, xp):
 
 
 def mse(y_hat, y, /, *, xp):
-    """C = mean (y_hat - y)^2 over all elements."""
+    """C = mean (y_hat - y)^2 over the N K elements."""
     e = y_hat - y
-    return xp.sum(e * e) / _size(e)
+    return xp.sum(e * e, axis=(-2, -1)) / _size(e)
 
 
 def mse_grad(y_hat, y, /, *, xp):
-    """dC/dy_hat = 2 (y_hat - y) / (number of elements)."""
+    """dC/dy_hat = 2 (y_hat - y) / (N K)."""
     return (y_hat - y) * (2.0 / _size(y_hat))
 
 
@@ -65,7 +69,7 @@ def bce(z, y, /, *, xp):
 
     Equal to -[y log sigma(z) + (1 - y) log(1 - sigma(z))]; logaddexp(0, z) = log(1 + e^z)
     never overflows."""
-    return xp.sum(xp.logaddexp(z, 0.0) - y * z) / z.shape[0]
+    return xp.sum(xp.logaddexp(z, 0.0) - y * z, axis=(-2, -1)) / z.shape[-2]
 
 
 def bce_grad(z, y, /, *, xp):
@@ -78,7 +82,7 @@ def cross_entropy(z, y, /, *, xp):
     y = _as_one_hot(z, y, xp=xp)
     m = xp.max(z, axis=-1, keepdims=True)
     lse = xp.log(xp.sum(xp.exp(z - m), axis=-1, keepdims=True)) + m
-    return xp.sum((lse - z) * y) / z.shape[0]
+    return xp.sum((lse - z) * y, axis=(-2, -1)) / z.shape[-2]
 
 
 def cross_entropy_from_probs(y_hat, y, /, *, xp):
@@ -90,7 +94,7 @@ def cross_entropy_from_probs(y_hat, y, /, *, xp):
     smallest normal number, so a sample's loss is capped at ~87 (float32) / ~708
     (float64) instead of becoming inf."""
     p = xp.maximum(xp.vecdot(y_hat, y), xp.finfo(y_hat.dtype).smallest_normal)
-    return -xp.sum(xp.log(p)) / y_hat.shape[0]
+    return -xp.sum(xp.log(p), axis=-1) / y_hat.shape[-2]
 
 
 def cross_entropy_grad(z, y, /, *, xp):
@@ -101,21 +105,19 @@ def cross_entropy_grad(z, y, /, *, xp):
 def logit_grad(y_hat, y, /, *, xp):
     """dC/dz = (y_hat - y) / N for bce (y_hat = sigma(z)) and cross_entropy (softmax)."""
     d = y_hat - y
-    d *= 1.0 / y_hat.shape[0]
+    d *= 1.0 / y_hat.shape[-2]
     return d
 
 
 def _as_one_hot(z, y, /, *, xp):
-    if y.ndim == 1:
+    if y.ndim == z.ndim - 1:
         return one_hot(y, z.shape[-1], dtype=z.dtype, xp=xp)
     return y
 
 
 def _size(a) -> int:
-    n = 1
-    for s in a.shape:
-        n *= s
-    return n
+    """N K: the elements of one network's (N, K) output."""
+    return a.shape[-2] * a.shape[-1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,12 @@ Backward, with dZ_L from the loss (see ``model.losses``):
     db_l     = sum over rows of dZ_l
     dA_{l-1} = dZ_l W_l^T,   dZ_{l-1} = dA_{l-1} * f'_{l-1}      (``model.activations``)
 
-Parameters live in a dict ``{"W1": ..., "b1": ..., "W2": ...}``. The single units of the
+Parameters live in a dict ``{"W1": ..., "b1": ..., "W2": ...}``. Every formula above holds
+unchanged for replica-stacked parameters (see :mod:`model.replicas`): W_l of shape
+(R, n_{l-1}, n_l) and b_l (R, n_l) hold R networks, A_0 is shared (N, n_0) or per replica
+(R, N, n_0), and the products are batched matrix products over the leading axis (the
+transpose ^T is over the last two axes, the bias is added to every row, db_l sums over
+rows, axis -2). Unstacked parameters are the same code with no leading axis. The single units of the
 tutorials are one-layer networks (``sizes=(n, 1)``); only file and JSON output call their
 parameters ``w`` and ``b`` (see ``model.checkpoint``).
 """
@@ -182,7 +187,7 @@ class MLP:
         for w, b, f, _ in self._layers:
             Z = A @ params[w]
             if b is not None:
-                Z += params[b]  # Z is this pass's own array
+                Z += params[b][..., None, :]  # Z is this pass's own array; b to every row
             A = f(Z, xp=xp)
             cache.append(A)
         return A, (cache, Z)
@@ -205,11 +210,11 @@ class MLP:
         for l in range(self.depth - 1, -1, -1):
             w, b, _, _ = layers[l]
             A_prev = acts[l]
-            grads[w] = A_prev.T @ dZ
+            grads[w] = _mT(A_prev, xp) @ dZ
             if b is not None:
-                grads[b] = xp.sum(dZ, axis=0)
+                grads[b] = xp.sum(dZ, axis=-2)
             if l:
-                dZ = layers[l - 1][3](dZ @ params[w].T, A_prev, xp=xp)
+                dZ = layers[l - 1][3](dZ @ _mT(params[w], xp), A_prev, xp=xp)
         return grads
 
     def loss_from_cache(self, cache, Y, /, *, xp=None):
@@ -238,7 +243,13 @@ class MLP:
         out = self.predict(params, X, xp=xp)
         if self.loss_spec.name == "cross_entropy":
             return xp.argmax(out, axis=-1)
-        return xp.astype(out[:, 0] > 0.5, xp.int64)
+        return xp.astype(out[..., 0] > 0.5, xp.int64)
+
+
+def _mT(a, xp):
+    """a^T over the last two axes: ``a.T`` for a matrix (a view, the cheapest call on
+    NumPy), ``xp.matrix_transpose`` for a stack of matrices."""
+    return a.T if a.ndim == 2 else xp.matrix_transpose(a)
 
 
 def single_neuron(n_inputs: int = 1) -> MLP:

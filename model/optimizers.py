@@ -12,6 +12,10 @@ matrices (not the biases), so each weight gradient gains lambda * W_l:
                p <- p - lr m_hat / (sqrt(s_hat) + eps),  m_hat = m / (1 - b1^t),
                s_hat = s / (1 - b2^t)
 
+``lr`` and ``weight_decay`` are Python numbers, or arrays of shape (R,) for R replica-stacked
+networks (parameters with a leading replica axis, see :mod:`model.replicas`): replica r
+then steps with lr[r] and lambda[r], each broadcast over its parameter's other axes.
+
 Parameters and optimizer buffers are updated in place (the only in-place writes in
 handgrad); gradients are never modified. ``state`` is a dict of plain Python numbers and
 dicts of arrays, so it can be checkpointed. The step count t is a Python int: no value is
@@ -26,13 +30,21 @@ from array_api_compat import array_namespace
 
 from backends.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "SGD", "Adam", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "make_optimizer", "replica_scale"]
 
 
-def _decayed(name: str, p, g, weight_decay: float):
-    """g + lambda p for weight matrices (names W...), g for biases."""
-    if weight_decay and name.startswith("W"):
-        return g + weight_decay * p
+def replica_scale(value, p, xp):
+    """A hyperparameter as it multiplies ``p``: a Python number as it is; a per-replica
+    array of shape (R,) reshaped to (R, 1, ..., 1), so that value[r] scales p[r]."""
+    if isinstance(value, int | float):
+        return value
+    return xp.reshape(value, (value.shape[0],) + (1,) * (p.ndim - 1))
+
+
+def _decayed(name: str, p, g, weight_decay, xp):
+    """g + lambda p for weight matrices (names W...), g for biases (and for lambda = 0)."""
+    if name.startswith("W") and not (isinstance(weight_decay, int | float) and not weight_decay):
+        return g + replica_scale(weight_decay, p, xp) * p
     return g
 
 
@@ -58,9 +70,11 @@ class SGD:
 
     def update(self, params, grads, state, /, *, xp=None):
         """One step; see the module docstring for the equations."""
-        lr, mu, decay = self.lr, self.momentum, self.weight_decay
+        xp = xp or array_namespace(*params.values())
+        mu = self.momentum
         for name, p in params.items():
-            g = _decayed(name, p, grads[name], decay)
+            g = _decayed(name, p, grads[name], self.weight_decay, xp)
+            lr = replica_scale(self.lr, p, xp)
             if not mu:
                 p -= lr * g
                 continue
@@ -97,13 +111,13 @@ class Adam:
         step_size = self.lr / (1.0 - b1**t)
         s_scale = 1.0 / (1.0 - b2**t)
         for name, p in params.items():
-            g = _decayed(name, p, grads[name], self.weight_decay)
+            g = _decayed(name, p, grads[name], self.weight_decay, xp)
             m, s = state["m"][name], state["s"][name]
             m *= b1
             m += (1.0 - b1) * g
             s *= b2
             s += (1.0 - b2) * (g * g)
-            p -= step_size * m / (xp.sqrt(s * s_scale) + self.eps)
+            p -= replica_scale(step_size, p, xp) * m / (xp.sqrt(s * s_scale) + self.eps)
         return params, {**state, "step": t}
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "Run",
     "Terminated",
     "check_output_file",
+    "draw_plot",
     "plot_history",
     "progress_bar",
     "sigterm_as_interrupt",
@@ -236,7 +237,7 @@ class _DeviceSnapshot:
         self.params = {k: _copy(v) for k, v in params.items()}
         self.state = {k: _copy_tree(v) for k, v in state.items()}
         self.rng, self.epoch = rng, epoch
-        self.rng_state = rng.bit_generator.state
+        self.rng_state = _rng_state(rng)
         self.history = {k: list(v) for k, v in history.items()}
 
     def take(self, params, state, epoch: int, record: dict) -> None:
@@ -248,7 +249,7 @@ class _DeviceSnapshot:
                     self.state[key][k][...] = v
             else:
                 self.state[key] = value
-        self.epoch, self.rng_state = epoch, self.rng.bit_generator.state
+        self.epoch, self.rng_state = epoch, _rng_state(self.rng)
         for k, v in record.items():
             self.history.setdefault(k, []).append(v)
 
@@ -259,6 +260,29 @@ def _copy(a):
 
 def _copy_tree(value):
     return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _rng_state(rng):
+    """The state to store of the host generator ``rng``, or of each of a list of them."""
+    return (
+        [g.bit_generator.state for g in rng] if isinstance(rng, list) else rng.bit_generator.state
+    )
+
+
+def _set_rng_state(rng, state) -> None:
+    """Put ``rng`` (one generator, or a list) back in a state from :func:`_rng_state`."""
+    for g, st in zip(rng, state, strict=True) if isinstance(rng, list) else [(rng, state)]:
+        g.bit_generator.state = st
+
+
+def _restore_rng(state, source):
+    """A generator (or a list of them, for a list of states) in a stored state."""
+    rng = [host_rng(None) for _ in state] if isinstance(state, list) else host_rng(None)
+    try:
+        _set_rng_state(rng, state)
+    except (TypeError, ValueError, KeyError):
+        raise CheckpointError(f"{source}: its random generator state is damaged") from None
+    return rng
 
 
 @dataclasses.dataclass(eq=False)
@@ -310,6 +334,7 @@ class Run:
         checkpoint_every: int = CHECKPOINT_EVERY,
         root="runs",
         comm=None,
+        **fields,
     ) -> Run:
         """Check ``config`` and every path, load and check the data on the host, then
         create the run folder (``run_dir``, or ``root/<timestamp>``; an existing one is an
@@ -322,7 +347,7 @@ class Run:
         few percent of a small run and bounds what a kill -9 loses to 10 epochs.
 
         ``comm``: every rank calls this; rank 0 creates the folder, the others get its
-        name."""
+        name. ``fields``: the further fields of a subclass (a :class:`model.sweep.Sweep`'s)."""
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
@@ -338,7 +363,8 @@ class Run:
         if init is not None:
             with about("init"):
                 params = load_host_params(init, model)
-        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
+        rows = data.X.shape[0] + _rows(data.X_val)
+        check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
         run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
@@ -351,6 +377,7 @@ class Run:
             save_path=save,
             checkpoint_every=checkpoint_every,
             comm=comm,
+            **fields,
         )
 
     @classmethod
@@ -375,7 +402,7 @@ class Run:
         source = _checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         with about("resume"):
-            trained, info, state = load_checkpoint(source)
+            trained, info, state = cls._load_checkpoint(source)
             config = RunConfig.from_json(info["config"], source)
         if save is not None:
             save = _check_save(save, (config.data, source), run_dir or source.parent, overwrite)
@@ -435,11 +462,7 @@ class Run:
                 f"{source}: its model {trained.model.sizes} does not fit the data "
                 f"({model.sizes}); the data file changed since the run was made"
             )
-        rng = host_rng(None)
-        try:
-            rng.bit_generator.state = info["rng"]
-        except (TypeError, ValueError, KeyError):
-            raise CheckpointError(f"{source}: its random generator state is damaged") from None
+        rng = _restore_rng(info["rng"], source)
         history = {k: list(v) for k, v in info["history"].items()}
         changes_made = list(info.get("changes", []))
         if new:
@@ -449,7 +472,9 @@ class Run:
                 done,
                 ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new),
             )
-        check_memory(model, config, data.X.shape[0] + _rows(data.X_val))
+        fields = cls._fields_from(info, source)
+        rows = data.X.shape[0] + _rows(data.X_val)
+        check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
         run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite))
         return cls(
@@ -466,7 +491,36 @@ class Run:
             checkpoint_every=checkpoint_every,
             changes=changes_made,
             comm=comm,
+            **fields,
         )
+
+    # Hooks a subclass (model.sweep.Sweep) overrides: what a run's checkpoint holds, how
+    # many networks it trains, how they start, step and report.
+
+    @staticmethod
+    def _load_checkpoint(source):
+        return load_checkpoint(source)
+
+    @staticmethod
+    def _fields_from(info: dict, source) -> dict:
+        return {}
+
+    @staticmethod
+    def _replica_count(fields: dict) -> int:
+        return 1
+
+    def _init_params(self, backend) -> dict:
+        return self.model.init_params(backend, self.rng)
+
+    def _optimizer(self, params):
+        config = self.config
+        return make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+
+    def _fit(self, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+    def _progress(self, record: dict) -> dict:
+        return {k: f"{v:.4g}" for k, v in record.items()}
 
     # ------------------------------------------------------------------ training
 
@@ -490,10 +544,10 @@ class Run:
             )
         config, model, data = self.config, self.model, self.data
         if self.params is None:
-            params = model.init_params(backend, self.rng)
+            params = self._init_params(backend)
         else:
             params = {k: backend.asarray(v) for k, v in self.params.items()}
-        optimizer = make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+        optimizer = self._optimizer(params)
         if self.state is None:
             state = optimizer.init(params)
         else:
@@ -522,13 +576,13 @@ class Run:
                 self._write_checkpoint()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()})
+                bar.set_postfix(self._progress(record))
 
         start = time.perf_counter()
         self.status = "running"
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is raised below
-                fit(
+                self._fit(
                     model,
                     params,
                     X,
@@ -563,10 +617,21 @@ class Run:
     def _write_checkpoint(self) -> str:
         """Copy the snapshot to the host (the only copies between epochs) and save it (on
         the rank that writes); the host copies become this Run's ``params`` and ``state``."""
+        self.params = host_copy(self._snap.params, self.backend)
+        self.state = host_copy(self._snap.state, self.backend)
+        path = self._write(self.checkpoint, self._save_checkpoint)
+        self.saved_epoch = self._snap.epoch
+        return path
+
+    def _save_checkpoint(self) -> None:
+        """Write the host ``params`` and ``state`` with the training meta as the run's
+        checkpoint (a model file that can resume)."""
+        self.trained_model().save(self.checkpoint, training=self._training(), state=self.state)
+
+    def _training(self) -> dict:
+        """The checkpoint's ``training`` meta: what a resume needs beyond the arrays."""
         snap = self._snap
-        self.params = host_copy(snap.params, self.backend)
-        self.state = host_copy(snap.state, self.backend)
-        training = {
+        return {
             "config": self.config.to_json(),
             "epoch": snap.epoch,
             "rng": snap.rng_state,
@@ -574,13 +639,6 @@ class Run:
             "changes": self.changes,
             "data_sha256": self.data.fingerprint,
         }
-        model = self.trained_model()
-        path = self._write(
-            self.checkpoint,
-            lambda: model.save(self.checkpoint, training=training, state=self.state),
-        )
-        self.saved_epoch = snap.epoch
-        return path
 
     def _write(self, path: Path, write) -> str:
         """``write()`` when this process writes the run's files; ``path`` as text."""
@@ -606,20 +664,11 @@ class Run:
         metrics.json for the last completed epoch; the summary."""
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
-        self.rng.bit_generator.state = snap.rng_state  # train() again continues exactly
+        _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
         paths = {"checkpoint": self._write_checkpoint()}
-        if self.save_path is not None and self.status == "completed":
-            paths["model"] = self._write(
-                self.save_path, lambda: self.trained_model().save(self.save_path)
-            )
-        if snap.history.get("loss"):
-            plot = self.dir / "loss.png"
-            paths["plot"] = self._write(
-                plot, lambda: plot_history(plot, snap.history, self.model.loss)
-            )
+        results = self._results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
         targets = self.data.targets
-        validation = {k[4:]: v[-1] for k, v in snap.history.items() if k.startswith("val_") and v}
         summary = {
             "status": self.status,
             "config": self.config.to_json(),
@@ -640,8 +689,7 @@ class Run:
             },
             "model": list(self.model.sizes),
             "epochs": snap.epoch,
-            "final_train_loss": snap.history["loss"][-1] if snap.history.get("loss") else None,
-            "metrics": {"validation": validation, "history": snap.history},
+            **results,
             "changes": self.changes,
             "wall_seconds": self.wall_seconds,
             "paths": paths,
@@ -651,6 +699,20 @@ class Run:
             paths["metrics"], lambda: atomic_write(paths["metrics"], lambda f: f.write(text))
         )
         return summary
+
+    def _results(self, paths: dict) -> dict:
+        """Write the model file (when asked, on completion) and loss.png, adding their
+        paths to ``paths``; the summary's training results. Only on the writing rank."""
+        history = self._snap.history
+        if self.writes and self.save_path is not None and self.status == "completed":
+            paths["model"] = str(self.trained_model().save(self.save_path))
+        if self.writes and history.get("loss"):
+            paths["plot"] = str(plot_history(self.dir / "loss.png", history, self.model.loss))
+        validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
+        return {
+            "final_train_loss": history["loss"][-1] if history.get("loss") else None,
+            "metrics": {"validation": validation, "history": history},
+        }
 
 
 def _root(comm) -> bool:
@@ -709,6 +771,21 @@ def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
 
 def plot_history(path: Path, history: dict, loss_name: str) -> Path:
     """Training and validation loss per epoch, written atomically as a PNG."""
+
+    def draw(ax):
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        ax.plot(epochs, history["loss"], label="training")
+        if history.get("val_loss"):
+            ax.plot(epochs, history["val_loss"], label="validation")
+        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
+        ax.set_title("handgrad training")
+
+    return draw_plot(path, draw, f"{loss_name} loss")
+
+
+def draw_plot(path: Path, draw, ylabel: str) -> Path:
+    """A 6 x 4 in loss-per-epoch figure that ``draw(ax)`` fills in, with axis labels, grid
+    and legend, written atomically as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -718,14 +795,9 @@ def plot_history(path: Path, history: dict, loss_name: str) -> Path:
     # Losses near the float maximum overflow the log scale's margins: not an error.
     with np.errstate(all="ignore"):
         try:
-            epochs = np.arange(1, len(history["loss"]) + 1)
-            ax.plot(epochs, history["loss"], label="training")
-            if history.get("val_loss"):
-                ax.plot(epochs, history["val_loss"], label="validation")
+            draw(ax)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(f"{loss_name} loss")
-            ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
-            ax.set_title("handgrad training")
+            ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()

@@ -235,6 +235,11 @@ def load_checkpoint(path, *, training: bool = True):
             "version cannot resume or predict with; start a new run from its parameters "
             "(init) instead"
         )
+    if meta.get("format") == "handgrad-sweep":
+        raise CheckpointError(
+            f"{path} holds a sweep of several models (one per replica); resume it as a sweep, "
+            "or use one replica's model file (save the best, or all of them, when training)"
+        )
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is not a handgrad model file (format {meta.get('format')!r}, version "

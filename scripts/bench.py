@@ -4,6 +4,7 @@
     python scripts/bench.py --json out.json --repeats 7
     python scripts/bench.py --quick         # tiny sizes: checks that every contender runs
     python scripts/bench.py --cases none --memmap-gb 4   # a manual check, never in CI
+    python scripts/bench.py --cases replicas             # R models in one pass vs R runs
 
 Every contender trains the same model on the same data, dtype, batch size and optimizer.
 Times are medians over --repeats runs after a warm-up run, with device synchronization
@@ -36,6 +37,15 @@ GPU cases: sigmoid layers, mse loss, float32, plain SGD lr 0.1, batches in order
 PyTorch eager with autograd, PyTorch with hand-written gradients, and the GEMM floor (the
 step's matrix products alone, cuBLAS sgemm through CuPy); each row shows the fraction of
 that floor it reaches.
+
+Replica cases: R networks with their own seeds and learning rates (lr log-spaced over
+[0.01, 1]), trained in one batched pass (model.replicas.fit_replicas) against the same R
+trained one after another (model.fit.fit), each replica's shuffles and initial weights
+drawn from its own seed; accuracy is the mean training accuracy over the R replicas
+(the same for both: the results agree). CPU: R = 64 digits 64-64-10, sigmoid, softmax
+cross-entropy, SGD batch 64, float64 and float32, 10 epochs. GPU (with the GPU cases): R = 256 xor
+3-4-1 (sigmoid, bce, full batch of 4, 200 epochs) and digits 64-64-10 (as on the CPU,
+float32, 5 epochs). ms / epoch is for all R replicas; vs handgrad is the speedup.
 
 The machine's state is part of every number: the header records the BLAS library and
 its threads, os.getloadavg() before and after, and for every case the CPU time other
@@ -71,6 +81,7 @@ from model import MLP, SGD, evaluate, fit
 from model.checkpoint import atomic_write
 from model.data import load_dataset
 from model.fit import run_epoch
+from model.replicas import fit_replicas, init_replicas, per_replica, replica
 from model.streaming import open_memmap
 
 BUSY_CORES = 0.25  # other processes' average CPU use above which a case is marked busy
@@ -552,6 +563,66 @@ def format_mpi(rows: list) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- replica cases
+
+
+def replica_cases(backend, quick: bool, gpu: bool) -> list[tuple]:
+    """(case, sizes, activation, loss, R, batch, epochs, data) of the replica cases."""
+    X, y = load_dataset("digits")
+    digits = (X, y)  # load_dataset scales digits to [0, 1]
+    xor = (np.array([[0, 0, 1], [1, 1, 1], [1, 0, 1], [0, 1, 1]], float), np.array([0, 1, 1, 0]))
+    if quick:
+        return [("digits 64-16-10 x4", (64, 16, 10), "sigmoid", "cross_entropy", 4, 64, 1,
+                 (digits[0][:200], digits[1][:200]))]  # fmt: skip
+    if not gpu:
+        return [("digits 64-64-10 x64", (64, 64, 10), "sigmoid", "cross_entropy", 64, 64, 10,
+                 digits)]  # fmt: skip
+    return [
+        ("xor 3-4-1 x256", (3, 4, 1), "sigmoid", "bce", 256, None, 200, xor),
+        ("digits 64-64-10 x256", (64, 64, 10), "sigmoid", "cross_entropy", 256, 64, 5, digits),
+    ]
+
+
+def replica_case(case, sizes, activation, loss, count, batch, epochs, data, backend, repeats):
+    """One pass of ``count`` replicas against ``count`` fits one after another: rows with
+    the time per epoch of all replicas and their mean training accuracy."""
+    model = MLP(sizes, activation=activation, loss=loss)
+    Xd = backend.asarray(data[0], copy=False)
+    yd = backend.asarray(data[1], dtype=backend.xp.int64, copy=False)
+    lrs = np.geomspace(0.01, 1.0, count).tolist()
+    steps = epochs * (1 if batch is None else -(-len(data[0]) // batch))
+
+    def accuracy(params):
+        return float(np.mean(backend.to_numpy(model.predict_class(params, Xd) == yd)))
+
+    def one_pass(seed):
+        rngs = [host_rng(seed + r) for r in range(count)]
+        params = init_replicas(model, backend, rngs)
+        opt = per_replica(SGD(0.1), lr=lrs, like=params["W1"])
+        fit_replicas(model, params, Xd, yd, optimizer=opt, epochs=epochs, batch_size=batch,
+                     rngs=rngs)  # fmt: skip
+        return statistics.fmean(accuracy(replica(params, r)) for r in range(count))
+
+    def one_by_one(seed):
+        accuracies = []
+        for r, lr in enumerate(lrs):
+            rng = host_rng(seed + r)
+            params = model.init_params(backend, rng)
+            fit(model, params, Xd, yd, optimizer=SGD(lr), epochs=epochs, batch_size=batch, rng=rng)
+            accuracies.append(accuracy(params))
+        return statistics.fmean(accuracies)
+
+    out = []
+    for name, run in ((f"handgrad {backend.name}: one pass", one_pass),
+                      (f"handgrad {backend.name}: {count} runs in turn", one_by_one)):  # fmt: skip
+        with other_load({}) as load:
+            seconds, acc = _measure(run, repeats, backend.synchronize)
+        out.append({"case": f"replicas {case} {backend.dtype_name}", "contender": name,
+                    "epoch_ms": 1e3 * seconds / epochs, "step_ms": 1e3 * seconds / steps,
+                    "accuracy": acc, "other_cores": load["other_cores"]})  # fmt: skip
+    return _with_ratios(out)
+
+
 # --------------------------------------------------------------------------- GPU cases
 
 
@@ -791,7 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--cases",
-        choices=("all", "cpu", "pipeline", "mpi", "gpu", "none"),
+        choices=("all", "cpu", "pipeline", "mpi", "gpu", "replicas", "none"),
         default="all",
         help="which cases (default: all but mpi; GPU cases need a usable GPU, mpi cases mpiexec)",
     )
@@ -836,6 +907,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memmap_gb:
         pipeline.append(memmap_case(args.memmap_gb, args.memmap_dir))
     mpi = mpi_cases(2000 if args.quick else 100_000) if args.cases == "mpi" else []
+    if args.cases in ("all", "replicas"):
+        for dtype in ("float64",) if args.quick else ("float64", "float32"):
+            cpu = get_backend("cpu", dtype)
+            for spec in replica_cases(cpu, args.quick, gpu=False):
+                rows += replica_case(*spec, cpu, repeats)
     gpu_wanted = args.cases == "gpu" or (args.cases == "all" and probe_cuda()[1])
     if gpu_wanted:
         backend = get_backend(args.gpu_device, "float32")
@@ -844,6 +920,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with other_load({}) as load:
                 case_rows = gpu_case(case, sizes, n, batch, backend, steps, repeats)
             rows += [{**r, "other_cores": load["other_cores"]} for r in case_rows]
+        for spec in replica_cases(backend, args.quick, gpu=True):
+            rows += replica_case(*spec, backend, repeats)
     env = environment()
     env["loadavg_before"], env["loadavg_after"] = load_before, os.getloadavg()
     print(

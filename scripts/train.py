@@ -5,12 +5,14 @@
     python scripts/train.py --data mine.csv --loss mse --standardize --save model.npz
     python scripts/train.py --resume runs/20261123-101500 --epochs 400
     mpiexec -n 4 python scripts/train.py --batch-size 256   # data-parallel over 4 ranks
+    python scripts/train.py --sweep lr=0.01,0.1,1 --sweep seed=0,1,2 --save best.npz
 
 Each run writes a new folder (runs/<timestamp>/ or --out) with checkpoint.npz, metrics.json
 and loss.png. A held-out validation split (--val-split) is scored every epoch. The
 checkpoint is written every --checkpoint-every epochs and when the run ends; Ctrl-C or
 SIGTERM saves the last completed epoch, and --resume continues exactly from it (--epochs
-and --lr may change on resume; the settings that define the run may not).
+and --lr may change on resume; the settings that define the run may not). --sweep trains
+the cartesian product of lr, seed and weight-decay values as replicas in one batched pass.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from model.fit import DivergenceError
 from model.losses import LOSSES
 from model.optimizers import OPTIMIZERS
 from model.run import CHECKPOINT_EVERY, Run, Terminated
+from model.sweep import SWEEPABLE, Sweep, is_sweep, parse_sweep
 
 FLAGS = {"run_dir": "--out"}  # setting -> flag, where the flag is not --<setting>
 CONFIG_FLAGS = [f.name for f in RunConfig.__dataclass_fields__.values()]
@@ -137,9 +140,23 @@ def parse_args(argv):
         "scripts/train.py ...; --batch-size is the global batch, rank r uses cuda:<local "
         "rank>); automatic when launched with more than one rank, this flag insists",
     )
+    # Sweeps: replicas of one network trained together (model/sweep.py).
+    p.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2,...",
+        help=f"sweep {', '.join(k.replace('_', '-') for k in SWEEPABLE)} (repeatable): "
+        "the cartesian product trains as replicas in one batched pass, e.g. --sweep "
+        "lr=0.01,0.1 --sweep seed=0,1; --save writes the best replica",
+    )
+    p.add_argument("--save-all", metavar="DIR", help="with --sweep: every replica's model file")
     args = p.parse_args(argv)
     if args.resume is not None and args.init is not None:
         p.error("--resume and --init exclude each other")
+    if args.resume is not None and args.sweep is not None:
+        p.error("--sweep and --resume exclude each other: a resumed sweep keeps its values")
+    if args.save_all is not None and args.sweep is None and args.resume is None:
+        p.error("--save-all saves the replicas of a sweep; add --sweep KEY=V1,V2,...")
     return args
 
 
@@ -167,12 +184,20 @@ def start_run(args, comm=None):
         "comm": comm,
     }
     config = None if args.resume is not None else RunConfig(**given)
+    sweep = None if args.sweep is None else parse_sweep(args.sweep)
+    resuming_sweep = args.resume is not None and is_sweep(args.resume)
+    if comm is not None and (sweep is not None or resuming_sweep):
+        raise HandgradError("a sweep trains its replicas in one process; run it without mpiexec")
     device = args.device
     if comm is not None:
         device = rank_device(device, comm.local_rank, probe_cuda()[1])
     backend = get_backend(device, "float32")
-    if config is None:
+    if resuming_sweep:
+        run = Sweep.resume(args.resume, save_all=args.save_all, **common, **given)
+    elif config is None:
         run = Run.resume(args.resume, **common, **given)
+    elif sweep is not None:
+        run = Sweep.start(config, sweep, init=args.init, save_all=args.save_all, **common)
     else:
         run = Run.start(config, init=args.init, **common)
     return run, backend.with_dtype(run.config.dtype)
@@ -209,19 +234,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    if "replicas" in result:
+        best = result["best"]  # the run completed: some replica did not diverge
+        values = ", ".join(f"{k}={best[k]:g}" for k in run.grid[0])
+        print(
+            f"{backend.spec} | {len(result['replicas'])} replicas | {result['epochs']} epochs | "
+            f"{result['wall_seconds']:.2f} s | best {values}: "
+            f"{_score(result['replicas'][best['replica']]['validation'])} | "
+            f"{result['diverged']} diverged | {run.dir}"
+        )
+        return 0
     val = result["metrics"]["validation"]
-    score = (
+    print(
+        f"{backend.spec} | {result['epochs']} epochs | {result['wall_seconds']:.2f} s | "
+        f"training loss {result['final_train_loss']:.4g} | {_score(val)} | {run.dir}"
+    )
+    return 0
+
+
+def _score(val: dict) -> str:
+    return (
         f"validation accuracy {val['accuracy']:.4f}"
         if "accuracy" in val
         else f"validation loss {val['loss']:.4g}"
         if val
         else "no validation split"
     )
-    print(
-        f"{backend.spec} | {result['epochs']} epochs | {result['wall_seconds']:.2f} s | "
-        f"training loss {result['final_train_loss']:.4g} | {score} | {run.dir}"
-    )
-    return 0
 
 
 if __name__ == "__main__":

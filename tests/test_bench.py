@@ -72,3 +72,14 @@ def test_quick_mpi_cases_time_one_and_two_ranks(tmp_path, capsys):
     assert rows[0]["allreduce_ms"] == 0 < rows[1]["allreduce_ms"]
     assert abs(rows[1]["samples_per_s"] - 2000 / rows[1]["seconds"]) < 1e-6
     assert "allreduce ms / step" in capsys.readouterr().out
+
+
+def test_quick_replica_case_times_one_pass_against_the_same_runs_in_turn(tmp_path, capsys):
+    """Both contenders train the same replicas (same seeds and learning rates), so their
+    mean accuracy is the same; the ratio is the second row's time over the first's."""
+    assert bench.main(["--quick", "--cases", "replicas", "--json", str(tmp_path / "r.json")]) == 0
+    capsys.readouterr()
+    one_pass, in_turn = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert one_pass["contender"].endswith("one pass") and "runs in turn" in in_turn["contender"]
+    assert one_pass["accuracy"] == in_turn["accuracy"]
+    assert abs(in_turn["vs_handgrad"] - in_turn["epoch_ms"] / one_pass["epoch_ms"]) < 1e-12

@@ -125,13 +125,14 @@ def test_mismatched_rows_are_refused():
         )
 
 
-@pytest.mark.parametrize("data", ["device", "streamed"])
+@pytest.mark.parametrize("data", ["device", "streamed", "replicas"])
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
 @pytest.mark.parametrize("loss", ["mse", "bce", "cross_entropy"])
 def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimizer, loss, data):
     """A step that turns an array into a Python scalar or bool (a device sync on a GPU)
     fails here: array-api-strict arrays are made to refuse every such conversion. Streamed
-    host data (shuffled) goes only host -> device."""
+    host data (shuffled) goes only host -> device. Replicas: 3 stacked networks with their
+    own shuffles, lr and weight decay arrays, and one frozen (masked) replica."""
     import array_api_strict
 
     b = get_backend("strict", "float64")
@@ -147,6 +148,15 @@ def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimi
     order = np.random.default_rng(0).permutation(30)  # batches gathered by index
     if data == "streamed":
         X, Y = b.to_numpy(X), b.to_numpy(Y)
+    if data == "replicas":
+        from model.replicas import _freeze, init_replicas, per_replica
+
+        params = init_replicas(model, b, [host_rng(s) for s in range(3)])
+        opt = per_replica(opt, lr=[0.1, 0.2, 0.3], weight_decay=[0, 0.01, 0.1], like=X)
+        state = opt.init(params)
+        active = b.xp.asarray([True, False, True])
+        opt = _freeze(opt, params, state, params, active, ~active, xp=b.xp)
+        order = np.stack([np.random.default_rng(s).permutation(30) for s in range(3)])
 
     def refuse(self, *args, **kwargs):
         raise AssertionError("host round-trip in the training hot loop")
@@ -166,7 +176,7 @@ def test_training_epoch_never_reads_a_value_back_to_the_host(monkeypatch, optimi
         if hasattr(cls, name):
             monkeypatch.setattr(cls, name, refuse)
     with pytest.raises(AssertionError, match="host round-trip"):
-        float(params["W1"][0, 0])  # the trap works
+        float(params["W1"][0, 0, ...])  # the trap works
     run_epoch(model, params, state, X, Y, opt, batch_size=8, order=order)
 
 

@@ -33,7 +33,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_library_examples_run(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the run example writes runs/<timestamp>/ here
-    run_example, core_example = _blocks("python")[:2]  # the third is a fragment
+    run_example, core_example, sweep_example = _blocks("python")[:3]  # the 4th: a fragment
     exec(compile(run_example, "README.md", "exec"), {})
     validation, classes = capsys.readouterr().out.strip().splitlines()[-1].split("} ")
     assert eval(validation + "}")["accuracy"] > 0.9 and classes == "[0 1 2]"
@@ -42,6 +42,9 @@ def test_readme_library_examples_run(capsys, monkeypatch, tmp_path):
     loss_line, gradcheck_line = capsys.readouterr().out.strip().splitlines()[-2:]
     assert "'accuracy'" in loss_line
     assert max(eval(gradcheck_line).values()) < 1e-6
+    exec(compile(sweep_example, "README.md", "exec"), {})
+    best, accuracies = capsys.readouterr().out.strip().splitlines()[-1].split("} ")
+    assert eval(best + "}")["by"] == "val_accuracy" and len(eval(accuracies)) == 4
 
 
 def test_readme_train_then_predict_commands_run(tmp_path):

@@ -1,0 +1,152 @@
+"""Sweeps (model/sweep.py, train.py --sweep): each replica against the separate run with its
+settings, the run folder's files, resume, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import _cli
+import numpy as np
+import pytest
+import train
+
+from backends import get_backend
+from model.checkpoint import CheckpointError
+from model.config import RunConfig
+from model.run import Run
+from model.sweep import Sweep, load_sweep_checkpoint
+from model.trained import TrainedModel, load_checkpoint
+
+SMALL = {"dataset": "iris", "hidden": (6,), "batch_size": 16, "optimizer": "momentum",
+         "dtype": "float64", "standardize": True, "epochs": 4}  # fmt: skip
+
+
+def _separate(tmp_path, name, **settings):
+    """The single run a replica stands for, through the same library as every run."""
+    config = RunConfig(**{**SMALL, **settings})
+    summary = Run.start(config, tmp_path / name).train(get_backend("cpu", "float64"))
+    return load_checkpoint(tmp_path / name / "checkpoint.npz")[0].params, summary
+
+
+def test_each_replica_of_a_sweep_equals_its_separate_run(tmp_path):
+    """lr x weight decay on a shared split: parameters, history and validation scores of
+    a replica equal the Run with its settings (float64, shuffled minibatches)."""
+    sweep = Sweep.start(RunConfig(**SMALL), {"lr": [0.05, 0.3], "weight_decay": [0.0, 0.02]},
+                        tmp_path / "s", save_all=tmp_path / "all")  # fmt: skip
+    summary = sweep.train(get_backend("cpu", "float64"))
+    assert [(r["lr"], r["weight_decay"]) for r in summary["replicas"]] == [
+        (0.05, 0.0), (0.05, 0.02), (0.3, 0.0), (0.3, 0.02)]  # fmt: skip
+    for r, entry in list(enumerate(summary["replicas"]))[1:3]:  # lr and decay both differ
+        params, single = _separate(tmp_path, f"r{r}", lr=entry["lr"],
+                                   weight_decay=entry["weight_decay"])  # fmt: skip
+        saved = TrainedModel.load(summary["paths"]["models"][r]).params
+        for k in params:
+            np.testing.assert_allclose(saved[k], params[k], rtol=1e-12)
+        np.testing.assert_allclose(entry["history"]["loss"], single["metrics"]["history"]["loss"],
+                                   rtol=1e-12)  # fmt: skip
+        for k, v in single["metrics"]["validation"].items():
+            np.testing.assert_allclose(entry["validation"][k], v, rtol=1e-12)
+    accuracy = [(e["validation"]["accuracy"], -e["validation"]["loss"]) for e in
+                summary["replicas"]]  # fmt: skip
+    assert summary["best"]["replica"] == accuracy.index(max(accuracy))
+    assert summary["best"]["by"] == "val_accuracy"
+
+
+def test_cli_seed_sweep_marks_the_diverged_and_saves_the_best(tmp_path, capsys):
+    """--sweep seed x lr without a split (so every seed's run has the same rows): the
+    lr 1e10 replicas diverge, are marked, and keep their last finite epoch, as the
+    separate runs keep it; the others equal their separate runs; --save is the best."""
+    argv = ["--device", "cpu", "--dataset", "iris", "--hidden", "6", "--batch-size", "16",
+            "--optimizer", "sgd", "--dtype", "float64", "--standardize", "--epochs", "6",
+            "--val-split", "0"]  # fmt: skip
+    out = tmp_path / "s"
+    with np.errstate(all="ignore"):
+        rc = _cli.run(train.main, [*argv, "--sweep", "seed=0,1", "--sweep", "lr=0.1,1e10",
+                                   "--out", str(out), "--save", str(tmp_path / "best.npz"),
+                                   "--quiet"], train.FLAGS)  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "4 replicas | 6 epochs" in stdout and "2 diverged" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "loss.png", "checkpoint.npz"}
+    assert [r["status"] for r in metrics["replicas"]] == ["trained", "diverged"] * 2
+    assert metrics["sweep"] == {"seed": [0, 1], "lr": [0.1, 1e10]}
+    stacked = load_sweep_checkpoint(out / "checkpoint.npz")[0].params  # every replica's
+    for r, entry in enumerate(metrics["replicas"]):
+        with np.errstate(all="ignore"):
+            rc = _cli.run(train.main, [*argv, "--seed", str(entry["seed"]), "--lr",
+                                       str(entry["lr"]), "--out", str(tmp_path / f"r{r}"),
+                                       "--json"], train.FLAGS)  # fmt: skip
+        single = json.loads(capsys.readouterr().out or "{}")
+        params = load_checkpoint(tmp_path / f"r{r}" / "checkpoint.npz")[0].params
+        for k, p in params.items():
+            np.testing.assert_allclose(stacked[k][r], p, rtol=1e-12)
+        if entry["status"] == "diverged":
+            assert rc == 2
+            info = load_checkpoint(tmp_path / f"r{r}" / "checkpoint.npz")[1]
+            assert entry["diverged_at_epoch"] == info["epoch"] + 1
+        else:
+            assert entry["final_train_loss"] == pytest.approx(single["final_train_loss"],
+                                                              rel=1e-12)  # fmt: skip
+    best = min((e["final_train_loss"], e["replica"]) for e in metrics["replicas"]
+               if e["status"] == "trained")[1]  # fmt: skip
+    values = {k: metrics["replicas"][best][k] for k in ("seed", "lr")}
+    assert metrics["best"] == {"replica": best, "by": "loss", **values}
+    saved = TrainedModel.load(tmp_path / "best.npz").params
+    for k in saved:
+        np.testing.assert_array_equal(saved[k], stacked[k][best])
+    with pytest.raises(CheckpointError, match="holds a sweep"):
+        TrainedModel.load(out / "checkpoint.npz")
+
+
+def test_a_resumed_sweep_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
+    cpu = get_backend("cpu", "float64")
+    values = {"seed": [2, 3], "lr": [0.1, 0.02]}
+    config = RunConfig(**{**SMALL, "optimizer": "adam", "epochs": 6})
+    Sweep.start(config, values, tmp_path / "a").train(cpu)
+    Sweep.start(dataclasses.replace(config, epochs=3), values, tmp_path / "b").train(cpu)
+    resumed = Sweep.resume(tmp_path / "b", epochs=6)
+    assert resumed.epoch == 3
+    resumed.train(cpu)
+    a = load_sweep_checkpoint(tmp_path / "a" / "checkpoint.npz")[0].params
+    for k, p in resumed.params.items():
+        np.testing.assert_array_equal(p, a[k])
+    history = json.loads((tmp_path / "b" / "metrics.json").read_text())["replicas"][3]["history"]
+    assert len(history["loss"]) == 6
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--sweep", "foo=1"], "unknown sweep setting 'foo'; sweep one of: lr, seed"),
+        (["--sweep", "lr="], "the sweep of lr lists no values"),
+        (["--sweep", "hidden=8,16"], "hidden cannot be swept"),
+        (["--sweep", "activation=relu"], "activation cannot be swept"),
+        (["--sweep", "lr=0.1,-1"], "lr must be a number > 0, got -1.0"),
+        (["--sweep", "seed=1.5"], "the sweep of seed has a value that is not an integer"),
+        (["--sweep", "lr=1", "--sweep", "lr=2"], "lr is swept twice"),
+        (["--sweep", "lr"], "sweep 'lr' is not key=value"),
+        (["--save-all", "x"], "--save-all saves the replicas of a sweep"),
+    ],
+)
+def test_bad_sweeps_are_refused_in_one_line(tmp_path, capsys, flags, message):
+    try:
+        rc = _cli.run(train.main, ["--device", "cpu", "--out", str(tmp_path / "r"), *flags],
+                      train.FLAGS)  # fmt: skip
+    except SystemExit as exc:  # argparse: flags that exclude each other
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_of_one_value_is_one_replica(tmp_path):
+    summary = Sweep.start(RunConfig(**SMALL), {"lr": [0.1]}, tmp_path / "s").train(
+        get_backend("strict", "float64")
+    )
+    assert len(summary["replicas"]) == 1 and summary["best"]["replica"] == 0
+    params, _ = _separate(tmp_path, "one", lr=0.1)
+    saved = load_sweep_checkpoint(tmp_path / "s" / "checkpoint.npz")[0].params
+    for k in params:
+        np.testing.assert_allclose(saved[k][0], params[k], rtol=1e-12)

@@ -75,23 +75,29 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) instead
-    of killing the process, so the same code saves a checkpoint for both. Outside the main
-    thread (where signal handlers cannot be set) this does nothing."""
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
+def _handling(handler, *signals):
+    """Within the block, ``handler`` handles ``signals``; the previous handlers come back
+    after it. Outside the main thread (where handlers cannot be set) nothing changes."""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {number: signal.signal(number, handler) for number in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) instead
+    of killing the process, so the same code saves a checkpoint for both."""
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    return _handling(handler, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------------------- paths
@@ -196,17 +202,8 @@ def deferred_interrupts():
     """Hold Ctrl-C and SIGTERM back while the block runs (a save finishes whole), then
     deliver them. In the main thread only; elsewhere the block runs as it is."""
     pending = []
-    try:
-        previous = {s: signal.signal(s, lambda n, f: pending.append(n))
-                    for s in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
-    except ValueError:  # not the main thread
+    with _handling(lambda number, frame: pending.append(number), signal.SIGINT, signal.SIGTERM):
         yield
-        return
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     for number in pending[:1]:
         signal.raise_signal(number)
 

@@ -123,7 +123,8 @@ def read_file(path, *, header: bool | None = None):
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(
-            f"data file {path} is unreadable ({exc}); check the file's format"
+            f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); every "
+            "row must hold the same number of comma-separated numbers"
         ) from None
 
 

@@ -175,12 +175,23 @@ class Targets:
 def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = None) -> Targets:
     """Choose the loss (when ``loss`` is None) and encode class labels.
 
-    Inferred: integer targets with 2..MAX_INFERRED_CLASSES distinct values are classes
-    (cross_entropy); anything else is a regression target (mse). ``labels`` fixes the
+    Inferred: integer targets with 2..MAX_INFERRED_CLASSES distinct values, or one-hot
+    rows (classes = column indices), are classes (cross_entropy); anything else is a
+    regression target (mse). ``labels`` fixes the
     classes (a resumed run, a saved model); otherwise they are the distinct labels of y."""
     y = np.asarray(y)
-    column = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if loss is None:
+    one_hot = (
+        y.ndim == 2
+        and y.shape[1] > 1
+        and loss in (None, "cross_entropy")
+        and bool(np.all((y == 0) | (y == 1)))
+        and bool(np.all(y.sum(axis=1) == 1))
+    )
+    column = np.argmax(y, axis=1) if one_hot else y
+    column = column.reshape(-1) if column.ndim == 2 and column.shape[1] == 1 else column
+    if loss is None and one_hot:
+        loss, reason = "cross_entropy", f"inferred: y is one-hot over {y.shape[1]} classes"
+    elif loss is None:
         integral = column.ndim == 1 and bool(np.all(column == np.round(column)))
         count = len(np.unique(column)) if integral else 0
         if not integral:
@@ -205,7 +216,8 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
         return Targets(values.astype(np.float64), loss, values.shape[1], None, reason)
     if column.ndim != 1:
         raise DataError(f"{loss} needs one class label per row, got y of shape {y.shape}")
-    labels = labels or LabelEncoder.fit(column)
+    if labels is None:
+        labels = LabelEncoder(np.arange(y.shape[1])) if one_hot else LabelEncoder.fit(column)
     wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
     if not wanted[0] <= len(labels) <= wanted[1]:
         fix = (

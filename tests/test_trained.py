@@ -260,3 +260,11 @@ def test_predict_never_replaces_its_inputs_or_an_existing_file(capsys, tmp_path)
     assert rc == 2 and "already exists" in err
     assert _cli_call(capsys, predict.main, predict.FLAGS, *argv, "--overwrite")[0] == 0
     assert (tmp_path / "old.csv").read_text().startswith("prediction")
+
+
+def test_one_hot_targets_are_classes_over_their_columns():
+    y = np.eye(4)[[0, 2, 2, 1, 0]]  # class 3 never occurs, still one of the 4 outputs
+    targets = resolve_targets(y)
+    assert (targets.loss, targets.outputs) == ("cross_entropy", 4)
+    np.testing.assert_array_equal(targets.y, [0, 2, 2, 1, 0])
+    assert "one-hot over 4 classes" in targets.reason

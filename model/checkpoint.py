@@ -37,6 +37,7 @@ __all__ = [
     "from_file_names",
     "host_copy",
     "load_host_params",
+    "process_alive",
     "read_meta",
     "read_npz",
     "save_params",
@@ -88,12 +89,13 @@ def _remove_orphans(path: Path, owner: str) -> None:
     """Remove ``.<name>.<host>-<pid>.*.tmp`` files of this host whose process is gone."""
     for tmp in path.parent.glob(f".{path.name}.{owner}*.tmp"):
         pid = tmp.name[len(f".{path.name}.{owner}") :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

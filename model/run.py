@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,13 @@ from array_api_compat import array_namespace
 
 from backends import Backend, get_backend, host_rng
 from backends.errors import ConfigError, HandgradError, about
-from model.checkpoint import CheckpointError, atomic_write, host_copy, load_host_params
+from model.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    host_copy,
+    load_host_params,
+    process_alive,
+)
 from model.config import (
     PreparedData,
     RunConfig,
@@ -135,21 +142,63 @@ def _make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
             try:
                 run_dir.mkdir(exist_ok=overwrite)
             except FileExistsError:
-                if any(run_dir.iterdir()):
+                if _holds_work(run_dir):
                     raise _exists(run_dir) from None
-            return run_dir
+            return _claim(run_dir)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         Path(root).mkdir(parents=True, exist_ok=True)
         for n in range(1, 10_000):
             candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
             with contextlib.suppress(FileExistsError):
                 candidate.mkdir()
-                return candidate
+                return _claim(candidate)
         raise ConfigError(f"no free run folder name under {root}", setting="run_dir")
     except OSError as exc:
         raise ConfigError(
             f"cannot create the run folder {run_dir or root}: {exc.strerror}", setting="run_dir"
         ) from None
+
+
+LOCK = ".handgrad-run"  # in a run folder: "<host>-<pid>" of the process training there
+
+
+def _claim(run_dir: Path) -> Path:
+    """Make ``run_dir`` this process's: create its lock file exclusively, or take over one
+    whose process (on this host) is gone. Another live process's lock is an error, so two
+    runs never write into one folder."""
+    me = f"{socket.gethostname()}-{os.getpid()}"
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(me)
+            return run_dir
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            host, _, pid = owner.rpartition("-")
+            gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+            if owner != me and not gone:
+                raise ConfigError(
+                    f"the run folder {run_dir} is in use by another handgrad process "
+                    f"({owner}); wait for it, or choose another folder",
+                    setting="run_dir",
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    raise ConfigError(f"cannot claim the run folder {run_dir}", setting="run_dir")
+
+
+def _release(run_dir: Path) -> None:
+    """Remove ``run_dir``'s lock file if this process holds it (its training is over)."""
+    lock = run_dir / LOCK
+    with contextlib.suppress(OSError):
+        if lock.read_text().strip() == f"{socket.gethostname()}-{os.getpid()}":
+            lock.unlink()
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """Whether a run folder holds anything but a lock file."""
+    return any(p.name != LOCK for p in run_dir.iterdir())
 
 
 def _check_run_dir(run_dir, overwrite: bool) -> None:
@@ -159,7 +208,7 @@ def _check_run_dir(run_dir, overwrite: bool) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
-    if run_dir.exists() and not overwrite and any(run_dir.iterdir()):
+    if run_dir.exists() and not overwrite and _holds_work(run_dir):
         raise _exists(run_dir)  # an empty folder holds no work: it may be used
     check_output_file(run_dir / "checkpoint.npz", "run_dir")
 
@@ -606,9 +655,12 @@ class Run:
             if bar is not None:
                 bar.close()
             self.wall_seconds = time.perf_counter() - start
-            if self.status != "running":  # a bug's traceback is not covered up by saving
-                with deferred_interrupts():  # a second Ctrl-C waits for the save
-                    self.summary = self._finish()
+            try:
+                if self.status != "running":  # a bug's traceback is not covered by saving
+                    with deferred_interrupts():  # a second Ctrl-C waits for the save
+                        self.summary = self._finish()
+            finally:
+                _release(self.dir)  # training here is over: the folder is free to resume
         return self.summary
 
     def _write_checkpoint(self) -> str:

@@ -65,6 +65,9 @@ SWEEPABLE = {"lr": float, "seed": int, "weight_decay": float}
 SWEEP_FORMAT, SWEEP_FORMAT_VERSION = "handgrad-sweep", 1
 
 
+MAX_REPLICAS = 4096  # one pass holds every replica's parameters and activations at once
+
+
 def parse_sweep(specs) -> dict[str, list]:
     """``["lr=0.01,0.1", "seed=0,1"]`` -> ``{"lr": [0.01, 0.1], "seed": [0, 1]}``; a
     ConfigError (setting ``sweep``) for text that is not ``key=value,value,...``."""
@@ -81,7 +84,12 @@ def parse_sweep(specs) -> dict[str, list]:
                 f"{key} is swept twice; give all its values in one list", setting="sweep"
             )
         _check_key(key)
-        values = [t.strip() for t in text.split(",") if t.strip()]
+        values = [t.strip() for t in text.split(",")] if text.strip() else []
+        if "" in values:
+            raise ConfigError(
+                f"the sweep of {key} has an empty value in {text!r}; list values as {key}=a,b,c",
+                setting="sweep",
+            )
         try:
             sweep[key] = [SWEEPABLE[key](v) for v in values]
         except ValueError:
@@ -119,6 +127,19 @@ def sweep_grid(config: RunConfig, sweep: dict) -> list[dict]:
                 f"{'0,1' if key == 'seed' else '0.01,0.1'})",
                 setting="sweep",
             )
+        if len(set(values)) != len(values):
+            raise ConfigError(
+                f"the sweep of {key} lists a value twice ({list(values)}); its replicas would "
+                "be the same run",
+                setting="sweep",
+            )
+    size = math.prod(len(v) for v in sweep.values())
+    if size > MAX_REPLICAS:
+        raise ConfigError(
+            f"the sweep has {size} replicas, more than the {MAX_REPLICAS} one pass may train; "
+            "sweep fewer values, or split the sweep into several runs",
+            setting="sweep",
+        )
     grid = [dict(zip(sweep, combo, strict=True)) for combo in itertools.product(*sweep.values())]
     for values in grid:
         try:
@@ -126,6 +147,26 @@ def sweep_grid(config: RunConfig, sweep: dict) -> list[dict]:
         except ConfigError as exc:
             raise ConfigError(f"sweep: {exc}", setting="sweep") from None
     return grid
+
+
+def _check_save_all(save_all, save, overwrite: bool) -> Path | None:
+    """The folder for every replica's model file: new or empty unless ``overwrite``, and
+    not the folder of the ``save`` file."""
+    if save_all is None:
+        return None
+    folder = check_output_file(Path(save_all) / "replica-0.npz", "save_all").parent
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{folder} already holds files; give a new or empty folder, or allow overwriting",
+            setting="save_all",
+        )
+    if save is not None and Path(save).resolve().parent == folder.resolve():
+        raise ConfigError(
+            f"{save} is inside {folder}, where every replica's model file goes; save the best "
+            "elsewhere",
+            setting="save",
+        )
+    return folder
 
 
 def is_sweep(path) -> bool:
@@ -175,8 +216,7 @@ class Sweep(Run):
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         grid = sweep_grid(config, sweep)
-        if save_all is not None:
-            save_all = check_output_file(Path(save_all) / "replica-0.npz", "save_all").parent
+        save_all = _check_save_all(save_all, save, overwrite)
         run = super().start(
             config,
             run_dir,
@@ -201,7 +241,9 @@ class Sweep(Run):
         return run
 
     @classmethod
-    def resume(cls, path, *, epochs=None, lr=None, save_all=None, **kwargs) -> Sweep:
+    def resume(
+        cls, path, *, epochs=None, lr=None, save_all=None, save=None, overwrite=False, **kwargs
+    ) -> Sweep:
         """Continue the sweep in ``path`` up to ``epochs`` in total, every replica exactly
         as if it had not stopped; the other keywords as for :meth:`Run.resume`."""
         if lr is not None:
@@ -209,9 +251,8 @@ class Sweep(Run):
                 "a sweep's learning rates cannot change on resume; start a new sweep",
                 setting="lr",
             )
-        if save_all is not None:
-            save_all = check_output_file(Path(save_all) / "replica-0.npz", "save_all").parent
-        run = super().resume(path, epochs=epochs, **kwargs)
+        save_all = _check_save_all(save_all, save, overwrite)
+        run = super().resume(path, epochs=epochs, save=save, overwrite=overwrite, **kwargs)
         run.save_all = save_all
         return run
 

@@ -32,7 +32,7 @@ FLAGS = {"model": "MODEL"}
 
 def parse_args(argv):
     p = _cli.parser(__doc__)
-    p.add_argument("model", help="model file (.npz) or a run's checkpoint.npz")
+    p.add_argument("model", help="model file (.npz), or a run's folder or checkpoint.npz")
     p.add_argument("--data", required=True, help="rows to predict on: .csv or .npz")
     p.add_argument("--out", help="write the predictions to this CSV file (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
@@ -70,21 +70,22 @@ def format_metrics(metrics: dict, rows: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _cli.configure_logging(args.quiet)
+    model_path = Path(args.model) / "checkpoint.npz" if Path(args.model).is_dir() else args.model
     if args.out is not None:
         check_output_file(args.out, "out")
-        check_not_replacing(args.out, (args.model, args.data), args.overwrite)
-    trained = TrainedModel.load(args.model)
+        check_not_replacing(args.out, (model_path, args.data), args.overwrite)
+    trained = TrainedModel.load(model_path)
     backend = get_backend(args.device, args.dtype or trained.dtype)
     X, y = load_features(args.data, trained.n_features)
     text = predictions_csv(trained, X, proba=args.proba, backend=backend)
     report = None
-    if y is not None and not args.quiet:  # bad labels are found before anything is written
+    if y is not None:  # bad labels are found before anything is written, --quiet or not
         report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
     if args.out is None:
         sys.stdout.write(text)
     else:
         atomic_write(args.out, lambda f: f.write(text.encode()))
-    if report is not None:
+    if report is not None and not args.quiet:
         print(report, file=sys.stderr if args.out is None else sys.stdout)
     return 0
 

@@ -188,6 +188,13 @@ def start_run(args, comm=None):
     resuming_sweep = args.resume is not None and is_sweep(args.resume)
     if comm is not None and (sweep is not None or resuming_sweep):
         raise HandgradError("a sweep trains its replicas in one process; run it without mpiexec")
+    both = sorted(set(sweep or ()) & set(given))
+    if both:
+        raise HandgradError(
+            f"--{both[0].replace('_', '-')} and --sweep {both[0]}=... both set it; keep one"
+        )
+    if args.save_all is not None and args.resume is not None and not resuming_sweep:
+        raise HandgradError(f"--save-all saves a sweep's replicas; {args.resume} is not a sweep")
     device = args.device
     if comm is not None:
         device = rank_device(device, comm.local_rank, probe_cuda()[1])

@@ -171,6 +171,21 @@ def cases(f, tmp):
         "empty width in hidden": (["--hidden", "3,,4"], "invalid width list value"),
         "abbreviated flag": (["--ep", "3"], "unrecognized arguments: --ep"),
         "cuda with an empty index": (["--device", "cuda:"], "unknown device 'cuda:'"),
+        "sweep with an empty value": (["--sweep", "lr=0.1,,0.2"], "has an empty value"),
+        "sweep listing a value twice": (["--sweep", "seed=0,0"], "lists a value twice"),
+        "lr beside a sweep of lr": (["--lr", "0.1", "--sweep", "lr=0.1,0.2"], "both set it"),
+        "sweep too large": (
+            ["--sweep", "lr=" + ",".join(f"{1e-3 * (i + 1):g}" for i in range(4097))],
+            "more than the 4096",
+        ),
+        "save-all into a folder with files": (
+            ["--sweep", "lr=0.1,0.2", "--save-all", str(tmp)],
+            "already holds files",
+        ),
+        "save-all on a plain resume": (
+            ["--resume", str(tmp / "previous"), "--epochs", "5", "--save-all", str(tmp / "a")],
+            "is not a sweep",
+        ),
     }
 
 

@@ -295,3 +295,18 @@ def test_an_empty_run_folder_may_be_used_but_one_with_files_may_not(tmp_path):
     Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "empty").train("cpu")
     with pytest.raises(ConfigError, match="already exists"):
         Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "empty")
+
+
+def test_a_run_folder_in_use_by_another_live_process_is_refused(tmp_path):
+    (tmp_path / "r").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "r" / ".handgrad-run").write_text(f"{socket.gethostname()}-{other.pid}")
+        with pytest.raises(ConfigError, match=f"in use by another handgrad process .*{other.pid}"):
+            Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r")
+    finally:
+        other.kill()
+        other.wait()
+    run = Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r")  # its process is gone now
+    run.train("cpu")
+    assert not (tmp_path / "r" / ".handgrad-run").exists()  # released when training ended

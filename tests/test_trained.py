@@ -268,3 +268,16 @@ def test_one_hot_targets_are_classes_over_their_columns():
     assert (targets.loss, targets.outputs) == ("cross_entropy", 4)
     np.testing.assert_array_equal(targets.y, [0, 2, 2, 1, 0])
     assert "one-hot over 4 classes" in targets.reason
+
+
+def test_predict_checks_labels_when_quiet_too_and_takes_a_run_folder(capsys, tmp_path):
+    path = _model_file(tmp_path)  # classes 1, 5, 6
+    np.savetxt(tmp_path / "rows.csv", np.c_[np.ones((3, 2)), [1, 5, 7]], delimiter=",")
+    argv = ["--data", str(tmp_path / "rows.csv"), "--device", "cpu", "--quiet"]
+    rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(path), *argv)
+    assert rc == 2 and out == "" and "label 7 is not one of" in err
+    (tmp_path / "run").mkdir()
+    path.rename(tmp_path / "run" / "checkpoint.npz")
+    np.savetxt(tmp_path / "rows.csv", np.ones((3, 2)), delimiter=",")
+    rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(tmp_path / "run"), *argv)
+    assert rc == 0 and out.splitlines()[0] == "prediction" and len(out.splitlines()) == 4

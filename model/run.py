@@ -663,13 +663,16 @@ class Run:
                 _release(self.dir)  # training here is over: the folder is free to resume
         return self.summary
 
-    def _write_checkpoint(self) -> str:
+    def _write_checkpoint(self, *, collective: bool = True) -> str:
         """Copy the snapshot to the host (the only copies between epochs) and save it (on
-        the rank that writes); the host copies become this Run's ``params`` and ``state``."""
+        the rank that writes); the host copies become this Run's ``params`` and ``state``.
+        ``collective``: every rank calls this at the same epoch, so the writing rank's file
+        is the one each rank can report as saved (``saved_epoch``)."""
         self.params = host_copy(self._snap.params, self.backend)
         self.state = host_copy(self._snap.state, self.backend)
         path = self._write(self.checkpoint, self._save_checkpoint)
-        self.saved_epoch = self._snap.epoch
+        if self.writes or collective:
+            self.saved_epoch = self._snap.epoch
         return path
 
     def _save_checkpoint(self) -> None:
@@ -714,7 +717,9 @@ class Run:
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
         _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
-        paths = {"checkpoint": self._write_checkpoint()}
+        # An interrupt may reach one rank only; completion and divergence reach them all.
+        collective = self.status in ("completed", "diverged")
+        paths = {"checkpoint": self._write_checkpoint(collective=collective)}
         results = self._results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
         targets = self.data.targets

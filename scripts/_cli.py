@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import traceback
@@ -40,7 +41,12 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (and a pointer to --help) instead of the usage block."""
 
     def error(self, message: str):
+        if any(os.environ.get(v, "0") != "0" for v in RANK_VARIABLES):
+            self.exit(2)  # under mpiexec every rank parses the same argv: rank 0 says it
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
 def parser(doc: str) -> ArgumentParser:

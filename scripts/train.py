@@ -223,16 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run.train(backend, progress=not quiet)
     except KeyboardInterrupt as exc:
+        who = "" if root else f"rank {comm.rank} of {comm.size}: "
         if run.status == "completed":
             saved = f"the run had finished: all {run.saved_epoch} epochs are saved in {run.dir}"
+        elif run.saved_epoch is None:
+            saved = "it stopped before its first checkpoint, so nothing is saved"
         else:
             saved = (f"checkpoint (epoch {run.saved_epoch}) saved to {run.checkpoint}; continue "
                      f"with --resume {run.dir}")  # fmt: skip
-        print(f"interrupted; {saved}", file=sys.stderr)
+        print(f"{who}interrupted; {saved}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except DivergenceError as exc:  # say what was kept
         raise HandgradError(
-            f"{exc}; epoch {run.epoch}, the last finite one, is saved in {run.checkpoint}",
+            f"{exc}; epoch {run.saved_epoch}, the last finite one, is saved in {run.checkpoint}",
             setting=exc.setting,
             suggestion=exc.suggestion,
         ) from None

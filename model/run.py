@@ -456,10 +456,13 @@ class Run:
         for name, value in fixed.items():
             if name not in names or name in RESUMABLE:
                 raise TypeError(f"Run.resume() got an unexpected keyword argument {name!r}")
-            if value is not None and value != getattr(config, name):
-                stored = getattr(config, name)
-                if name == "data" and Path(str(value)).resolve() == Path(str(stored)):
-                    continue
+            # what the run used: the inferred loss, the data file where no dataset was set
+            used = {"loss": trained.model.loss, "dataset": config.data, "data": config.dataset}
+            stored = getattr(config, name)
+            if stored is None:
+                stored = used.get(name)
+            same_file = name == "data" and Path(str(value)).resolve() == Path(str(stored))
+            if value is not None and value != stored and not same_file:
                 raise ConfigError(
                     f"{name} cannot change when resuming (the run was made with "
                     f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can (the "

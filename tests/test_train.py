@@ -204,3 +204,13 @@ def test_help_states_the_defaults_the_library_uses(capsys):
         assert re.search(rf"default: {value}\b", help_of_flag), (flag, help_of_flag)
     for name, lr in train.DEFAULT_LR.items():
         assert f"{name} {lr:g}" in text
+
+
+def test_resume_accepts_the_inferred_loss_and_names_what_the_run_used(capsys, tmp_path):
+    r = str(tmp_path / "r")
+    assert run(capsys, "--device", "cpu", "--epochs", "2", "--out", r, "--quiet")[0] == 0
+    rc, _, err = run(capsys, "--resume", r, "--device", "cpu", "--epochs", "3", "--loss",
+                     "cross_entropy", "--quiet")  # fmt: skip
+    assert rc == 0, err
+    rc, _, err = run(capsys, "--resume", r, "--device", "cpu", "--epochs", "4", "--loss", "mse")
+    assert rc == 2 and "made with 'cross_entropy', not 'mse'" in err

@@ -310,7 +310,9 @@ class Sweep(Run):
         )
         if all(d is not None for d in self.diverged):
             lr = min(self.replica_config(r).lr for r in range(len(self.grid)))
-            raise DivergenceError(max(self.diverged), math.nan, lr)
+            error = DivergenceError(max(self.diverged), math.nan, lr)
+            error.setting, error.suggestion = "sweep", f"lr={lr / 10:g},..."  # not --lr
+            raise error
         return result
 
     def _progress(self, record: dict) -> dict:

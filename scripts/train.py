@@ -235,7 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
     except DivergenceError as exc:  # say what was kept
         raise HandgradError(
-            f"{exc}; epoch {run.saved_epoch}, the last finite one, is saved in {run.checkpoint}",
+            f"{exc}; "
+            + (
+                "every replica's last finite epoch"
+                if isinstance(run, Sweep)
+                else f"epoch {run.saved_epoch}, the last finite one,"
+            )
+            + f" is saved in {run.checkpoint}",
             setting=exc.setting,
             suggestion=exc.suggestion,
         ) from None

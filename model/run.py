@@ -68,6 +68,7 @@ __all__ = [
     "draw_plot",
     "plot_history",
     "progress_bar",
+    "score_text",
     "sigterm_as_interrupt",
 ]
 
@@ -666,6 +667,19 @@ class Run:
                 _release(self.dir)  # training here is over: the folder is free to resume
         return self.summary
 
+    def describe(self, summary: dict) -> str:
+        """The summary of :meth:`train` as one line: device, epochs, wall time, training
+        loss, validation score, run folder."""
+        return (
+            f"{summary['device']} | {summary['epochs']} epochs | "
+            f"{summary['wall_seconds']:.2f} s | training loss {summary['final_train_loss']:.4g}"
+            f" | {score_text(summary['metrics']['validation'])} | {self.dir}"
+        )
+
+    def kept(self) -> str:
+        """What a diverged run's checkpoint holds, for its message."""
+        return f"epoch {self.saved_epoch}, the last finite one,"
+
     def _write_checkpoint(self, *, collective: bool = True) -> str:
         """Copy the snapshot to the host (the only copies between epochs) and save it (on
         the rank that writes); the host copies become this Run's ``params`` and ``state``.
@@ -770,6 +784,13 @@ class Run:
             "final_train_loss": history["loss"][-1] if history.get("loss") else None,
             "metrics": {"validation": validation, "history": history},
         }
+
+
+def score_text(validation: dict) -> str:
+    """``validation accuracy 0.9639`` (classifiers), ``validation loss 0.01`` (others)."""
+    if "accuracy" in validation:
+        return f"validation accuracy {validation['accuracy']:.4f}"
+    return f"validation loss {validation['loss']:.4g}" if validation else "no validation split"
 
 
 def _root(comm) -> bool:

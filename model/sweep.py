@@ -45,7 +45,7 @@ from model.checkpoint import (
 from model.config import RunConfig
 from model.fit import DivergenceError
 from model.replicas import fit_replicas, init_replicas, per_replica
-from model.run import CHECKPOINT_EVERY, Run, check_output_file, draw_plot
+from model.run import CHECKPOINT_EVERY, Run, check_output_file, draw_plot, score_text
 from model.trained import FORMAT, FORMAT_VERSION, TrainedModel, _model_from_meta
 
 __all__ = [
@@ -314,6 +314,21 @@ class Sweep(Run):
             error.setting, error.suggestion = "sweep", f"lr={lr / 10:g},..."  # not --lr
             raise error
         return result
+
+    def describe(self, summary: dict) -> str:
+        """The summary as one line: device, replicas, epochs, wall time, the best replica's
+        values and validation score, how many diverged, run folder."""
+        best = summary["best"]  # the sweep completed: some replica did not diverge
+        values = ", ".join(f"{k}={best[k]:g}" for k in self.grid[0])
+        validation = summary["replicas"][best["replica"]]["validation"]
+        return (
+            f"{summary['device']} | {len(summary['replicas'])} replicas | "
+            f"{summary['epochs']} epochs | {summary['wall_seconds']:.2f} s | best {values}: "
+            f"{score_text(validation)} | {summary['diverged']} diverged | {self.dir}"
+        )
+
+    def kept(self) -> str:
+        return "every replica's last finite epoch"
 
     def _progress(self, record: dict) -> dict:
         losses = [v for v in record.get("loss", []) if v is not None]

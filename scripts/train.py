@@ -235,47 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
     except DivergenceError as exc:  # say what was kept
         raise HandgradError(
-            f"{exc}; "
-            + (
-                "every replica's last finite epoch"
-                if isinstance(run, Sweep)
-                else f"epoch {run.saved_epoch}, the last finite one,"
-            )
-            + f" is saved in {run.checkpoint}",
+            f"{exc}; {run.kept()} is saved in {run.checkpoint}",
             setting=exc.setting,
             suggestion=exc.suggestion,
         ) from None
-    if not root:
-        return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    if "replicas" in result:
-        best = result["best"]  # the run completed: some replica did not diverge
-        values = ", ".join(f"{k}={best[k]:g}" for k in run.grid[0])
-        print(
-            f"{backend.spec} | {len(result['replicas'])} replicas | {result['epochs']} epochs | "
-            f"{result['wall_seconds']:.2f} s | best {values}: "
-            f"{_score(result['replicas'][best['replica']]['validation'])} | "
-            f"{result['diverged']} diverged | {run.dir}"
-        )
-        return 0
-    val = result["metrics"]["validation"]
-    print(
-        f"{backend.spec} | {result['epochs']} epochs | {result['wall_seconds']:.2f} s | "
-        f"training loss {result['final_train_loss']:.4g} | {_score(val)} | {run.dir}"
-    )
+    if root:
+        print(json.dumps(result) if args.json else run.describe(result))
     return 0
-
-
-def _score(val: dict) -> str:
-    return (
-        f"validation accuracy {val['accuracy']:.4f}"
-        if "accuracy" in val
-        else f"validation loss {val['loss']:.4g}"
-        if val
-        else "no validation split"
-    )
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
     run = Run.resume("runs/a", epochs=100, lr=1e-3)                     # continues it exactly
 
 Order of work: every setting and output path is checked, then the data is loaded and
-checked on the host, then the run folder is created (atomically: two runs never share
-one), and only then does anything reach a device. A run folder holds ``checkpoint.npz``
-(a model file with the training state, see :mod:`model.trained`), ``metrics.json`` and
-``loss.png``; the checkpoint is written every ``checkpoint_every`` epochs and when the
-run ends, is interrupted (Ctrl-C, or SIGTERM inside :func:`sigterm_as_interrupt`) or
-diverges, so a killed process loses at most ``checkpoint_every`` epochs.
+checked on the host, then the run folder is created (atomically, and claimed: two runs
+never share one, see :mod:`model.folders`), and only then does anything reach a device.
+A run folder holds ``checkpoint.npz`` (a model file with the training state, see
+:mod:`model.trained`), ``metrics.json`` and ``loss.png``; the checkpoint is written every
+``checkpoint_every`` epochs and when the run ends, is interrupted (Ctrl-C, or SIGTERM
+inside :func:`model.signals.sigterm_as_interrupt`) or diverges, so a killed process loses
+at most ``checkpoint_every`` epochs.
 
 Between checkpoints nothing is copied to the host but the epoch's loss: the last
 completed epoch's parameters and optimizer state are kept on the device, in buffers
@@ -24,15 +25,10 @@ about the ranks, so a run resumes with any number of them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
-import signal
-import socket
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +42,6 @@ from model.checkpoint import (
     atomic_write,
     host_copy,
     load_host_params,
-    process_alive,
 )
 from model.config import (
     PreparedData,
@@ -57,220 +52,25 @@ from model.config import (
     prepare_data,
 )
 from model.fit import DivergenceError, fit
+from model.folders import (
+    check_run_dir,
+    check_save,
+    checkpoint_source,
+    make_run_dir,
+    release_run_dir,
+)
 from model.mlp import MLP
 from model.optimizers import make_optimizer
+from model.report import plot_history, progress_bar, score_text
+from model.signals import deferred_interrupts
 from model.trained import TrainedModel, load_checkpoint
 
-__all__ = [
-    "Run",
-    "Terminated",
-    "check_output_file",
-    "draw_plot",
-    "plot_history",
-    "progress_bar",
-    "score_text",
-    "sigterm_as_interrupt",
-]
+__all__ = ["CHECKPOINT_EVERY", "RESUMABLE", "Run"]
 
 logger = logging.getLogger("handgrad")
 
 RESUMABLE = ("epochs", "lr")  # the settings a resumed run may change; the rest define it
 CHECKPOINT_EVERY = 10  # epochs; see Run.start
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C so that a run saves and stops."""
-
-
-@contextlib.contextmanager
-def _handling(handler, *signals):
-    """Within the block, ``handler`` handles ``signals``; the previous handlers come back
-    after it. Outside the main thread (where handlers cannot be set) nothing changes."""
-    try:
-        previous = {number: signal.signal(number, handler) for number in signals}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) instead
-    of killing the process, so the same code saves a checkpoint for both."""
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    return _handling(handler, signal.SIGTERM)
-
-
-# ---------------------------------------------------------------------------- paths
-
-
-def check_output_file(path, setting: str) -> Path:
-    """A file path that can be written: not empty, not a folder, and its nearest existing
-    parent a writable folder. Nothing is created."""
-    if path is None or not str(path).strip():
-        raise ConfigError(f"the {setting} path is empty", setting=setting)
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name", setting=setting)
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cannot write {path}: {parent} is not a writable folder", setting=setting
-        )
-    return path
-
-
-def _make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
-    """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
-    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken."""
-    try:
-        if run_dir is not None:
-            run_dir = Path(run_dir)
-            if not str(run_dir).strip():
-                raise ConfigError("the run folder path is empty", setting="run_dir")
-            if run_dir.exists() and not run_dir.is_dir():
-                raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                run_dir.mkdir(exist_ok=overwrite)
-            except FileExistsError:
-                if _holds_work(run_dir):
-                    raise _exists(run_dir) from None
-            return _claim(run_dir)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        Path(root).mkdir(parents=True, exist_ok=True)
-        for n in range(1, 10_000):
-            candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
-            with contextlib.suppress(FileExistsError):
-                candidate.mkdir()
-                return _claim(candidate)
-        raise ConfigError(f"no free run folder name under {root}", setting="run_dir")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the run folder {run_dir or root}: {exc.strerror}", setting="run_dir"
-        ) from None
-
-
-LOCK = ".handgrad-run"  # in a run folder: "<host>-<pid>" of the process training there
-
-
-def _claim(run_dir: Path) -> Path:
-    """Make ``run_dir`` this process's: create its lock file exclusively, or take over one
-    whose process (on this host) is gone. Another live process's lock is an error, so two
-    runs never write into one folder."""
-    me = f"{socket.gethostname()}-{os.getpid()}"
-    lock = run_dir / LOCK
-    for _ in range(2):
-        try:
-            with open(lock, "x") as f:
-                f.write(me)
-            return run_dir
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            host, _, pid = owner.rpartition("-")
-            gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
-            if owner != me and not gone:
-                raise ConfigError(
-                    f"the run folder {run_dir} is in use by another handgrad process "
-                    f"({owner}); wait for it, or choose another folder",
-                    setting="run_dir",
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-    raise ConfigError(f"cannot claim the run folder {run_dir}", setting="run_dir")
-
-
-def _release(run_dir: Path) -> None:
-    """Remove ``run_dir``'s lock file if this process holds it (its training is over)."""
-    lock = run_dir / LOCK
-    with contextlib.suppress(OSError):
-        if lock.read_text().strip() == f"{socket.gethostname()}-{os.getpid()}":
-            lock.unlink()
-
-
-def _holds_work(run_dir: Path) -> bool:
-    """Whether a run folder holds anything but a lock file."""
-    return any(p.name != LOCK for p in run_dir.iterdir())
-
-
-def _check_run_dir(run_dir, overwrite: bool) -> None:
-    """A run folder that :func:`_make_run_dir` will be able to create (or reuse)."""
-    if not str(run_dir).strip():
-        raise ConfigError("the run folder path is empty", setting="run_dir")
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
-    if run_dir.exists() and not overwrite and _holds_work(run_dir):
-        raise _exists(run_dir)  # an empty folder holds no work: it may be used
-    check_output_file(run_dir / "checkpoint.npz", "run_dir")
-
-
-RUN_FILES = ("checkpoint.npz", "metrics.json", "loss.png")
-
-
-def _check_save(save, inputs, run_dir, overwrite: bool) -> Path:
-    """The ``save`` path of a model file: an .npz that is none of the run's inputs or run
-    folder files, and (unless ``overwrite``) not an existing file."""
-    save = check_output_file(save, "save")
-    if save.suffix != ".npz":
-        raise ConfigError(
-            f"{save}: a model file is an .npz; end its name with .npz", setting="save"
-        )
-    target = save.resolve()
-    for source in inputs:
-        if source is not None and Path(source).resolve() == target:
-            raise ConfigError(
-                f"{save} is an input of this run; saving the model there would replace it, "
-                "so choose another name",
-                setting="save",
-            )
-    if run_dir is not None and target.parent == Path(run_dir).resolve() and save.name in RUN_FILES:
-        raise ConfigError(
-            f"{save} is one of the run folder's own files; save the model outside it or "
-            "under another name",
-            setting="save",
-        )
-    if save.exists() and not overwrite:
-        raise ConfigError(
-            f"{save} already exists; choose another name or allow overwriting it",
-            setting="save",
-        )
-    return save
-
-
-@contextlib.contextmanager
-def deferred_interrupts():
-    """Hold Ctrl-C and SIGTERM back while the block runs (a save finishes whole), then
-    deliver them. In the main thread only; elsewhere the block runs as it is."""
-    pending = []
-    with _handling(lambda number, frame: pending.append(number), signal.SIGINT, signal.SIGTERM):
-        yield
-    for number in pending[:1]:
-        signal.raise_signal(number)
-
-
-def _exists(run_dir) -> ConfigError:
-    return ConfigError(
-        f"the run folder {run_dir} already exists; resume it, choose another folder, or "
-        "allow overwriting it",
-        setting="run_dir",
-    )
-
-
-def _checkpoint_source(path) -> Path:
-    if path is None or not str(path).strip():
-        raise ConfigError("the path of the run to resume is empty", setting="resume")
-    path = Path(path)
-    return path / "checkpoint.npz" if path.is_dir() else path
 
 
 # ---------------------------------------------------------------------------- the run
@@ -401,9 +201,9 @@ class Run:
         if init is not None and not str(init).strip():
             raise ConfigError("the init path is empty", setting="init")
         if save is not None:
-            save = _check_save(save, (config.data, init), run_dir, overwrite)
+            save = check_save(save, (config.data, init), run_dir, overwrite)
         if run_dir is not None and _root(comm):
-            _check_run_dir(run_dir, overwrite)
+            check_run_dir(run_dir, overwrite)
         data = prepare_data(config)
         model = build_model(config, data.X.shape[1], data.targets)
         params = None
@@ -413,7 +213,7 @@ class Run:
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
-        run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite, root=root))
+        run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
             config,
             run_dir,
@@ -446,13 +246,13 @@ class Run:
         (the change is recorded); any other RunConfig field given in ``fixed`` must equal
         the stored one, since a resumed run continues the same model on the same data.
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
-        source = _checkpoint_source(path)
+        source = checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         with about("resume"):
             trained, info, state = cls._load_checkpoint(source)
             config = RunConfig.from_json(info["config"], source)
         if save is not None:
-            save = _check_save(save, (config.data, source), run_dir or source.parent, overwrite)
+            save = check_save(save, (config.data, source), run_dir or source.parent, overwrite)
         names = {f.name for f in dataclasses.fields(RunConfig)}
         for name, value in fixed.items():
             if name not in names or name in RESUMABLE:
@@ -497,7 +297,7 @@ class Run:
         elif Path(run_dir).resolve() == source.parent.resolve():
             overwrite = True
         elif _root(comm):
-            _check_run_dir(run_dir, overwrite)
+            check_run_dir(run_dir, overwrite)
         data = prepare_data(config, labels=trained.labels, standardizer=trained.standardizer)
         if info.get("data_sha256") not in (None, data.fingerprint):
             raise CheckpointError(
@@ -526,7 +326,7 @@ class Run:
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, replicas=cls._replica_count(fields))
         _log_setup(config, data, model)
-        run_dir = _on_root(comm, lambda: _make_run_dir(run_dir, overwrite=overwrite))
+        run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
         return cls(
             config,
             run_dir,
@@ -664,7 +464,7 @@ class Run:
                     with deferred_interrupts():  # a second Ctrl-C waits for the save
                         self.summary = self._finish()
             finally:
-                _release(self.dir)  # training here is over: the folder is free to resume
+                release_run_dir(self.dir)  # training here is over: the folder is free to resume
         return self.summary
 
     def describe(self, summary: dict) -> str:
@@ -786,13 +586,6 @@ class Run:
         }
 
 
-def score_text(validation: dict) -> str:
-    """``validation accuracy 0.9639`` (classifiers), ``validation loss 0.01`` (others)."""
-    if "accuracy" in validation:
-        return f"validation accuracy {validation['accuracy']:.4f}"
-    return f"validation loss {validation['loss']:.4g}" if validation else "no validation split"
-
-
 def _root(comm) -> bool:
     """True for rank 0 of ``comm``, and for the only process (``comm`` None)."""
     return comm is None or comm.rank == 0
@@ -835,50 +628,3 @@ def _log_setup(config: RunConfig, data: PreparedData, model: MLP) -> None:
 
 def _short(values: list) -> str:
     return ", ".join(map(str, values)) if len(values) <= 12 else f"{values[0]}..{values[-1]}"
-
-
-def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
-    """A tqdm bar of epochs on stderr, drawn only when stderr is a terminal."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, desc=desc,
-                disable=not sys.stderr.isatty())  # fmt: skip
-
-
-def plot_history(path: Path, history: dict, loss_name: str) -> Path:
-    """Training and validation loss per epoch, written atomically as a PNG."""
-
-    def draw(ax):
-        epochs = np.arange(1, len(history["loss"]) + 1)
-        ax.plot(epochs, history["loss"], label="training")
-        if history.get("val_loss"):
-            ax.plot(epochs, history["val_loss"], label="validation")
-        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
-        ax.set_title("handgrad training")
-
-    return draw_plot(path, draw, f"{loss_name} loss")
-
-
-def draw_plot(path: Path, draw, ylabel: str) -> Path:
-    """A 6 x 4 in loss-per-epoch figure that ``draw(ax)`` fills in, with axis labels, grid
-    and legend, written atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    # Losses near the float maximum overflow the log scale's margins: not an error.
-    with np.errstate(all="ignore"):
-        try:
-            draw(ax)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            ax.legend()
-            fig.tight_layout()
-            return atomic_write(path, lambda f: fig.savefig(f, format="png"))
-        finally:
-            plt.close(fig)

@@ -44,8 +44,10 @@ from model.checkpoint import (
 )
 from model.config import RunConfig
 from model.fit import DivergenceError
+from model.folders import check_output_file
 from model.replicas import fit_replicas, init_replicas, per_replica
-from model.run import CHECKPOINT_EVERY, Run, check_output_file, draw_plot, score_text
+from model.report import draw_plot, score_text
+from model.run import CHECKPOINT_EVERY, Run
 from model.trained import FORMAT, FORMAT_VERSION, TrainedModel, _model_from_meta
 
 __all__ = [

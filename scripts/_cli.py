@@ -147,7 +147,7 @@ def _outcome(main, argv, flags) -> tuple[int, tuple[str, str] | None]:
     """``(status, (prefix, message) of the line to print, or None)`` of ``main(argv)``."""
     from backends.comm import active
     from backends.errors import HandgradError
-    from model.run import Terminated, sigterm_as_interrupt
+    from model.signals import Terminated, sigterm_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args

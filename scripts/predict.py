@@ -24,7 +24,7 @@ from backends import get_backend
 from backends.errors import HandgradError
 from model.checkpoint import atomic_write
 from model.data import load_features
-from model.run import check_output_file
+from model.folders import check_output_file
 from model.trained import TrainedModel, predictions_csv
 
 FLAGS = {"model": "MODEL"}

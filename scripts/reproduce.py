@@ -37,7 +37,7 @@ from backends import ConfigError, host_rng, legacy_rng
 from model import SGD, activations, fit, logistic_regression, relu_neuron, single_neuron, two_layer
 from model.checkpoint import to_file_names
 from model.preprocessing import Standardizer
-from model.run import progress_bar
+from model.report import progress_bar
 
 SYSTEMS = ("single-neuron", "relu-neuron", "logistic-regression", "two-layer")
 DEFAULTS = {  # system: (learning rate, epochs)

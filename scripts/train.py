@@ -31,7 +31,8 @@ from model.data import DATASETS
 from model.fit import DivergenceError
 from model.losses import LOSSES
 from model.optimizers import OPTIMIZERS
-from model.run import CHECKPOINT_EVERY, Run, Terminated
+from model.run import CHECKPOINT_EVERY, Run
+from model.signals import Terminated
 from model.sweep import SWEEPABLE, Sweep, is_sweep, parse_sweep
 
 FLAGS = {"run_dir": "--out"}  # setting -> flag, where the flag is not --<setting>

@@ -237,7 +237,7 @@ def test_a_write_cut_short_keeps_the_previous_file_whole(tmp_path, failure):
 
 
 def test_the_plot_of_a_loss_near_the_float_maximum_is_drawn_without_warnings(tmp_path):
-    from model.run import plot_history
+    from model.report import plot_history
 
     path = plot_history(tmp_path / "loss.png", {"loss": [1e10, 1e300, 1.5e308]}, "mse")
     assert path.read_bytes()[:4] == b"\x89PNG"
@@ -273,7 +273,7 @@ def test_resume_refuses_data_that_changed(tmp_path):
 
 
 def test_a_second_interrupt_waits_for_the_save(tmp_path):
-    from model.run import deferred_interrupts
+    from model.signals import deferred_interrupts
 
     done = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():

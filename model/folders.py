@@ -1,0 +1,180 @@
+"""Run folders and output paths, checked before any work starts.
+
+A run folder is created atomically (``mkdir`` that fails if it exists) and claimed with a
+lock file naming the live process that trains in it, so two runs never share one; a
+folder that holds nothing may be reused. An output file (``save``) is never one of the
+run's inputs or its folder's own files, and replaces an existing file only when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+
+from backends.errors import ConfigError
+from model.checkpoint import process_alive
+
+__all__ = [
+    "LOCK",
+    "RUN_FILES",
+    "check_output_file",
+    "check_run_dir",
+    "check_save",
+    "checkpoint_source",
+    "make_run_dir",
+    "release_run_dir",
+]
+
+
+def check_output_file(path, setting: str) -> Path:
+    """A file path that can be written: not empty, not a folder, and its nearest existing
+    parent a writable folder. Nothing is created."""
+    if path is None or not str(path).strip():
+        raise ConfigError(f"the {setting} path is empty", setting=setting)
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name", setting=setting)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write {path}: {parent} is not a writable folder", setting=setting
+        )
+    return path
+
+
+def make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
+    """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
+    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken."""
+    try:
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            if not str(run_dir).strip():
+                raise ConfigError("the run folder path is empty", setting="run_dir")
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(exist_ok=overwrite)
+            except FileExistsError:
+                if _holds_work(run_dir):
+                    raise _exists(run_dir) from None
+            return _claim(run_dir)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
+            with contextlib.suppress(FileExistsError):
+                candidate.mkdir()
+                return _claim(candidate)
+        raise ConfigError(f"no free run folder name under {root}", setting="run_dir")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the run folder {run_dir or root}: {exc.strerror}", setting="run_dir"
+        ) from None
+
+
+LOCK = ".handgrad-run"  # in a run folder: "<host>-<pid>" of the process training there
+
+
+def _claim(run_dir: Path) -> Path:
+    """Make ``run_dir`` this process's: create its lock file exclusively, or take over one
+    whose process (on this host) is gone. Another live process's lock is an error, so two
+    runs never write into one folder."""
+    me = f"{socket.gethostname()}-{os.getpid()}"
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(me)
+            return run_dir
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            host, _, pid = owner.rpartition("-")
+            gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+            if owner != me and not gone:
+                raise ConfigError(
+                    f"the run folder {run_dir} is in use by another handgrad process "
+                    f"({owner}); wait for it, or choose another folder",
+                    setting="run_dir",
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    raise ConfigError(f"cannot claim the run folder {run_dir}", setting="run_dir")
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Remove ``run_dir``'s lock file if this process holds it (its training is over)."""
+    lock = run_dir / LOCK
+    with contextlib.suppress(OSError):
+        if lock.read_text().strip() == f"{socket.gethostname()}-{os.getpid()}":
+            lock.unlink()
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """Whether a run folder holds anything but a lock file."""
+    return any(p.name != LOCK for p in run_dir.iterdir())
+
+
+def check_run_dir(run_dir, overwrite: bool) -> None:
+    """A run folder that :func:`make_run_dir` will be able to create (or reuse)."""
+    if not str(run_dir).strip():
+        raise ConfigError("the run folder path is empty", setting="run_dir")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+    if run_dir.exists() and not overwrite and _holds_work(run_dir):
+        raise _exists(run_dir)  # an empty folder holds no work: it may be used
+    check_output_file(run_dir / "checkpoint.npz", "run_dir")
+
+
+RUN_FILES = ("checkpoint.npz", "metrics.json", "loss.png")
+
+
+def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
+    """The ``save`` path of a model file: an .npz that is none of the run's inputs or run
+    folder files, and (unless ``overwrite``) not an existing file."""
+    save = check_output_file(save, "save")
+    if save.suffix != ".npz":
+        raise ConfigError(
+            f"{save}: a model file is an .npz; end its name with .npz", setting="save"
+        )
+    target = save.resolve()
+    for source in inputs:
+        if source is not None and Path(source).resolve() == target:
+            raise ConfigError(
+                f"{save} is an input of this run; saving the model there would replace it, "
+                "so choose another name",
+                setting="save",
+            )
+    if run_dir is not None and target.parent == Path(run_dir).resolve() and save.name in RUN_FILES:
+        raise ConfigError(
+            f"{save} is one of the run folder's own files; save the model outside it or "
+            "under another name",
+            setting="save",
+        )
+    if save.exists() and not overwrite:
+        raise ConfigError(
+            f"{save} already exists; choose another name or allow overwriting it",
+            setting="save",
+        )
+    return save
+
+
+def _exists(run_dir) -> ConfigError:
+    return ConfigError(
+        f"the run folder {run_dir} already exists; resume it, choose another folder, or "
+        "allow overwriting it",
+        setting="run_dir",
+    )
+
+
+def checkpoint_source(path) -> Path:
+    if path is None or not str(path).strip():
+        raise ConfigError("the path of the run to resume is empty", setting="resume")
+    path = Path(path)
+    return path / "checkpoint.npz" if path.is_dir() else path

@@ -1,0 +1,65 @@
+"""What a run shows people: its progress bar, its loss plot, its validation score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.checkpoint import atomic_write
+
+__all__ = ["draw_plot", "plot_history", "progress_bar", "score_text"]
+
+
+def score_text(validation: dict) -> str:
+    """``validation accuracy 0.9639`` (classifiers), ``validation loss 0.01`` (others)."""
+    if "accuracy" in validation:
+        return f"validation accuracy {validation['accuracy']:.4f}"
+    return f"validation loss {validation['loss']:.4g}" if validation else "no validation split"
+
+
+def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
+    """A tqdm bar of epochs on stderr, drawn only when stderr is a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, desc=desc,
+                disable=not sys.stderr.isatty())  # fmt: skip
+
+
+def plot_history(path: Path, history: dict, loss_name: str) -> Path:
+    """Training and validation loss per epoch, written atomically as a PNG."""
+
+    def draw(ax):
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        ax.plot(epochs, history["loss"], label="training")
+        if history.get("val_loss"):
+            ax.plot(epochs, history["val_loss"], label="validation")
+        ax.set_yscale("log" if min(history["loss"]) > 0 else "linear")
+        ax.set_title("handgrad training")
+
+    return draw_plot(path, draw, f"{loss_name} loss")
+
+
+def draw_plot(path: Path, draw, ylabel: str) -> Path:
+    """A 6 x 4 in loss-per-epoch figure that ``draw(ax)`` fills in, with axis labels, grid
+    and legend, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    # Losses near the float maximum overflow the log scale's margins: not an error.
+    with np.errstate(all="ignore"):
+        try:
+            draw(ax)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+        finally:
+            plt.close(fig)

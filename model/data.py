@@ -30,6 +30,7 @@ from backends.errors import HandgradError
 __all__ = [
     "DATASETS",
     "DataError",
+    "check_finite",
     "load_dataset",
     "load_features",
     "load_file",
@@ -139,8 +140,6 @@ def load_features(path, n_features: int, *, header: bool | None = None):
                 setting="data",
             )
         X, y = arrays["X"], arrays.get("y")
-        if y is None:
-            return _checked_features(X, str(path)), None
         return validate(X, y, str(path))
     if table.shape[1] not in (n_features, n_features + 1):
         raise DataError(
@@ -148,17 +147,10 @@ def load_features(path, n_features: int, *, header: bool | None = None):
             f"features ({n_features + 1} columns with the labels last)",
             setting="data",
         )
-    if table.shape[1] == n_features:
-        X, y = _checked_features(table, str(path)), None
-    else:
-        X, y = validate(table[:, :-1], table[:, -1], str(path))
+    labelled = table.shape[1] > n_features
+    X, y = validate(table[:, :n_features], table[:, -1] if labelled else None, str(path))
     logger.info("data %s: %s", path, note)
     return X, y
-
-
-def _checked_features(X, source: str) -> np.ndarray:
-    X = np.asarray(X)
-    return validate(X, np.zeros(X.shape[0] if X.ndim else 0), source)[0]
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
@@ -186,32 +178,42 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes, numeric types and finiteness; returns float64 X and y as given."""
-    X, y = np.asarray(X), np.asarray(y)
-    if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise DataError(f"{source}: X and y must be numeric (got {X.dtype} and {y.dtype})")
+def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check shapes, numeric types and finiteness; returns float64 X and y as given.
+    ``y`` None checks the features alone (rows to predict on)."""
+    X = np.asarray(X)
+    arrays = {"X": X} if y is None else {"X": X, "y": np.asarray(y)}
+    if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+        got = " and ".join(str(a.dtype) for a in arrays.values())
+        raise DataError(f"{source}: {' and '.join(arrays)} must be numeric (got {got})")
     if X.ndim != 2:
         raise DataError(f"{source}: X must be 2-D (samples, features), got shape {X.shape}")
-    if y.ndim not in (1, 2):
-        raise DataError(f"{source}: y must be 1-D or 2-D, got shape {y.shape}")
-    if X.shape[0] != y.shape[0]:
-        raise DataError(
-            f"{source}: X has {X.shape[0]} rows but y has {y.shape[0]}; they must match"
-        )
+    if y is not None:
+        y = arrays["y"]
+        if y.ndim not in (1, 2):
+            raise DataError(f"{source}: y must be 1-D or 2-D, got shape {y.shape}")
+        if X.shape[0] != y.shape[0]:
+            raise DataError(
+                f"{source}: X has {X.shape[0]} rows but y has {y.shape[0]}; they must match"
+            )
     if X.shape[0] == 0:
         raise DataError(f"{source}: no samples")
     if X.shape[1] == 0:
         raise DataError(f"{source}: X has no feature columns")
-    for name, a in (("X", X), ("y", y)):
-        bad = ~np.isfinite(a)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DataError(
-                f"{source}: {name} has {int(bad.sum())} NaN or inf value(s), the first in row "
-                f"{row}; drop or impute those rows first"
-            )
+    for name, a in arrays.items():
+        check_finite(a, name, source)
     return X.astype(np.float64), y
+
+
+def check_finite(a, name: str, source: str = "") -> None:
+    """A DataError naming how many NaN or inf values ``a`` holds and the first row."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{source + ': ' if source else ''}{name} has {int(bad.sum())} NaN or inf "
+            f"value(s), the first in row {row}; drop or impute those rows first"
+        )
 
 
 def split(X, y, val_fraction: float, seed: int, stratify: bool):

@@ -37,7 +37,7 @@ from model.checkpoint import (
     to_file_names,
     write_npz,
 )
-from model.data import DataError
+from model.data import DataError, check_finite
 from model.mlp import MLP
 from model.preprocessing import LabelEncoder, Standardizer
 
@@ -118,21 +118,18 @@ class TrainedModel:
             )
         if X.dtype.kind not in "biuf":
             raise DataError(f"X must be numeric, got {X.dtype}")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DataError(
-                f"X has {int(bad.sum())} NaN or inf value(s), the first in row {row}; drop or "
-                "impute those rows first"
-            )
+        check_finite(X, "X")
         return X.astype(np.float64) if self.standardizer is None else self.standardizer.transform(X)
+
+    def _device_params(self, backend) -> dict:
+        return {k: backend.asarray(v) for k, v in self.params.items()}
 
     def outputs(self, X, *, backend=None) -> np.ndarray:
         """The network's output A_L for raw rows X (host float64): probabilities for
         classifiers, values otherwise. Runs on ``backend`` (default: cpu, the model's
         dtype) in chunks of rows."""
         backend = backend or get_backend("cpu", self.dtype)
-        params = {k: backend.asarray(v) for k, v in self.params.items()}
+        params = self._device_params(backend)
         inputs = self.inputs(X)
         chunks = [
             backend.to_numpy(
@@ -143,39 +140,48 @@ class TrainedModel:
         out = np.concatenate(chunks) if chunks else np.zeros((0, self.model.sizes[-1]))
         return out.astype(np.float64)
 
+    def _proba(self, out) -> np.ndarray:
+        """Class probabilities (n, K) from the network's output: bce's sigma(z) is p of
+        the second class."""
+        return np.hstack([1.0 - out, out]) if self.model.loss == "bce" else out
+
+    def _predicted(self, out) -> np.ndarray:
+        """Predictions from the network's output: labels, or values ((n,) for one output)."""
+        if self.labels is not None:
+            return self.labels.decode(np.argmax(self._proba(out), axis=1))
+        return out[:, 0] if out.shape[1] == 1 else out
+
     def predict_proba(self, X, *, backend=None) -> np.ndarray:
         """Class probabilities (n, K), columns in the order of ``labels.classes``."""
         if self.labels is None:
             raise HandgradError(
                 f"a {self.model.loss} model predicts values, not class probabilities"
             )
-        out = self.outputs(X, backend=backend)
-        return np.hstack([1.0 - out, out]) if self.model.loss == "bce" else out
+        return self._proba(self.outputs(X, backend=backend))
 
     def predict(self, X, *, backend=None) -> np.ndarray:
         """Class labels (n,) for classifiers; values (n,) or (n, k) otherwise."""
-        if self.labels is not None:
-            return self.labels.decode(np.argmax(self.predict_proba(X, backend=backend), axis=1))
-        out = self.outputs(X, backend=backend)
-        return out[:, 0] if out.shape[1] == 1 else out
+        return self._predicted(self.outputs(X, backend=backend))
 
     def evaluate(self, X, y, *, backend=None) -> dict:
         """Loss on (X, y) and, for classifiers, accuracy and the confusion matrix
-        (``confusion[i][j]``: rows of class ``classes[i]`` predicted as ``classes[j]``)."""
+        (``confusion[i][j]``: rows of class ``classes[i]`` predicted as ``classes[j]``),
+        from one forward pass."""
         backend = backend or get_backend("cpu", self.dtype)
         y = np.asarray(y)
         if y.shape[0] != np.shape(X)[0]:
             raise DataError(f"X has {np.shape(X)[0]} rows but y has {y.shape[0]}; they must match")
-        params = {k: backend.asarray(v) for k, v in self.params.items()}
         inputs = backend.asarray(self.inputs(X))
         if self.labels is None:
             target = backend.asarray(y[:, None] if y.ndim == 1 else y)
-            return {"loss": float(self.model.loss_value(params, inputs, target))}
-        index = self.labels.encode(y)
-        loss = float(
-            self.model.loss_value(params, inputs, backend.asarray(index, dtype=backend.xp.int64))
-        )
-        predicted = self.labels.encode(self.predict(X, backend=backend))
+        else:
+            index = self.labels.encode(y)
+            target = backend.asarray(index, dtype=backend.xp.int64)
+        out, cache = self.model.forward(self._device_params(backend), inputs)
+        loss = float(self.model.loss_from_cache(cache, target))
+        if self.labels is None:
+            return {"loss": loss}
+        predicted = np.argmax(self._proba(backend.to_numpy(out)), axis=1)
         k = len(self.labels)
         confusion = np.zeros((k, k), dtype=np.int64)
         np.add.at(confusion, (index, predicted), 1)
@@ -190,20 +196,21 @@ class TrainedModel:
 def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=None) -> str:
     """Predictions as CSV text: a header row, then one row per row of X. Column
     ``prediction`` holds the class label or the value (``prediction_1`` .. ``_k`` for k
-    outputs); ``proba`` adds ``p_<class>`` columns for classifiers."""
+    outputs); ``proba`` adds ``p_<class>`` columns for classifiers. One forward pass."""
     if proba and trained.labels is None:
         raise HandgradError(
             f"a {trained.model.loss} model predicts values, not class probabilities",
             setting="proba",
         )
-    predicted = trained.predict(X, backend=backend)
+    out = trained.outputs(X, backend=backend)
+    predicted = trained._predicted(out)
     columns = [predicted[:, None] if predicted.ndim == 1 else predicted]
     if predicted.ndim == 1:
         names = ["prediction"]
     else:
         names = [f"prediction_{k}" for k in range(1, predicted.shape[1] + 1)]
     if proba:
-        columns.append(trained.predict_proba(X, backend=backend))
+        columns.append(trained._proba(out))
         names += [f"p_{c}" for c in trained.labels.classes]
     lines = [",".join(names)]
     real = ".9g" if trained.dtype == "float32" else ".17g"  # enough digits to round-trip

@@ -271,24 +271,13 @@ class Run:
                     setting=name,
                 )
         done = info["epoch"]
-        changes = {}
-        if epochs is not None:
-            if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= done:
-                raise ConfigError(
-                    f"the run has already trained {done} epochs; to continue it, ask for "
-                    f"more epochs in total than that (e.g. {2 * done})",
-                    setting="epochs",
-                    suggestion=2 * done,
-                )
-            changes["epochs"] = [config.epochs, epochs]
-        if lr is not None:
-            changes["lr"] = [config.lr, lr]
-        new = {k: v[1] for k, v in changes.items() if v[0] != v[1]}
+        changes = {"epochs": [config.epochs, epochs], "lr": [config.lr, lr]}
+        new = {k: v for k, (old, v) in changes.items() if v is not None and v != old}
         config = dataclasses.replace(config, **new)  # re-checked by __post_init__
         if config.epochs <= done:
             raise ConfigError(
-                f"the run has already trained all of its {done} epochs; ask for more "
-                f"epochs in total to continue it (e.g. {2 * done})",
+                f"the run has already trained {done} epochs; to continue it, ask for more "
+                f"epochs in total than that (e.g. {2 * done})",
                 setting="epochs",
                 suggestion=2 * done,
             )

@@ -25,6 +25,7 @@ __all__ = [
     "check_save",
     "checkpoint_source",
     "make_run_dir",
+    "refuse_replacing",
     "release_run_dir",
 ]
 
@@ -143,26 +144,37 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
         raise ConfigError(
             f"{save}: a model file is an .npz; end its name with .npz", setting="save"
         )
-    target = save.resolve()
-    for source in inputs:
-        if source is not None and Path(source).resolve() == target:
-            raise ConfigError(
-                f"{save} is an input of this run; saving the model there would replace it, "
-                "so choose another name",
-                setting="save",
-            )
-    if run_dir is not None and target.parent == Path(run_dir).resolve() and save.name in RUN_FILES:
+    if (
+        run_dir is not None
+        and save.resolve().parent == Path(run_dir).resolve()
+        and save.name in RUN_FILES
+    ):
         raise ConfigError(
             f"{save} is one of the run folder's own files; save the model outside it or "
             "under another name",
             setting="save",
         )
-    if save.exists() and not overwrite:
+    return refuse_replacing(save, inputs, overwrite, "save")
+
+
+def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
+    """``path`` if writing it replaces none of ``inputs`` (paths, None skipped) and, unless
+    ``overwrite``, no existing file; a ConfigError naming ``setting`` otherwise."""
+    path = Path(path)
+    target = path.resolve()
+    for source in inputs:
+        if source is not None and Path(source).resolve() == target:
+            raise ConfigError(
+                f"{path} is an input of this run; writing there would replace it, so choose "
+                "another name",
+                setting=setting,
+            )
+    if path.exists() and not overwrite:
         raise ConfigError(
-            f"{save} already exists; choose another name or allow overwriting it",
-            setting="save",
+            f"{path} already exists; choose another name or allow overwriting it",
+            setting=setting,
         )
-    return save
+    return path
 
 
 def _exists(run_dir) -> ConfigError:

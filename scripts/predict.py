@@ -21,10 +21,9 @@ from pathlib import Path
 import _cli
 
 from backends import get_backend
-from backends.errors import HandgradError
 from model.checkpoint import atomic_write
 from model.data import load_features
-from model.folders import check_output_file
+from model.folders import check_output_file, refuse_replacing
 from model.trained import TrainedModel, predictions_csv
 
 FLAGS = {"model": "MODEL"}
@@ -40,14 +39,6 @@ def parse_args(argv):
     _cli.add_backend_args(p, dtype=None, dtype_default="the model's")
     p.add_argument("--quiet", action="store_true", help="no metrics or log lines")
     return p.parse_args(argv)
-
-
-def check_not_replacing(out, inputs, overwrite: bool) -> None:
-    """--out must not be one of the inputs, nor (without --overwrite) an existing file."""
-    if any(Path(out).resolve() == Path(p).resolve() for p in inputs):
-        raise HandgradError(f"{out} is an input; writing predictions there would replace it")
-    if Path(out).exists() and not overwrite:
-        raise HandgradError(f"{out} already exists; choose another name or pass --overwrite")
 
 
 def format_metrics(metrics: dict, rows: int) -> str:
@@ -73,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = Path(args.model) / "checkpoint.npz" if Path(args.model).is_dir() else args.model
     if args.out is not None:
         check_output_file(args.out, "out")
-        check_not_replacing(args.out, (model_path, args.data), args.overwrite)
+        refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")
     trained = TrainedModel.load(model_path)
     backend = get_backend(args.device, args.dtype or trained.dtype)
     X, y = load_features(args.data, trained.n_features)

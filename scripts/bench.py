@@ -132,6 +132,15 @@ def other_load(record: dict):
     record["other_cores"] = max(0.0, (all1 - all0) - (ours1 - ours0)) / wall
 
 
+def _handgrad_accuracy(model, backend, X, y, batch: int, lr: float, epochs: int, seed: int):
+    """Train handgrad as every CPU case does (init from ``seed``, plain SGD on batches
+    shuffled from ``seed + 1000``); its training accuracy."""
+    params = model.init_params(backend, host_rng(seed))
+    fit(model, params, X, y, optimizer=SGD(lr), epochs=epochs, batch_size=batch,
+        rng=host_rng(seed + 1000))  # fmt: skip
+    return evaluate(model, params, X, y)["accuracy"]
+
+
 def _sklearn_accuracy(X, y, hidden, batch: int, lr: float, epochs: int, seed: int) -> float:
     """Train scikit-learn's MLPClassifier as handgrad's CPU cases train (logistic layers,
     plain SGD on shuffled batches, no penalty, no early stop); its training accuracy."""
@@ -198,19 +207,7 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
     yd = backend.asarray(y, dtype=backend.xp.int64, copy=False)
 
     def handgrad(seed):
-        params = model.init_params(backend, host_rng(seed))
-        fit(
-            model,
-            params,
-            Xd,
-            yd,
-            optimizer=SGD(lr),
-            epochs=epochs,
-            batch_size=batch,
-            rng=host_rng(seed + 1000),
-        )
-        hits = model.predict_class(params, Xd) == yd
-        return float(np.mean(backend.to_numpy(hits)))
+        return _handgrad_accuracy(model, backend, Xd, yd, batch, lr, epochs, seed)
 
     with other_load({}) as load:
         row("handgrad numpy", _measure(handgrad, repeats, backend.synchronize))
@@ -351,18 +348,7 @@ def _train_contender(name: str, X, y, epochs: int, seed: int) -> float:
         model = MLP(sizes, activation="sigmoid", loss="cross_entropy")
         if not isinstance(X, np.memmap):  # a memmap is passed as it is: fit streams it
             X, y = backend.asarray(X, copy=False), backend.asarray(y, dtype=np.int64, copy=False)
-        params = model.init_params(backend, host_rng(seed))
-        fit(
-            model,
-            params,
-            X,
-            y,
-            optimizer=SGD(lr),
-            epochs=epochs,
-            batch_size=batch,
-            rng=host_rng(seed + 1000),
-        )
-        return evaluate(model, params, X, y)["accuracy"]
+        return _handgrad_accuracy(model, backend, X, y, batch, lr, epochs, seed)
     if name.startswith("scikit-learn"):
         return _sklearn_accuracy(X, y, sizes[1:-1], batch, lr, epochs, seed)
     torch = _torch()

@@ -281,3 +281,16 @@ def test_predict_checks_labels_when_quiet_too_and_takes_a_run_folder(capsys, tmp
     np.savetxt(tmp_path / "rows.csv", np.ones((3, 2)), delimiter=",")
     rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(tmp_path / "run"), *argv)
     assert rc == 0 and out.splitlines()[0] == "prediction" and len(out.splitlines()) == 4
+
+
+def test_proba_of_a_regression_model_is_one_line(capsys, tmp_path):
+    from model.mlp import MLP
+
+    model = MLP((2, 1), loss="mse")
+    params = {k: np.ones(s) for k, s in model.param_shapes().items()}
+    path = TrainedModel(model, params, "float64").save(tmp_path / "reg.npz")
+    np.savetxt(tmp_path / "rows.csv", np.ones((3, 2)), delimiter=",")
+    rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, str(path), "--data",
+                             str(tmp_path / "rows.csv"), "--proba", "--device", "cpu")  # fmt: skip
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "predicts values, not class probabilities (--proba)" in err

@@ -151,12 +151,17 @@ class TrainedModel:
             return self.labels.decode(np.argmax(self._proba(out), axis=1))
         return out[:, 0] if out.shape[1] == 1 else out
 
-    def predict_proba(self, X, *, backend=None) -> np.ndarray:
-        """Class probabilities (n, K), columns in the order of ``labels.classes``."""
+    def require_classes(self) -> None:
+        """A HandgradError (setting ``proba``) unless this model predicts classes."""
         if self.labels is None:
             raise HandgradError(
-                f"a {self.model.loss} model predicts values, not class probabilities"
+                f"a {self.model.loss} model predicts values, not class probabilities",
+                setting="proba",
             )
+
+    def predict_proba(self, X, *, backend=None) -> np.ndarray:
+        """Class probabilities (n, K), columns in the order of ``labels.classes``."""
+        self.require_classes()
         return self._proba(self.outputs(X, backend=backend))
 
     def predict(self, X, *, backend=None) -> np.ndarray:
@@ -197,11 +202,8 @@ def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=No
     """Predictions as CSV text: a header row, then one row per row of X. Column
     ``prediction`` holds the class label or the value (``prediction_1`` .. ``_k`` for k
     outputs); ``proba`` adds ``p_<class>`` columns for classifiers. One forward pass."""
-    if proba and trained.labels is None:
-        raise HandgradError(
-            f"a {trained.model.loss} model predicts values, not class probabilities",
-            setting="proba",
-        )
+    if proba:
+        trained.require_classes()
     out = trained.outputs(X, backend=backend)
     predicted = trained._predicted(out)
     columns = [predicted[:, None] if predicted.ndim == 1 else predicted]

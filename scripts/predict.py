@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")
     trained = TrainedModel.load(model_path)
+    if args.proba:
+        trained.require_classes()  # before any data is read
     backend = get_backend(args.device, args.dtype or trained.dtype)
     X, y = load_features(args.data, trained.n_features)
     text = predictions_csv(trained, X, proba=args.proba, backend=backend)

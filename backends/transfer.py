@@ -10,6 +10,7 @@ CuPy the copy of batch k+1 runs on its own stream while batch k computes.
 
 from __future__ import annotations
 
+import math
 import mmap
 
 import numpy as np
@@ -22,11 +23,13 @@ from array_api_compat import (
 
 __all__ = [
     "PAGE_RELEASE_ROWS",
+    "HostRows",
     "batch_bounds",
     "host_batches",
     "is_host",
     "is_streamed",
     "release_pages",
+    "row_chunks",
     "take_rows",
     "to_numpy",
 ]
@@ -49,15 +52,61 @@ def batch_bounds(n: int, batch: int, rank: int = 0, size: int = 1):
     ]
 
 
+class HostRows:
+    """Rows ``rows`` (host integer indices, in that order) of a host array ``base``, read
+    as float64 and mapped x -> (x - shift) / scale per column when ``shift`` and ``scale``
+    are given: a split of a memory-mapped file, standardized as it is read, without a
+    copy of it being made. Streamed like a memmap (:func:`host_batches`); ``a[i:j]`` reads
+    rows i..j-1 of the view as a new array."""
+
+    def __init__(self, base: np.ndarray, rows=None, shift=None, scale=None):
+        self.base = base
+        self.rows = np.arange(base.shape[0]) if rows is None else np.asarray(rows, np.int64)
+        self.shift, self.scale = shift, scale
+        self.shape = (len(self.rows), *base.shape[1:])
+        self.ndim = base.ndim
+        self.dtype = np.dtype(np.float64)
+
+    def scaled(self, shift, scale) -> HostRows:
+        """The same rows mapped x -> (x - shift) / scale."""
+        return HostRows(self.base, self.rows, shift, scale)
+
+    def take(self, positions, out=None) -> np.ndarray:
+        """Rows ``positions`` of the view (``out`` float64 of their shape, if given)."""
+        rows = np.take(self.base, self.rows[positions], axis=0)
+        out = np.empty(rows.shape, np.float64) if out is None else out
+        np.copyto(out, rows)
+        if self.shift is not None:
+            out -= self.shift
+            out /= self.scale
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("HostRows reads slices of rows; use take() for indices")
+        return self.take(np.arange(*key.indices(self.shape[0])))
+
+
 def is_host(a) -> bool:
-    """True for a host NumPy array (memmaps included)."""
-    return isinstance(a, np.ndarray)
+    """True for host data: a NumPy array (memmaps included) or :class:`HostRows`."""
+    return isinstance(a, np.ndarray | HostRows)
 
 
 def is_streamed(a, xp) -> bool:
-    """True when ``a`` is host NumPy data to stream in batches to namespace ``xp``'s
-    device: any NumPy array when ``xp`` is not NumPy, and a memory-mapped one always."""
-    return isinstance(a, np.ndarray) and (isinstance(a, np.memmap) or not is_numpy_namespace(xp))
+    """True when ``a`` is host data to stream in batches to namespace ``xp``'s device: any
+    NumPy array when ``xp`` is not NumPy, and a memory-mapped one or HostRows always."""
+    if isinstance(a, HostRows | np.memmap):
+        return True
+    return isinstance(a, np.ndarray) and not is_numpy_namespace(xp)
+
+
+def row_chunks(a, nbytes: int = 2**25):
+    """``a`` (host array or :class:`HostRows`) as consecutive float64 row blocks of about
+    ``nbytes`` each, releasing a memmap's pages after each block: one bounded-memory pass."""
+    step = max(1, nbytes // max(1, 8 * math.prod(a.shape[1:])))
+    for start in range(0, a.shape[0], step):
+        yield np.asarray(a[start : start + step], dtype=np.float64)
+        release_pages(a)
 
 
 def to_numpy(array) -> np.ndarray:
@@ -87,7 +136,9 @@ def release_pages(a) -> None:
     counted in its RSS until unmapped: an epoch over a 4 GB file would hold 4 GB. The
     pages stay in the OS page cache, so reading them again costs a minor fault, not a
     disk read. Does nothing for other arrays, or for a writable copy-on-write map (mode
-    ``"c"``), whose private changes this would lose."""
+    ``"c"``), whose private changes this would lose. HostRows: its base's pages."""
+    if isinstance(a, HostRows):
+        a = a.base
     mode = getattr(a, "mode", None)
     base = a
     while base is not None and not isinstance(base, mmap.mmap):
@@ -135,7 +186,9 @@ def _host_rows(arrays, order, bounds, buffers_for):
     for k, (start, stop) in enumerate(bounds):
         rows = [buf[: stop - start] for buf in buffers_for(k)]
         for a, out in zip(arrays, rows, strict=True):
-            if order is None:
+            if isinstance(a, HostRows):
+                a.take(slice(start, stop) if order is None else order[start:stop], out=out)
+            elif order is None:
                 np.copyto(out, a[start:stop])
             else:
                 np.take(a, order[start:stop], axis=0, out=out, mode="clip")

@@ -18,17 +18,20 @@ import numpy as np
 
 from backends import DTYPES
 from backends.errors import ConfigError, HandgradError, about
+from backends.transfer import HostRows, row_chunks
 from model.activations import ACTIVATIONS
 from model.checkpoint import CheckpointError
-from model.data import DATASETS, DataError, load_dataset, load_file, split
+from model.data import DATASETS, DataError, load_dataset, load_file, split_rows
 from model.losses import LOSSES
 from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron
 from model.optimizers import OPTIMIZERS
 from model.preprocessing import LabelEncoder, Standardizer, Targets, resolve_targets
+from model.streaming import map_data
 
 __all__ = [
     "DEFAULT_LR",
     "MODELS",
+    "STREAM_BYTES",
     "PreparedData",
     "RunConfig",
     "build_model",
@@ -41,6 +44,9 @@ MODELS = ("neuron", "relu-neuron", "logistic", "mlp")
 FIXED_LOSS = {"neuron": "sse", "relu-neuron": "mse", "logistic": "bce"}
 DEFAULT_LR = {"gd": 0.5, "sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01}
 MAX_EPOCHS = 10_000_000  # more is a typo, not a plan: it would run for days even on digits
+# A data file whose X is this large is streamed from disk when its format allows (see
+# prepare_data): loaded, split and standardized in memory it would take ~3 times as much.
+STREAM_BYTES = 2**30
 
 
 def check_number(name, value, *, integer=False, low=None, high=None, low_open=False):
@@ -192,16 +198,21 @@ class RunConfig:
 @dataclasses.dataclass(frozen=True, eq=False)
 class PreparedData:
     """Host arrays ready for training: features (standardized when asked) and targets
-    (class indices or float columns), split into training and validation rows."""
+    (class indices or float columns), split into training and validation rows. Streamed
+    data has X and X_val as :class:`backends.transfer.HostRows` of a memory-mapped file."""
 
-    X: np.ndarray
+    X: np.ndarray | HostRows
     y: np.ndarray
-    X_val: np.ndarray | None
+    X_val: np.ndarray | HostRows | None
     y_val: np.ndarray | None
     targets: Targets
     standardizer: Standardizer | None
     source: str
     fingerprint: str  # of the loaded X and y: a resumed run checks it is the same data
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.X, HostRows)
 
 
 def prepare_data(
@@ -209,12 +220,21 @@ def prepare_data(
     *,
     labels: LabelEncoder | None = None,
     standardizer: Standardizer | None = None,
+    stream: bool | None = None,
 ) -> PreparedData:
     """Load, check, split and scale the data of ``config`` on the host; decide the loss
-    and the output width. ``labels`` / ``standardizer`` fix those of a resumed run."""
-    X, y = load_file(config.data) if config.data else load_dataset(config.dataset)
-    fingerprint = hashlib.sha256(np.ascontiguousarray(X)).hexdigest()[:16]
-    fingerprint += hashlib.sha256(np.ascontiguousarray(y)).hexdigest()[:16]
+    and the output width. ``labels`` / ``standardizer`` fix those of a resumed run.
+
+    ``stream``: memory-map the data file's X and read it batch by batch while training
+    instead of loading it (an uncompressed ``.npz`` or a ``.npy``; other formats are
+    loaded): True whenever the format allows, False never, None (default) when X takes
+    :data:`STREAM_BYTES` or more. Streamed or not, the same rows train to the same
+    parameters: the split is the same rows, standardized with the same statistics."""
+    mapped = map_data(config.data) if config.data and stream is not False else None
+    if mapped is not None and stream is None and mapped[0].nbytes < STREAM_BYTES:
+        mapped = None
+    X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
+    fingerprint = _sha256(X) + _sha256(y)
     with about("loss"):
         targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
@@ -224,11 +244,15 @@ def prepare_data(
             setting="model",
         )
     classes = targets.labels is not None
-    X_tr, y_tr, X_va, y_va = split(X, targets.y, config.val_split, config.seed, stratify=classes)
+    train, val = split_rows(targets.y, config.val_split, config.seed, stratify=classes)
+    y_tr, y_va = (targets.y, None) if train is None else (targets.y[train], targets.y[val])
+    if mapped is not None:
+        X_tr, X_va = HostRows(X, train), None if val is None else HostRows(X, val)
+    else:
+        X_tr, X_va = (X, None) if train is None else (X[train], X[val])
     if config.standardize:
         standardizer = standardizer or Standardizer.fit(X_tr)
-        X_tr = standardizer.transform(X_tr)
-        X_va = None if X_va is None else standardizer.transform(X_va)
+        X_tr, X_va = (None if a is None else standardizer.transform(a) for a in (X_tr, X_va))
     else:
         standardizer = None
     for name, a in (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr)):
@@ -238,13 +262,25 @@ def prepare_data(
     )
 
 
+def _sha256(a) -> str:
+    """The first 16 hex digits of the SHA-256 of ``a``'s bytes in row order, as float64
+    for a float64 or memory-mapped X (read a block at a time)."""
+    digest = hashlib.sha256()
+    if isinstance(a, np.memmap) or a.dtype == np.float64:
+        for chunk in row_chunks(a):
+            digest.update(np.ascontiguousarray(chunk))
+    else:
+        digest.update(np.ascontiguousarray(a))
+    return digest.hexdigest()[:16]
+
+
 def _check_range(name: str, a, dtype: str) -> None:
     """Values that overflow to inf in the training dtype are refused here, not reported
     later as a diverging learning rate."""
-    if a is None or a.size == 0:
+    if a is None or a.shape[0] == 0:
         return
     limit = float(np.finfo(dtype).max)
-    top = max(abs(float(np.max(a))), abs(float(np.min(a))))
+    top = max(float(np.max(np.abs(chunk), initial=0.0)) for chunk in row_chunks(a))
     if top > limit:
         raise DataError(
             f"{name} has values up to {top:.3g}, beyond {dtype}'s range ({limit:.3g}); train "
@@ -265,22 +301,27 @@ def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:
     return MLP(sizes, activation=config.activation, loss=targets.loss)
 
 
-def estimate_bytes(model: MLP, config: RunConfig, n_rows: int, replicas: int = 1) -> int:
+def estimate_bytes(
+    model: MLP, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
+) -> int:
     """A lower bound on the device memory a run of ``replicas`` networks needs: parameters
-    with their gradients, snapshot and optimizer buffers, the data, and one batch's
-    activations (forward cache and backward temporaries), the last two per replica but
-    the data."""
+    with their gradients, snapshot and optimizer buffers, the data (unless ``streamed``
+    from a file), and one batch's activations (forward cache and backward temporaries),
+    all but the data per replica."""
     itemsize = 4 if config.dtype == "float32" else 8
     n_params = sum(math.prod(s) for s in model.param_shapes().values())
     buffers = {"adam": 2, "momentum": 1, "nesterov": 1}.get(config.optimizer, 0)
     batch = min(config.batch_size or n_rows, n_rows)
-    data = n_rows * (model.sizes[0] + model.sizes[-1])
+    data = 0 if streamed else n_rows * (model.sizes[0] + model.sizes[-1])
     per_replica = n_params * (3 + 2 * buffers) + 3 * batch * sum(model.sizes)
     return itemsize * (data + replicas * per_replica)
 
 
-def check_memory(model: MLP, config: RunConfig, n_rows: int, replicas: int = 1) -> None:
-    need = estimate_bytes(model, config, n_rows, replicas)
+def check_memory(
+    model: MLP, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
+) -> None:
+    """A ConfigError when :func:`estimate_bytes` exceeds this machine's memory."""
+    need = estimate_bytes(model, config, n_rows, replicas, streamed=streamed)
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not a POSIX system: let allocation tell

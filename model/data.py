@@ -12,7 +12,10 @@ Bundled (scikit-learn's copies, no download):
     regression     scikit-learn's diabetes data, 442 x 10, target standardized
 User files:
     .npz  arrays ``X`` (n, d) and ``y`` (n,) or (n, k)
+    .npy  one 2-D array, the target in the last column
     .csv  numbers only, the target in the last column, with or without a header row
+An uncompressed ``.npz`` (``np.savez``) or a ``.npy`` can also be memory-mapped and
+streamed instead of loaded (:func:`model.streaming.map_data`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import HandgradError
+from backends.transfer import row_chunks
 
 __all__ = [
     "DATASETS",
@@ -35,7 +39,7 @@ __all__ = [
     "load_features",
     "load_file",
     "read_file",
-    "split",
+    "split_rows",
     "validate",
 ]
 
@@ -75,7 +79,8 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The user's ``.npz`` (arrays X, y) or ``.csv`` (target in the last column).
+    """The user's ``.npz`` (arrays X, y), or ``.npy`` or ``.csv`` (target in the last
+    column).
 
     A CSV's first row is a header when ``header`` is True, data when False, and when None
     a header exactly when one of its fields is not a number; the choice is logged."""
@@ -99,17 +104,26 @@ def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarr
 
 
 def read_file(path, *, header: bool | None = None):
-    """``(table, None, note)`` for a CSV (a float64 2-D array; ``note`` says whether its
-    first row was taken as a header) or ``(None, arrays, None)`` for an ``.npz``. Nothing
-    is checked beyond readability."""
+    """``(table, None, note)`` for a CSV or ``.npy`` (a 2-D array; ``note`` says how it
+    was read) or ``(None, arrays, None)`` for an ``.npz``. Nothing is checked beyond
+    readability."""
+    formats = ".npz, .npy or .csv"
     if path is None or not str(path).strip():
-        raise DataError("the data file path is empty; pass an existing .npz or .csv file")
+        raise DataError(f"the data file path is empty; pass an existing {formats} file")
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file {path}: no such file; pass an existing .npz or .csv file")
-    if path.suffix not in (".npz", ".csv"):
-        raise DataError(f"data file {path}: unknown format {path.suffix!r}; use .npz or .csv")
+        raise DataError(f"data file {path}: no such file; pass an existing {formats} file")
+    if path.suffix not in (".npz", ".npy", ".csv"):
+        raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:
+        if path.suffix == ".npy":
+            table = np.load(path, allow_pickle=False)
+            if table.ndim != 2:
+                raise DataError(
+                    f"data file {path} holds an array of shape {table.shape}; a .npy needs "
+                    "one 2-D array, the target in the last column"
+                )
+            return table, None, "a .npy table, the target in the last column"
         if path.suffix == ".npz":
             if not zipfile.is_zipfile(path):
                 raise DataError(
@@ -179,9 +193,9 @@ def _is_number(text: str) -> bool:
 
 
 def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check shapes, numeric types and finiteness; returns float64 X and y as given.
-    ``y`` None checks the features alone (rows to predict on)."""
-    X = np.asarray(X)
+    """Check shapes, numeric types and finiteness; returns float64 X (a memmap as it is)
+    and y as given. ``y`` None checks the features alone (rows to predict on)."""
+    X = X if isinstance(X, np.memmap) else np.asarray(X)
     arrays = {"X": X} if y is None else {"X": X, "y": np.asarray(y)}
     if any(a.dtype.kind not in "biuf" for a in arrays.values()):
         got = " and ".join(str(a.dtype) for a in arrays.values())
@@ -202,27 +216,37 @@ def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"{source}: X has no feature columns")
     for name, a in arrays.items():
         check_finite(a, name, source)
-    return X.astype(np.float64), y
+    return (X if isinstance(X, np.memmap) else X.astype(np.float64)), y
 
 
 def check_finite(a, name: str, source: str = "") -> None:
-    """A DataError naming how many NaN or inf values ``a`` holds and the first row."""
-    bad = ~np.isfinite(a)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
+    """A DataError naming how many NaN or inf values ``a`` holds and the first row. Reads
+    ``a`` in bounded row blocks (:func:`backends.transfer.row_chunks`): a memmap is never
+    resident whole."""
+    count, first, start = 0, None, 0
+    for chunk in row_chunks(a):
+        bad = ~np.isfinite(chunk)
+        if first is None and bad.any():
+            first = start + int(np.argwhere(bad)[0][0])
+        count += int(bad.sum())
+        start += chunk.shape[0]
+    if count:
         raise DataError(
-            f"{source + ': ' if source else ''}{name} has {int(bad.sum())} NaN or inf "
-            f"value(s), the first in row {row}; drop or impute those rows first"
+            f"{source + ': ' if source else ''}{name} has {count} NaN or inf "
+            f"value(s), the first in row {first}; drop or impute those rows first"
         )
 
 
-def split(X, y, val_fraction: float, seed: int, stratify: bool):
-    """Held-out split (stratified for classes); ``val_fraction = 0`` keeps all for training."""
+def split_rows(y, val_fraction: float, seed: int, stratify: bool):
+    """Row indices ``(train, validation)`` of a held-out split of the rows of ``y``
+    (stratified by ``y`` for classes), in scikit-learn's ``train_test_split`` order;
+    ``(None, None)`` for ``val_fraction = 0``, which keeps every row, in order, for
+    training."""
     if val_fraction == 0.0:
-        return X, y, None, None
+        return None, None
     from sklearn.model_selection import train_test_split
 
-    n = X.shape[0]
+    n = y.shape[0]
     held = math.ceil(n * val_fraction)
     if held >= n:
         raise DataError(
@@ -240,7 +264,6 @@ def split(X, y, val_fraction: float, seed: int, stratify: bool):
                 f"few as {present.min()} row(s) do not fit; hold out another fraction, or 0",
                 setting="val_split",
             )
-    X_tr, X_va, y_tr, y_va = train_test_split(
-        X, y, test_size=val_fraction, random_state=seed, stratify=y if stratify else None
+    return train_test_split(
+        np.arange(n), test_size=val_fraction, random_state=seed, stratify=y if stratify else None
     )
-    return X_tr, y_tr, X_va, y_va

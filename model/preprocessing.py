@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from backends.transfer import release_pages
+from backends.transfer import HostRows, row_chunks
 from model.data import DataError
 
 __all__ = [
@@ -31,8 +31,6 @@ __all__ = [
 MAX_INFERRED_CLASSES = 100  # more distinct integers than this look like a regression target
 MAX_CLASSES = 10_000  # a softmax wider than this is almost surely a mistake in the data
 
-_CHUNK_ROWS = 65536  # statistics in chunks: a memory-mapped X is never loaded whole
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Standardizer:
@@ -44,31 +42,27 @@ class Standardizer:
     @classmethod
     def fit(cls, X) -> Standardizer:
         """mean_j = 1/n sum_i x_ij, sd_j = sqrt(1/n sum_i (x_ij - mean_j)^2), in two passes
-        over row chunks (shifted sums keep float64 accurate); a memory-mapped X is never
-        resident whole."""
+        over row blocks (shifted sums keep float64 accurate); a memory-mapped X (or
+        :class:`HostRows` of one) is never resident whole."""
         n = X.shape[0]
-        total = np.zeros(X.shape[1])
-        for start in range(0, n, _CHUNK_ROWS):
-            total += X[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-            release_pages(X)
-        mean = total / n
-        squares = np.zeros(X.shape[1])
-        for start in range(0, n, _CHUNK_ROWS):
-            d = X[start : start + _CHUNK_ROWS] - mean
-            squares += np.einsum("ij,ij->j", d, d)
-            release_pages(X)
+        mean = sum(chunk.sum(axis=0) for chunk in row_chunks(X)) / n
+        shifted = (chunk - mean for chunk in row_chunks(X))
+        squares = sum(np.einsum("ij,ij->j", d, d) for d in shifted)
         sd = np.sqrt(squares / n)
         sd[sd == 0] = 1.0
         return cls(mean, sd)
 
-    def transform(self, X) -> np.ndarray:
-        """(X - mean) / sd as a new float64 array."""
-        X = np.asarray(X, dtype=np.float64)
+    def transform(self, X) -> np.ndarray | HostRows:
+        """(X - mean) / sd as a new float64 array; for :class:`HostRows`, the same rows
+        mapped so as they are read."""
+        X = X if isinstance(X, HostRows) else np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.mean.shape[0]:
             raise DataError(
                 f"X has shape {X.shape} but the standardization was fitted on "
                 f"{self.mean.shape[0]} features; pass rows with {self.mean.shape[0]} columns"
             )
+        if isinstance(X, HostRows):
+            return X.scaled(self.mean, self.sd)
         return (X - self.mean) / self.sd
 
     def to_json(self) -> dict:

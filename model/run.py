@@ -204,14 +204,14 @@ class Run:
             save = check_save(save, (config.data, init), run_dir, overwrite)
         if run_dir is not None and _root(comm):
             check_run_dir(run_dir, overwrite)
-        data = prepare_data(config)
+        data = prepare_data(config, stream=cls._stream(comm))
         model = build_model(config, data.X.shape[1], data.targets)
         params = None
         if init is not None:
             with about("init"):
                 params = load_host_params(init, model)
         rows = data.X.shape[0] + _rows(data.X_val)
-        check_memory(model, config, rows, replicas=cls._replica_count(fields))
+        check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model)
         run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
@@ -287,7 +287,12 @@ class Run:
             overwrite = True
         elif _root(comm):
             check_run_dir(run_dir, overwrite)
-        data = prepare_data(config, labels=trained.labels, standardizer=trained.standardizer)
+        data = prepare_data(
+            config,
+            labels=trained.labels,
+            standardizer=trained.standardizer,
+            stream=cls._stream(comm),
+        )
         if info.get("data_sha256") not in (None, data.fingerprint):
             raise CheckpointError(
                 f"the data of {config.data or config.dataset} changed since the run was made "
@@ -313,7 +318,7 @@ class Run:
             )
         fields = cls._fields_from(info, source)
         rows = data.X.shape[0] + _rows(data.X_val)
-        check_memory(model, config, rows, replicas=cls._replica_count(fields))
+        check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model)
         run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
         return cls(
@@ -333,8 +338,14 @@ class Run:
             **fields,
         )
 
-    # Hooks a subclass (model.sweep.Sweep) overrides: what a run's checkpoint holds, how
-    # many networks it trains, how they start, step and report.
+    # Hooks a subclass (model.sweep.Sweep) overrides: whether it streams its data, what a
+    # run's checkpoint holds, how many networks it trains, how they start, step and report.
+
+    @staticmethod
+    def _stream(comm) -> bool | None:
+        """``prepare_data``'s ``stream``: by size alone, and whenever the file allows when
+        there are several ranks, so that each reads only its own rows of each batch."""
+        return True if comm is not None and comm.size > 1 else None
 
     @staticmethod
     def _load_checkpoint(source):
@@ -397,6 +408,8 @@ class Run:
         label_dtype = backend.xp.int64 if model.is_classifier else None
 
         def put(X, y):  # read only: data already in place is not copied again
+            if data.streamed:  # fit reads it from the file batch by batch
+                return X, y
             return backend.asarray(X, copy=False), backend.asarray(y, label_dtype, copy=False)
 
         X, Y = put(data.X, data.y)
@@ -540,6 +553,7 @@ class Run:
                 "validation_rows": _rows(self.data.X_val),
                 "features": int(self.data.X.shape[1]),
                 "standardized": self.data.standardizer is not None,
+                "streamed": self.data.streamed,
             },
             "loss": {
                 "name": targets.loss,
@@ -595,12 +609,13 @@ def _log_setup(config: RunConfig, data: PreparedData, model: MLP) -> None:
     targets = data.targets
     classes = "" if targets.labels is None else f", classes {_short(targets.labels.to_json())}"
     logger.info(
-        "data: %s, %d training + %d validation rows, %d features%s",
+        "data: %s, %d training + %d validation rows, %d features%s%s",
         data.source,
         data.X.shape[0],
         _rows(data.X_val),
         data.X.shape[1],
         ", standardized" if data.standardizer is not None else "",
+        ", memory-mapped: streamed from disk batch by batch" if data.streamed else "",
     )
     logger.info(
         "loss: %s (%s), %d output(s)%s", targets.loss, targets.reason, targets.outputs, classes

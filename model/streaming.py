@@ -5,6 +5,11 @@
     y = open_memmap("train.npz", "y")
     fit(model, params, X, y, optimizer=..., epochs=..., batch_size=128)
 
+The training command does the same with ``--data``: :func:`map_data` maps its X (an
+uncompressed ``.npz`` with X and y, or a ``.npy`` table, the target last), and the run
+trains on the split's rows of it (:class:`backends.transfer.HostRows`), standardized as
+they are read.
+
 Save such files with ``np.save`` / ``np.savez`` (not ``np.savez_compressed``: a compressed
 member has no bytes on disk to map), or write one larger than memory piece by piece
 through ``np.lib.format.open_memmap(path, mode="w+", dtype=..., shape=...)``.
@@ -18,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import DataError
+from backends.transfer import release_pages
+from model.data import DataError, validate
 
-__all__ = ["open_memmap"]
+__all__ = ["map_data", "open_memmap"]
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (30 bytes)
 
@@ -66,6 +72,30 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
         raise DataError(f"{source} holds Python objects; save numbers only")
     order = "F" if fortran else "C"
     return _checked(np.memmap(path, dtype, "r", offset, shape, order), source)
+
+
+def map_data(path) -> tuple[np.memmap, np.ndarray] | None:
+    """``(X, y)`` of a data file with X memory-mapped (nothing of it read but to check it
+    is finite) and y loaded: an uncompressed ``.npz`` with arrays X and y, or a ``.npy``
+    2-D table whose last column is y. None for a file that cannot be mapped (a CSV, a
+    compressed ``.npz``, an ``.npz`` without X and y), which is loaded whole instead."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            table = open_memmap(path)
+            if table.ndim != 2 or table.shape[1] < 2:
+                return None  # load_file says what is wrong with it
+            X, y = table[:, :-1], np.empty(table.shape[0], table.dtype)
+            for start in range(0, table.shape[0], 65536):  # the column, a block at a time
+                y[start : start + 65536] = table[start : start + 65536, -1]
+                release_pages(table)
+        elif path.suffix == ".npz":
+            X, y = open_memmap(path, "X"), np.array(open_memmap(path, "y"))
+        else:
+            return None
+    except (DataError, OSError, ValueError, zipfile.BadZipFile):
+        return None  # not mappable: load_file reads it, or says what is wrong with it
+    return validate(X, y, str(path))
 
 
 def _checked(a: np.ndarray, source: str) -> np.memmap:

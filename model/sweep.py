@@ -269,6 +269,11 @@ class Sweep(Run):
         return load_sweep_checkpoint(source)
 
     @staticmethod
+    def _stream(comm) -> bool:
+        """Never: replicas train on data held on their device (see fit_replicas)."""
+        return False
+
+    @staticmethod
     def _fields_from(info: dict, source) -> dict:
         grid, diverged = info.get("grid"), info.get("diverged")
         if not isinstance(grid, list) or not isinstance(diverged, list):

@@ -24,6 +24,7 @@ from helpers import assert_close
 
 from backends.transfer import batch_bounds
 from model.config import RunConfig
+from model.data import load_dataset
 from model.run import Run
 from model.trained import load_checkpoint
 
@@ -128,6 +129,56 @@ def test_a_two_rank_checkpoint_resumes_on_one_and_on_three_ranks(tmp_path):
         got = _params(tmp_path / folder)
         for k, v in expected.items():
             assert_close(got[k], v, rtol=1e-10)
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_ranks_stream_their_rows_of_a_data_file_and_train_what_one_process_loads(tmp_path):
+    """The CLI on 2 ranks with an uncompressed .npz (memory-mapped on every rank, each
+    reading its parts of the batches), standardized, with a validation split: the
+    parameters of one process that loads the file whole."""
+    X, y = load_dataset("digits")
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    config = RunConfig(
+        data=str(tmp_path / "d.npz"),
+        standardize=True,
+        hidden=(16,),
+        batch_size=100,
+        optimizer="adam",
+        dtype="float64",
+        seed=3,
+        epochs=3,
+    )
+    loaded = Run.start(config, tmp_path / "loaded")
+    loaded.train(train.get_backend("cpu", "float64"))
+    assert not loaded.data.streamed
+    proc = mpiexec(
+        2,
+        ROOT / "scripts" / "train.py",
+        "--data",
+        "d.npz",
+        "--standardize",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "100",
+        "--dtype",
+        "float64",
+        "--seed",
+        "3",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        "two",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.err
+    assert proc.err.count("memory-mapped: streamed from disk") == 1
+    got = _params(tmp_path / "two")
+    for k, v in _params(tmp_path / "loaded").items():
+        assert_close(got[k], v, rtol=1e-10)
 
 
 def _rank_pid(launcher_pid: int, rank: int) -> int | None:

@@ -3,12 +3,22 @@ memmaps, releasing their pages, gathering rows into reused buffers, streaming ba
 
 from __future__ import annotations
 
+import json
+
+import _cli
 import numpy as np
 import pytest
+import train
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
-from backends.transfer import host_batches, release_pages, take_rows
-from model.data import DataError
+import model.config as config_module
+from backends.transfer import HostRows, host_batches, release_pages, take_rows
+from model.config import RunConfig, prepare_data
+from model.data import DataError, load_dataset
+from model.run import Run
 from model.streaming import open_memmap
+from model.trained import load_checkpoint
 
 
 @pytest.fixture
@@ -96,3 +106,78 @@ def test_host_batches_arrive_on_the_device_in_order(backend, arrays, order, tmp_
     np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), X[rows].astype(np.float32))
     np.testing.assert_array_equal(np.concatenate([g[1] for g in got]), y[rows])
     assert all(g[2] == f32 and g[3] == xp.int64 for g in got)
+
+
+# ------------------------------------------------------------- data files streamed by a run
+
+
+@pytest.fixture
+def digit_files(tmp_path):
+    """Digits with labels {3, ..., 12} as an uncompressed .npz, a .npy table (labels last)
+    and a compressed .npz, which cannot be mapped."""
+    X, y = load_dataset("digits")
+    y = y + 3
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.save(tmp_path / "d.npy", np.column_stack([X, y]))
+    np.savez_compressed(tmp_path / "c.npz", X=X, y=y)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["d.npz", "d.npy"])
+def test_streamed_data_is_the_loaded_data_row_for_row(digit_files, name):
+    """A streamed split reads, standardized, exactly the rows that a loaded split holds;
+    same statistics, labels and fingerprint (a run may stream or not on resume)."""
+    config = RunConfig(data=str(digit_files / name), standardize=True, seed=5)
+    loaded, streamed = (prepare_data(config, stream=s) for s in (False, True))
+    assert isinstance(streamed.X, HostRows) and streamed.streamed and not loaded.streamed
+    for a, b in ((streamed.X, loaded.X), (streamed.X_val, loaded.X_val)):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a[:], b)
+        np.testing.assert_array_equal(a.take(np.array([7, 0, 3])), b[[7, 0, 3]])
+    np.testing.assert_array_equal(streamed.y, loaded.y)
+    np.testing.assert_array_equal(streamed.standardizer.sd, loaded.standardizer.sd)
+    assert streamed.fingerprint == loaded.fingerprint
+    X, y = load_dataset("digits")  # and the split is scikit-learn's, scaled by its scaler
+    X_tr, X_va, _, _ = train_test_split(X, y, test_size=0.2, random_state=5, stratify=y)
+    scaler = StandardScaler().fit(X_tr)
+    np.testing.assert_allclose(streamed.X_val[:], scaler.transform(X_va), rtol=1e-12, atol=1e-12)
+
+
+def test_only_mappable_files_stream(digit_files, monkeypatch):
+    """A compressed .npz or a CSV is loaded even when streaming is asked for; by default a
+    file streams from STREAM_BYTES up."""
+    assert not prepare_data(RunConfig(data=str(digit_files / "c.npz")), stream=True).streamed
+    path = str(digit_files / "d.npz")
+    assert not prepare_data(RunConfig(data=path)).streamed
+    monkeypatch.setattr(config_module, "STREAM_BYTES", 1797 * 64 * 8)
+    assert prepare_data(RunConfig(data=path)).streamed
+
+
+def test_a_streamed_run_trains_the_parameters_of_a_loaded_one(backend, digit_files, monkeypatch):
+    """Minibatch adam with standardization and a validation split, float64: a run that
+    streams its file (STREAM_BYTES 0) ends with the parameters and history of one that
+    loaded it, and says and records that it streamed."""
+    config = RunConfig(data=str(digit_files / "d.npz"), hidden=(8,), batch_size=100,
+                       standardize=True, epochs=3, dtype="float64")  # fmt: skip
+    loaded = Run.start(config, digit_files / "loaded")
+    loaded.train(backend)
+    monkeypatch.setattr(config_module, "STREAM_BYTES", 0)
+    streamed = Run.start(config, digit_files / "streamed")
+    summary = streamed.train(backend)
+    assert summary["data"]["streamed"] and streamed.data.streamed and not loaded.data.streamed
+    assert streamed.history.keys() == loaded.history.keys()
+    for k, v in loaded.history.items():
+        np.testing.assert_allclose(streamed.history[k], v, rtol=1e-12)
+    want, got = (load_checkpoint(r.checkpoint)[0].params for r in (loaded, streamed))
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-300)
+
+
+def test_the_command_says_it_streams(digit_files, monkeypatch, capsys):
+    monkeypatch.setattr(config_module, "STREAM_BYTES", 0)
+    rc = _cli.run(train.main, ["--data", str(digit_files / "d.npy"), "--epochs", "1",
+                               "--out", str(digit_files / "run"), "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    assert "memory-mapped: streamed from disk batch by batch" in capsys.readouterr().err
+    metrics = json.loads((digit_files / "run" / "metrics.json").read_text())
+    assert metrics["data"]["streamed"] is True and metrics["data"]["rows"] == 1437

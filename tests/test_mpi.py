@@ -139,41 +139,14 @@ def test_ranks_stream_their_rows_of_a_data_file_and_train_what_one_process_loads
     parameters of one process that loads the file whole."""
     X, y = load_dataset("digits")
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    config = RunConfig(
-        data=str(tmp_path / "d.npz"),
-        standardize=True,
-        hidden=(16,),
-        batch_size=100,
-        optimizer="adam",
-        dtype="float64",
-        seed=3,
-        epochs=3,
-    )
+    config = RunConfig(data=str(tmp_path / "d.npz"), standardize=True, hidden=(16,),
+                       batch_size=100, dtype="float64", seed=3, epochs=3)  # fmt: skip
     loaded = Run.start(config, tmp_path / "loaded")
     loaded.train(train.get_backend("cpu", "float64"))
     assert not loaded.data.streamed
-    proc = mpiexec(
-        2,
-        ROOT / "scripts" / "train.py",
-        "--data",
-        "d.npz",
-        "--standardize",
-        "--hidden",
-        "16",
-        "--batch-size",
-        "100",
-        "--dtype",
-        "float64",
-        "--seed",
-        "3",
-        "--epochs",
-        "3",
-        "--device",
-        "cpu",
-        "--out",
-        "two",
-        cwd=tmp_path,
-    )
+    argv = ["--data", "d.npz", "--standardize", "--hidden", "16", "--batch-size", "100",
+            "--dtype", "float64", "--seed", "3", "--epochs", "3", "--device", "cpu"]  # fmt: skip
+    proc = mpiexec(2, ROOT / "scripts" / "train.py", *argv, "--out", "two", cwd=tmp_path)
     assert proc.returncode == 0, proc.err
     assert proc.err.count("memory-mapped: streamed from disk") == 1
     got = _params(tmp_path / "two")

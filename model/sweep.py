@@ -54,10 +54,17 @@ __all__ = [
     "SWEEPABLE",
     "SWEEP_FORMAT",
     "Sweep",
+    "best_replica",
+    "check_save_all",
+    "choose_replica",
     "is_sweep",
+    "load_model",
+    "load_sweep",
     "load_sweep_checkpoint",
     "parse_sweep",
     "plot_sweep",
+    "replica_history",
+    "save_replicas",
     "sweep_grid",
 ]
 
@@ -151,7 +158,7 @@ def sweep_grid(config: RunConfig, sweep: dict) -> list[dict]:
     return grid
 
 
-def _check_save_all(save_all, save, overwrite: bool) -> Path | None:
+def check_save_all(save_all, save, overwrite: bool) -> Path | None:
     """The folder for every replica's model file: new or empty unless ``overwrite``, and
     not the folder of the ``save`` file."""
     if save_all is None:
@@ -218,7 +225,7 @@ class Sweep(Run):
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         grid = sweep_grid(config, sweep)
-        save_all = _check_save_all(save_all, save, overwrite)
+        save_all = check_save_all(save_all, save, overwrite)
         run = super().start(
             config,
             run_dir,
@@ -253,7 +260,7 @@ class Sweep(Run):
                 "a sweep's learning rates cannot change on resume; start a new sweep",
                 setting="lr",
             )
-        save_all = _check_save_all(save_all, save, overwrite)
+        save_all = check_save_all(save_all, save, overwrite)
         run = super().resume(path, epochs=epochs, save=save, overwrite=overwrite, **kwargs)
         run.save_all = save_all
         return run
@@ -265,13 +272,13 @@ class Sweep(Run):
     # ------------------------------------------------------------------ Run's hooks
 
     @staticmethod
-    def _load_checkpoint(source):
-        return load_sweep_checkpoint(source)
-
-    @staticmethod
     def _stream(comm) -> bool:
         """Never: replicas train on data held on their device (see fit_replicas)."""
         return False
+
+    @staticmethod
+    def _load_checkpoint(source):
+        return load_sweep_checkpoint(source)
 
     @staticmethod
     def _fields_from(info: dict, source) -> dict:
@@ -346,24 +353,11 @@ class Sweep(Run):
 
     def replica_history(self, r: int) -> dict:
         """Replica r's history: its finite epochs' host floats per key."""
-        out = {}
-        for k, rows in self._snap.history.items():
-            values = [row[r] for row in rows if row[r] is not None]
-            if values:
-                out[k] = values
-        return out
+        return replica_history(self._snap.history, r)
 
     def best(self) -> int | None:
-        """The replica with the best final validation accuracy, else validation loss,
-        else training loss, among those that did not diverge (ties: the first)."""
-        scores = []
-        for r in range(len(self.grid)):
-            h = self.replica_history(r)
-            if self.diverged[r] is None and h.get("loss"):
-                key = (-h["val_accuracy"][-1],) if "val_accuracy" in h else ()
-                key += (h["val_loss"][-1],) if "val_loss" in h else (h["loss"][-1],)
-                scores.append((key, r))
-        return min(scores)[1] if scores else None
+        """The best replica (:func:`best_replica`)."""
+        return best_replica(self._snap.history, self.diverged)
 
     def trained_model(self, r: int | None = None) -> TrainedModel:
         """Replica r's model (default: the best) as last checkpointed, as host arrays."""
@@ -413,12 +407,8 @@ class Sweep(Run):
             if self.save_path is not None:
                 paths["model"] = str(self.trained_model(best).save(self.save_path))
             if self.save_all is not None:
-                self.save_all.mkdir(parents=True, exist_ok=True)
-                width = len(str(len(self.grid) - 1))
-                paths["models"] = [
-                    str(self.trained_model(r).save(self.save_all / f"replica-{r:0{width}d}.npz"))
-                    for r in range(len(self.grid))
-                ]
+                models = [self.trained_model(r) for r in range(len(self.grid))]
+                paths["models"] = save_replicas(models, self.save_all)
         if any(r["history"] for r in replicas):
             paths["plot"] = str(plot_sweep(self.dir / "loss.png", replicas, best, self.model.loss))
         by = (
@@ -432,6 +422,93 @@ class Sweep(Run):
             "diverged": sum(d is not None for d in self.diverged),
             "replicas": replicas,
         }
+
+
+def replica_history(history: dict, r: int) -> dict:
+    """Replica r's part of a sweep's history (per key, one list of per-replica values
+    per epoch): its finite epochs' values per key."""
+    out = {}
+    for k, rows in history.items():
+        values = [row[r] for row in rows if row[r] is not None]
+        if values:
+            out[k] = values
+    return out
+
+
+def best_replica(history: dict, diverged: list) -> int | None:
+    """The replica with the best final validation accuracy, else validation loss, else
+    training loss, among those that did not diverge (ties: the first); None when none
+    has a finite epoch."""
+    scores = []
+    for r, at in enumerate(diverged):
+        h = replica_history(history, r)
+        if at is None and h.get("loss"):
+            key = (-h["val_accuracy"][-1],) if "val_accuracy" in h else ()
+            key += (h["val_loss"][-1],) if "val_loss" in h else (h["loss"][-1],)
+            scores.append((key, r))
+    return min(scores)[1] if scores else None
+
+
+def load_sweep(path) -> tuple[list[TrainedModel], list[dict], int | None]:
+    """The sweep whose run folder or checkpoint is ``path``, as model files would hold
+    it: ``(one TrainedModel per replica, each replica's swept values, the best replica
+    or None when every one diverged)``. ``models[r].save(file)`` exports replica r."""
+    path = Path(path)
+    path = path / "checkpoint.npz" if path.is_dir() else path
+    stacked, info, _ = load_sweep_checkpoint(path)
+    fields = Sweep._fields_from(info, path)
+    grid, diverged = fields["grid"], fields["diverged"]
+    models = [
+        dataclasses.replace(stacked, params={k: v[r] for k, v in stacked.params.items()})
+        for r in range(len(grid))
+    ]
+    return models, grid, best_replica(info["history"], diverged)
+
+
+def choose_replica(replica, count: int, best: int | None) -> int:
+    """The replica that ``replica`` names among ``count``: ``"best"`` (``best``, None
+    when every replica diverged) or an index 0..count-1, as an int or its text."""
+    if str(replica) == "best":
+        if best is None:
+            raise ConfigError(
+                "every replica of this sweep diverged, so none is best; name one by its "
+                "index to take its last finite epoch",
+                setting="replica",
+            )
+        return best
+    text = str(replica).strip()
+    if not text.isdigit() or int(text) >= count:
+        raise ConfigError(
+            f"replica must be 'best' or an index from 0 to {count - 1}, got {replica!r}",
+            setting="replica",
+        )
+    return int(text)
+
+
+def load_model(path, replica=None) -> tuple[TrainedModel, str | None]:
+    """The model in ``path`` (a model file, a checkpoint, or a run folder), and for a
+    sweep a phrase naming which replica it is: ``replica`` (see :func:`choose_replica`;
+    None: the best). For a single model ``replica`` must be None, and so is the phrase."""
+    path = Path(path)
+    path = path / "checkpoint.npz" if path.is_dir() else path
+    if not is_sweep(path):
+        if replica is not None:
+            raise ConfigError(
+                f"{path} holds one model, not a sweep; leave out the replica",
+                setting="replica",
+            )
+        return TrainedModel.load(path), None
+    models, grid, best = load_sweep(path)
+    r = choose_replica("best" if replica is None else replica, len(models), best)
+    best_text = ", the best" if r == best else ""
+    return models[r], f"replica {r} ({_label(grid[r])}{best_text})"
+
+
+def save_replicas(models: list[TrainedModel], folder: Path) -> list[str]:
+    """Write ``models`` as ``folder/replica-<r>.npz`` (r zero-padded to one width)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(models) - 1))
+    return [str(m.save(folder / f"replica-{r:0{width}d}.npz")) for r, m in enumerate(models)]
 
 
 def load_sweep_checkpoint(path):

@@ -247,7 +247,7 @@ def load_checkpoint(path, *, training: bool = True):
     if meta.get("format") == "handgrad-sweep":
         raise CheckpointError(
             f"{path} holds a sweep of several models (one per replica); resume it as a sweep, "
-            "or use one replica's model file (save the best, or all of them, when training)"
+            "or take one replica out of it (model.sweep.load_sweep, or scripts/export.py)"
         )
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

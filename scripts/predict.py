@@ -3,17 +3,20 @@
     python scripts/predict.py model.npz --data new.csv                 # CSV on stdout
     python scripts/predict.py model.npz --data new.csv --out predictions.csv --proba
     python scripts/predict.py runs/a/checkpoint.npz --data labelled.npz   # and metrics
+    python scripts/predict.py runs/sweep --data new.csv --replica 3      # a sweep's replica
 
 --data is a .csv (with or without a header row) with the model's features, or one column
 more holding the labels last, or an .npz with an array X and optionally y. The model's
 saved preprocessing (standardization) is applied to the raw rows. Predictions are class
 labels as trained (a model trained on labels 3, 7, 9 predicts 3, 7, 9) or values. With
 labels present the metrics (loss; accuracy and the confusion matrix for classifiers) are
-printed: on stderr when the predictions go to stdout.
+printed: on stderr when the predictions go to stdout. A sweep's run predicts with its best
+replica (by validation score, as its metrics.json names it) unless --replica names one.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +27,8 @@ from backends import get_backend
 from model.checkpoint import atomic_write
 from model.data import load_features
 from model.folders import check_output_file, refuse_replacing
-from model.trained import TrainedModel, predictions_csv
+from model.sweep import load_model
+from model.trained import predictions_csv
 
 FLAGS = {"model": "MODEL"}
 
@@ -36,6 +40,7 @@ def parse_args(argv):
     p.add_argument("--out", help="write the predictions to this CSV file (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
+    p.add_argument("--replica", help="for a sweep: 'best' (default) or a replica's index")
     _cli.add_backend_args(p, dtype=None, dtype_default="the model's")
     p.add_argument("--quiet", action="store_true", help="no metrics or log lines")
     return p.parse_args(argv)
@@ -65,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")
-    trained = TrainedModel.load(model_path)
+    trained, replica = load_model(model_path, args.replica)
+    if replica is not None:
+        logging.getLogger("handgrad").info("sweep: predicting with %s", replica)
     if args.proba:
         trained.require_classes()  # before any data is read
     backend = get_backend(args.device, args.dtype or trained.dtype)

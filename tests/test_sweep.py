@@ -7,15 +7,18 @@ import dataclasses
 import json
 
 import _cli
+import export
 import numpy as np
+import predict
 import pytest
 import train
 
 from backends import get_backend
+from backends.errors import ConfigError
 from model.checkpoint import CheckpointError
 from model.config import RunConfig
 from model.run import Run
-from model.sweep import Sweep, load_sweep_checkpoint
+from model.sweep import Sweep, choose_replica, load_sweep_checkpoint
 from model.trained import TrainedModel, load_checkpoint
 
 SMALL = {"dataset": "iris", "hidden": (6,), "batch_size": 16, "optimizer": "momentum",
@@ -150,3 +153,60 @@ def test_a_sweep_of_one_value_is_one_replica(tmp_path):
     saved = load_sweep_checkpoint(tmp_path / "s" / "checkpoint.npz")[0].params
     for k in params:
         np.testing.assert_allclose(saved[k][0], params[k], rtol=1e-12)
+
+
+def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys):
+    """export.py writes the best replica (the one metrics.json names), one by index, or
+    all; predict.py uses the best unless told; each equals that replica's slice of the
+    sweep's checkpoint. A replica out of range, or one asked of a single model, is one
+    error line."""
+    out = tmp_path / "s"
+    sweep = Sweep.start(RunConfig(**SMALL), {"lr": [0.01, 0.3], "seed": [0, 1]}, out)
+    best = sweep.train(get_backend("cpu", "float64"))["best"]["replica"]
+    stacked = load_sweep_checkpoint(out / "checkpoint.npz")[0].params
+
+    def exported(*argv):
+        assert _cli.run(export.main, [str(out), *argv, "--quiet"], export.FLAGS) == 0
+        return capsys.readouterr()
+
+    exported("--out", str(tmp_path / "best.npz"))
+    exported("--replica", "2", "--out", str(tmp_path / "two.npz"))
+    exported("--replica", "all", "--out", str(tmp_path / "all"))
+    files = {tmp_path / "best.npz": best, tmp_path / "two.npz": 2}
+    files |= {tmp_path / "all" / f"replica-{r}.npz": r for r in range(4)}
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        f"replica-{r}.npz" for r in range(4)]  # fmt: skip
+    for path, r in files.items():
+        for k, v in TrainedModel.load(path).params.items():
+            np.testing.assert_array_equal(v, stacked[k][r])
+
+    X = np.random.default_rng(0).normal(size=(5, 4))
+    np.savez(tmp_path / "rows.npz", X=X)
+    predictions = {}
+    for name, source, extra in (("sweep", out, []), ("file", tmp_path / "best.npz", []),
+                                ("two", out, ["--replica", "2"])):  # fmt: skip
+        argv = [str(source), "--data", str(tmp_path / "rows.npz"), "--proba", "--device", "cpu"]
+        assert _cli.run(predict.main, argv + extra, predict.FLAGS) == 0
+        predictions[name], err = capsys.readouterr()
+    assert predictions["sweep"] == predictions["file"] != predictions["two"]
+    assert "sweep: predicting with replica 2 (lr=0.3, seed=0" in err
+
+    single = tmp_path / "single"
+    Run.start(RunConfig(**SMALL), single).train(get_backend("cpu", "float64"))
+    for source, argv, message in (
+        (out, ["--replica", "4", "--out", "x.npz"],
+         "replica must be 'best' or an index from 0 to 3, got '4' (--replica)"),
+        (single, ["--replica", "0", "--out", "x.npz"],
+         "holds one model, not a sweep; leave out the replica (--replica)"),
+        (single, ["--replica", "all", "--out", "x"], "holds one model, not a sweep"),
+        (out, ["--out", str(tmp_path / "best.npz")],
+         "already exists; choose another name or allow overwriting it (--out)"),
+    ):  # fmt: skip
+        rc = _cli.run(export.main, [str(source), *argv], export.FLAGS)
+        assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_every_replica_diverged_so_none_is_best():
+    with pytest.raises(ConfigError, match="none is best; name one by its index"):
+        choose_replica("best", 4, None)
+    assert choose_replica(" 3", 4, 0) == 3 and choose_replica("best", 4, 1) == 1

@@ -1,0 +1,63 @@
+"""Write model files out of a finished run: a run's model, or replicas of a sweep.
+
+    python scripts/export.py runs/a --out model.npz                  # a single run's model
+    python scripts/export.py runs/sweep --out best.npz               # the sweep's best replica
+    python scripts/export.py runs/sweep --replica 3 --out r3.npz     # replica 3 (metrics.json)
+    python scripts/export.py runs/sweep --replica all --out models/  # models/replica-<r>.npz
+
+The source is a run folder or its checkpoint.npz, as the run left it (the last completed
+epoch; a replica that diverged: its last finite epoch). A model file holds the network,
+its classes and its standardization, for predict.py or model.TrainedModel.load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import _cli
+
+from backends.errors import ConfigError
+from model.folders import check_save
+from model.sweep import check_save_all, is_sweep, load_model, load_sweep, save_replicas
+
+FLAGS = {"source": "RUN", "save": "--out", "save_all": "--out"}
+logger = logging.getLogger("handgrad")
+
+
+def parse_args(argv):
+    p = _cli.parser(__doc__)
+    p.add_argument("source", help="a run folder, or its checkpoint.npz")
+    p.add_argument("--out", required=True, help="the model file (.npz); a folder for 'all'")
+    p.add_argument("--replica", help="for a sweep: 'best' (default), an index, or 'all'")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing existing files")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _cli.configure_logging(args.quiet)
+    source = Path(args.source)
+    checkpoint = source / "checkpoint.npz" if source.is_dir() else source
+    if args.replica == "all":
+        folder = check_save_all(args.out, None, args.overwrite)
+        if not is_sweep(checkpoint):
+            raise ConfigError(
+                f"{source} holds one model, not a sweep of replicas; leave out the replica",
+                setting="replica",
+            )
+        models, _, _ = load_sweep(checkpoint)
+        paths = save_replicas(models, folder)
+        logger.info("wrote %d replicas' model files to %s", len(paths), folder)
+        return 0
+    out = check_save(args.out, (checkpoint,), None, args.overwrite)
+    trained, replica = load_model(checkpoint, args.replica)
+    logger.info("wrote %s of %s to %s", replica or "its model", source, trained.save(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run(main, flags=FLAGS))

@@ -117,6 +117,12 @@ def read_file(path, *, header: bool | None = None):
         raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:
         if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise DataError(
+                        f"data file {path} is not a .npy file; write it with "
+                        "np.save(path, table), the target in the last column"
+                    )
             table = np.load(path, allow_pickle=False)
             if table.ndim != 2:
                 raise DataError(
@@ -137,9 +143,13 @@ def read_file(path, *, header: bool | None = None):
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        fix = {
+            ".csv": "every row must hold the same number of comma-separated numbers",
+            ".npy": "save numbers only, with np.save(path, table)",
+            ".npz": "save numbers only, with np.savez(path, X=features, y=targets)",
+        }[path.suffix]
         raise DataError(
-            f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); every "
-            "row must hold the same number of comma-separated numbers"
+            f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); {fix}"
         ) from None
 
 

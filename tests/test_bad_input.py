@@ -28,6 +28,10 @@ def files(tmp_path_factory):
         np.savez(d / name, **arrays)
         return str(d / name)
 
+    def npy(name, table):
+        np.save(d / name, table)
+        return str(d / name)
+
     def text(name, content):
         (d / name).write_text(content)
         return str(d / name)
@@ -48,6 +52,9 @@ def files(tmp_path_factory):
         "wide_targets": npz("wide.npz", X=X, y=np.linspace(-3, 3, 30)),
         "no_features": npz("nofeat.npz", X=np.zeros((30, 0)), y=rng.integers(0, 3, 30)),
         "garbage": text("garbage.npz", "not a zip file at all"),
+        "garbage_npy": text("garbage.npy", "not an npy file at all"),
+        "flat_npy": npy("flat.npy", np.arange(5.0)),
+        "nan_npy": npy("nan.npy", np.column_stack([nan_x, np.zeros(30)])),
         "empty_csv": text("empty.csv", ""),
         "header_only": text("header.csv", "a,b,y\n"),
         "one_column": text("one.csv", "y\n1\n2\n"),
@@ -93,6 +100,12 @@ def cases(f, tmp):
     return {
         "missing data file": (["--data", str(tmp / "nope.csv")], "no such file"),
         "data is not an npz": (["--data", f["garbage"]], "is not an .npz archive"),
+        "data is not an npy": (["--data", f["garbage_npy"]], "is not a .npy file; write it"),
+        "npy of one dimension": (["--data", f["flat_npy"]], "a .npy needs one 2-D array"),
+        "NaN in an npy": (
+            ["--data", f["nan_npy"]],
+            "X has 1 NaN or inf value(s), the first in row 4",
+        ),
         "NaN in X": (["--data", f["nan_x"]], "NaN or inf value(s), the first in row 4"),
         "inf in y": (["--data", f["inf_y"], "--loss", "mse"], "y has 1 NaN or inf"),
         "row counts differ": (["--data", f["rows"]], "X has 30 rows but y has 29"),

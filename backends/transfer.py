@@ -73,7 +73,7 @@ class HostRows:
 
     def take(self, positions, out=None) -> np.ndarray:
         """Rows ``positions`` of the view (``out`` float64 of their shape, if given)."""
-        rows = np.take(self.base, self.rows[positions], axis=0)
+        rows = self.base[self.rows[positions]]  # not np.take: see _gather
         out = np.empty(rows.shape, np.float64) if out is None else out
         np.copyto(out, rows)
         if self.shift is not None:
@@ -179,9 +179,7 @@ def host_batches(arrays, order, batch: int, /, *, xp, device, dtypes, bounds=Non
 def _host_rows(arrays, order, bounds, buffers_for):
     """Yield each batch's host rows (batch k: ``bounds[k]``), written into
     ``buffers_for(k)`` (one buffer of at least as many rows per array); releases memmap
-    pages as it goes. The gather
-    uses ``mode="clip"``: NumPy writes straight into ``out`` only then (``order`` is a
-    permutation, so no index is out of range)."""
+    pages as it goes."""
     since_release = 0
     for k, (start, stop) in enumerate(bounds):
         rows = [buf[: stop - start] for buf in buffers_for(k)]
@@ -191,7 +189,7 @@ def _host_rows(arrays, order, bounds, buffers_for):
             elif order is None:
                 np.copyto(out, a[start:stop])
             else:
-                np.take(a, order[start:stop], axis=0, out=out, mode="clip")
+                _gather(a, order[start:stop], out)
         yield rows
         since_release += stop - start
         if since_release >= PAGE_RELEASE_ROWS:
@@ -200,6 +198,18 @@ def _host_rows(arrays, order, bounds, buffers_for):
             since_release = 0
     for a in arrays:
         release_pages(a)
+
+
+def _gather(a, indices, out) -> None:
+    """``out[:] = a[indices]`` (rows). ``np.take`` into ``out`` for a C-contiguous ``a``
+    (with ``mode="clip"``: only then does NumPy write straight into ``out``; ``indices``
+    are in range). Fancy indexing otherwise: ``np.take`` first makes a contiguous copy of
+    all of a non-contiguous ``a``, which for a column slice of a mapped 4 GB file meant
+    reading all of it, into memory, for every batch."""
+    if a.flags.c_contiguous:
+        np.take(a, indices, axis=0, out=out, mode="clip")
+    else:
+        np.copyto(out, a[indices])
 
 
 def _cupy_batches(arrays, order, batch, bounds, /, *, xp, dtypes):

@@ -86,8 +86,9 @@ def map_data(path) -> tuple[np.memmap, np.ndarray] | None:
             if table.ndim != 2 or table.shape[1] < 2:
                 return None  # load_file says what is wrong with it
             X, y = table[:, :-1], np.empty(table.shape[0], table.dtype)
-            for start in range(0, table.shape[0], 65536):  # the column, a block at a time
-                y[start : start + 65536] = table[start : start + 65536, -1]
+            step = max(1, 2**25 // table.itemsize // table.shape[1])  # rows of ~32 MB
+            for start in range(0, table.shape[0], step):  # the column, a block at a time
+                y[start : start + step] = table[start : start + step, -1]
                 release_pages(table)
         elif path.suffix == ".npz":
             X, y = open_memmap(path, "X"), np.array(open_memmap(path, "y"))

@@ -45,8 +45,7 @@ def sigmoid(z, /, *, xp):
     t *= -1.0
     e = xp.exp(t)
     e += 1.0
-    e **= -1.0  # 1 / e in place (NumPy computes it as a reciprocal: the same bits)
-    return e
+    return 1.0 / e  # not e **= -1: NumPy's in-place power took 2.5-7x as long as this
 
 
 def backprop_sigmoid(dA, a, /, *, xp):

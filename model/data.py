@@ -99,7 +99,7 @@ def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarr
             "column and the target in the last column"
         )
     X, y = validate(table[:, :-1], table[:, -1], str(path))
-    logger.info("data %s: %s", path, note)
+    logger.info("data %s: %s, the target in the last column", path, note)
     return X, y
 
 
@@ -129,7 +129,7 @@ def read_file(path, *, header: bool | None = None):
                     f"data file {path} holds an array of shape {table.shape}; a .npy needs "
                     "one 2-D array, the target in the last column"
                 )
-            return table, None, "a .npy table, the target in the last column"
+            return table, None, "a .npy table"
         if path.suffix == ".npz":
             if not zipfile.is_zipfile(path):
                 raise DataError(
@@ -173,7 +173,9 @@ def load_features(path, n_features: int, *, header: bool | None = None):
         )
     labelled = table.shape[1] > n_features
     X, y = validate(table[:, :n_features], table[:, -1] if labelled else None, str(path))
-    logger.info("data %s: %s", path, note)
+    logger.info(
+        "data %s: %s, %s", path, note, "labels in the last column" if labelled else "no labels"
+    )
     return X, y
 
 

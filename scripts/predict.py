@@ -5,8 +5,8 @@
     python scripts/predict.py runs/a/checkpoint.npz --data labelled.npz   # and metrics
     python scripts/predict.py runs/sweep --data new.csv --replica 3      # a sweep's replica
 
---data is a .csv (with or without a header row) with the model's features, or one column
-more holding the labels last, or an .npz with an array X and optionally y. The model's
+--data is a .csv (with or without a header row) or .npy with the model's features, or one
+column more holding the labels last, or an .npz with an array X and optionally y. The model's
 saved preprocessing (standardization) is applied to the raw rows. Predictions are class
 labels as trained (a model trained on labels 3, 7, 9 predicts 3, 7, 9) or values. With
 labels present the metrics (loss; accuracy and the confusion matrix for classifiers) are
@@ -36,7 +36,7 @@ FLAGS = {"model": "MODEL"}
 def parse_args(argv):
     p = _cli.parser(__doc__)
     p.add_argument("model", help="model file (.npz), or a run's folder or checkpoint.npz")
-    p.add_argument("--data", required=True, help="rows to predict on: .csv or .npz")
+    p.add_argument("--data", required=True, help="rows to predict on: .csv, .npy or .npz")
     p.add_argument("--out", help="write the predictions to this CSV file (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--proba", action="store_true", help="add a p_<class> column per class")

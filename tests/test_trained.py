@@ -95,6 +95,10 @@ def test_a_regression_model_round_trips_to_1e_12(capsys, tmp_path):
     expected = _forward(trained.params, (X - trained.standardizer.mean) / trained.standardizer.sd,
                         hidden="tanh")[:, 0]  # fmt: skip
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    np.save(tmp_path / "x.npy", X)  # the same rows as a .npy table of features
+    rc, from_npy, err = _cli_call(capsys, predict.main, predict.FLAGS, str(tmp_path / "m.npz"),
+                                  "--data", str(tmp_path / "x.npy"), "--device", "cpu")  # fmt: skip
+    assert rc == 0 and from_npy == out and "a .npy table, no labels" in err
 
 
 def test_evaluate_matches_scikit_learn(tmp_path):

@@ -193,7 +193,7 @@ def evaluate(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
     mean of the chunks' losses), so it also takes streamed host data. With ``comm``, each
     rank scores its contiguous share of the rows and the sums are allreduced."""
     totals = scores(model, params, X, Y, xp=xp, comm=comm)
-    out = {"loss": float(totals["loss"])}
+    out = {"loss": float(totals["loss"]) + 0.0}  # a loss of -0.0 (all p = 1) reads 0.0
     if model.is_classifier:
         out["accuracy"] = float(totals["hits"]) / X.shape[0]
     return out
@@ -375,7 +375,7 @@ def fit(
                 xp=xp,
                 comm=comm,
             )
-            record = {"loss": float(_finite_loss(loss, params, xp=xp))}
+            record = {"loss": float(_finite_loss(loss, params, xp=xp)) + 0.0}  # -0.0 -> 0.0
             if not math.isfinite(record["loss"]):
                 raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
             if validation is not None:

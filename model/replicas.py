@@ -227,7 +227,7 @@ def fit_replicas(
                 model, params, state, X, targets, step, batch_size=batch_size, order=order, xp=xp
             )
             values, names = _epoch_values(model, params, loss, validation, xp=xp)
-            host = to_numpy(values).tolist()  # the epoch's one read-back
+            host = (to_numpy(values) + 0.0).tolist()  # the epoch's one read-back; -0 -> 0
             newly = [d is None and not math.isfinite(host[0][r]) for r, d in enumerate(diverged)]
             records = []
             for r in range(r_count):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -362,3 +363,14 @@ def test_a_nan_learning_rate_stops_at_epoch_1_before_the_callback(backend):
             callback=lambda *a: seen.append(a),
         )
     assert err.value.epoch == 1 and seen == []
+
+
+def test_a_perfect_fit_records_a_loss_of_0_not_minus_0(numpy_backend):
+    """Logits so far apart that the softmax is exactly one-hot: the loss, -sum(log 1)/N,
+    computes as -0.0; the host values record 0.0 (metrics.json would show -0.0)."""
+    model = MLP((1, 2), loss="cross_entropy")
+    X = numpy_backend.asarray([[1.0], [-1.0]])
+    y = numpy_backend.asarray([1, 0], dtype=numpy_backend.xp.int64)
+    params = {"W1": numpy_backend.asarray([[-1e3, 1e3]]), "b1": numpy_backend.asarray([0.0, 0.0])}
+    loss = evaluate(model, params, X, y)["loss"]
+    assert loss == 0.0 and math.copysign(1.0, loss) == 1.0

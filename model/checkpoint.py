@@ -156,7 +156,10 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise CheckpointError("the file path is empty; pass an existing .npz file")
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file")
+        raise CheckpointError(
+            f"{path} does not exist or is not a file; give a model file (.npz), a run's "
+            "checkpoint.npz or its folder"
+        )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path} is not an .npz archive (corrupt, truncated, or another kind of file); "

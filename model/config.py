@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = [
     "estimate_bytes",
     "prepare_data",
 ]
+
+logger = logging.getLogger("handgrad")
 
 MODELS = ("neuron", "relu-neuron", "logistic", "mlp")
 FIXED_LOSS = {"neuron": "sse", "relu-neuron": "mse", "logistic": "bce"}
@@ -230,10 +233,13 @@ def prepare_data(
     loaded): True whenever the format allows, False never, None (default) when X takes
     :data:`STREAM_BYTES` or more. Streamed or not, the same rows train to the same
     parameters: the split is the same rows, standardized with the same statistics."""
-    mapped = map_data(config.data) if config.data and stream is not False else None
-    if mapped is not None and stream is None and mapped[0].nbytes < STREAM_BYTES:
-        mapped = None
-    X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
+    with about("data"):
+        mapped = map_data(config.data) if config.data and stream is not False else None
+        if mapped is not None and stream is None and mapped[0].nbytes < STREAM_BYTES:
+            mapped = None
+        X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
+    if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
+        logger.info("data %s: a .npy table, the target in the last column", config.data)
     fingerprint = _sha256(X) + _sha256(y)
     with about("loss"):
         targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
@@ -251,7 +257,8 @@ def prepare_data(
     else:
         X_tr, X_va = (X, None) if train is None else (X[train], X[val])
     if config.standardize:
-        standardizer = standardizer or Standardizer.fit(X_tr)
+        with about("data"):
+            standardizer = standardizer or Standardizer.fit(X_tr)
         X_tr, X_va = (None if a is None else standardizer.transform(a) for a in (X_tr, X_va))
     else:
         standardizer = None

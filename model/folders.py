@@ -20,6 +20,7 @@ from model.checkpoint import process_alive
 __all__ = [
     "LOCK",
     "RUN_FILES",
+    "check_creatable",
     "check_output_file",
     "check_run_dir",
     "check_save",
@@ -38,14 +39,20 @@ def check_output_file(path, setting: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file name", setting=setting)
-    parent = path.parent
+    check_creatable(path.parent, setting, what=path)
+    return path
+
+
+def check_creatable(folder, setting: str, what=None) -> None:
+    """That ``folder`` is, or can be made as, a writable folder: its nearest existing
+    ancestor (itself, if it exists) is a writable folder. Nothing is created."""
+    parent = Path(folder)
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"cannot write {path}: {parent} is not a writable folder", setting=setting
+            f"cannot write {what or folder}: {parent} is not a writable folder", setting=setting
         )
-    return path
 
 
 def make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
@@ -159,7 +166,8 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
 
 def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
     """``path`` if writing it replaces none of ``inputs`` (paths, None skipped) and, unless
-    ``overwrite``, no existing file; a ConfigError naming ``setting`` otherwise."""
+    ``overwrite``, no existing file; a ConfigError naming ``setting`` (``overwrite`` for an
+    existing file) otherwise."""
     path = Path(path)
     target = path.resolve()
     for source in inputs:
@@ -172,7 +180,7 @@ def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
     if path.exists() and not overwrite:
         raise ConfigError(
             f"{path} already exists; choose another name or allow overwriting it",
-            setting=setting,
+            setting="overwrite",
         )
     return path
 
@@ -181,7 +189,7 @@ def _exists(run_dir) -> ConfigError:
     return ConfigError(
         f"the run folder {run_dir} already exists; resume it, choose another folder, or "
         "allow overwriting it",
-        setting="run_dir",
+        setting="overwrite",
     )
 
 

@@ -49,6 +49,12 @@ class Standardizer:
         shifted = (chunk - mean for chunk in row_chunks(X))
         squares = sum(np.einsum("ij,ij->j", d, d) for d in shifted)
         sd = np.sqrt(squares / n)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sd))):
+            column = int(np.flatnonzero(~np.isfinite(mean) | ~np.isfinite(sd))[0])
+            raise DataError(
+                f"column {column} of X has values too large to standardize (its mean or sd "
+                "overflows float64); rescale the data before training"
+            )
         sd[sd == 0] = 1.0
         return cls(mean, sd)
 

@@ -53,6 +53,7 @@ from model.config import (
 )
 from model.fit import DivergenceError, fit
 from model.folders import (
+    check_creatable,
     check_run_dir,
     check_save,
     checkpoint_source,
@@ -204,6 +205,8 @@ class Run:
             save = check_save(save, (config.data, init), run_dir, overwrite)
         if run_dir is not None and _root(comm):
             check_run_dir(run_dir, overwrite)
+        elif _root(comm):
+            check_creatable(root, "run_dir")  # runs/<timestamp> goes there
         data = prepare_data(config, stream=cls._stream(comm))
         model = build_model(config, data.X.shape[1], data.targets)
         params = None

@@ -94,7 +94,7 @@ def map_data(path) -> tuple[np.memmap, np.ndarray] | None:
             X, y = open_memmap(path, "X"), np.array(open_memmap(path, "y"))
         else:
             return None
-    except (DataError, OSError, ValueError, zipfile.BadZipFile):
+    except (DataError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # not mappable: load_file reads it, or says what is wrong with it
     return validate(X, y, str(path))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import _cli
@@ -53,6 +54,7 @@ def files(tmp_path_factory):
         "no_features": npz("nofeat.npz", X=np.zeros((30, 0)), y=rng.integers(0, 3, 30)),
         "garbage": text("garbage.npz", "not a zip file at all"),
         "garbage_npy": text("garbage.npy", "not an npy file at all"),
+        "empty_npy": text("empty.npy", ""),
         "flat_npy": npy("flat.npy", np.arange(5.0)),
         "nan_npy": npy("nan.npy", np.column_stack([nan_x, np.zeros(30)])),
         "empty_csv": text("empty.csv", ""),
@@ -179,6 +181,11 @@ def cases(f, tmp):
         "save without .npz": (["--save", str(tmp / "model.txt")], "end its name with .npz"),
         "labels beyond int64": (["--data", f["huge_labels"]], "does not fit in a 64-bit integer"),
         "X beyond float32": (["--data", f["huge_x"]], "beyond float32's range"),
+        "X too large to standardize": (
+            ["--data", f["huge_x"], "--dtype", "float64", "--standardize"],
+            "column 0 of X has values too large to standardize",
+        ),
+        "empty npy": (["--data", f["empty_npy"]], "is not a .npy file"),
         "validation takes every row": (["--val-split", "0.9999"], "leaves none to train on"),
         "a class of one row": (["--data", f["rare_class"]], "as few as 1 row(s)"),
         "empty width in hidden": (["--hidden", "3,,4"], "invalid width list value"),
@@ -238,6 +245,7 @@ def test_bad_input_exits_2_with_one_line_and_trains_nothing(
     lines = err.splitlines()
     assert rc == 2 and out == "", err
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert re.search(r"(^| |\()--[a-z]", lines[0]), "the line names no flag"
     assert not (tmp / "new").exists() and not (tmp / "runs").exists()
     assert _digest(previous) == before
 
@@ -294,3 +302,16 @@ def test_cuda_without_a_gpu_is_one_line_naming_the_fix(capsys, monkeypatch, tmp_
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and expected in err and "(--device)" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unusable_default_run_folder_is_found_before_the_data_is_read(
+    capsys, monkeypatch, tmp_path
+):
+    """No --out: runs/<timestamp> must be creatable, checked before any data is loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the run folders would go")
+    rc = _cli.run(train.main, ["--device", "cpu", "--epochs", "1"], train.FLAGS)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.splitlines() == [
+        "error: cannot write runs: runs is not a writable folder (--out)"
+    ], err

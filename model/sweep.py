@@ -30,6 +30,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,7 @@ __all__ = [
     "SWEEPABLE",
     "SWEEP_FORMAT",
     "Sweep",
+    "SweepModels",
     "best_replica",
     "check_save_all",
     "choose_replica",
@@ -163,11 +165,17 @@ def check_save_all(save_all, save, overwrite: bool) -> Path | None:
     not the folder of the ``save`` file."""
     if save_all is None:
         return None
+    if Path(save_all).exists() and not Path(save_all).is_dir():
+        raise ConfigError(
+            f"{save_all} is a file; every replica's model file goes into one folder: give a "
+            "new or empty folder",
+            setting="save_all",
+        )
     folder = check_output_file(Path(save_all) / "replica-0.npz", "save_all").parent
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ConfigError(
             f"{folder} already holds files; give a new or empty folder, or allow overwriting",
-            setting="save_all",
+            setting="overwrite",
         )
     if save is not None and Path(save).resolve().parent == folder.resolve():
         raise ConfigError(
@@ -449,10 +457,20 @@ def best_replica(history: dict, diverged: list) -> int | None:
     return min(scores)[1] if scores else None
 
 
-def load_sweep(path) -> tuple[list[TrainedModel], list[dict], int | None]:
-    """The sweep whose run folder or checkpoint is ``path``, as model files would hold
-    it: ``(one TrainedModel per replica, each replica's swept values, the best replica
-    or None when every one diverged)``. ``models[r].save(file)`` exports replica r."""
+class SweepModels(NamedTuple):
+    """A sweep checkpoint as model files would hold it (see :func:`load_sweep`)."""
+
+    models: list[TrainedModel]  # one per replica; models[r].save(file) exports replica r
+    grid: list[dict]  # each replica's swept values
+    best: int | None  # the best replica; None when every one diverged
+    diverged: list  # per replica: the epoch it diverged in, or None
+    epoch: int  # the epochs completed when the checkpoint was written
+    epochs: int  # the epochs the sweep was to train
+
+
+def load_sweep(path) -> SweepModels:
+    """The sweep whose run folder or checkpoint is ``path``, one TrainedModel per
+    replica, each as it was checkpointed (a diverged one at its last finite epoch)."""
     path = Path(path)
     path = path / "checkpoint.npz" if path.is_dir() else path
     stacked, info, _ = load_sweep_checkpoint(path)
@@ -462,7 +480,9 @@ def load_sweep(path) -> tuple[list[TrainedModel], list[dict], int | None]:
         dataclasses.replace(stacked, params={k: v[r] for k, v in stacked.params.items()})
         for r in range(len(grid))
     ]
-    return models, grid, best_replica(info["history"], diverged)
+    best = best_replica(info["history"], diverged)
+    epochs = RunConfig.from_json(info["config"], path).epochs
+    return SweepModels(models, grid, best, diverged, info["epoch"], epochs)
 
 
 def choose_replica(replica, count: int, best: int | None) -> int:
@@ -498,17 +518,26 @@ def load_model(path, replica=None) -> tuple[TrainedModel, str | None]:
                 setting="replica",
             )
         return TrainedModel.load(path), None
-    models, grid, best = load_sweep(path)
-    r = choose_replica("best" if replica is None else replica, len(models), best)
-    best_text = ", the best" if r == best else ""
-    return models[r], f"replica {r} ({_label(grid[r])}{best_text})"
+    sweep = load_sweep(path)
+    r = choose_replica("best" if replica is None else replica, len(sweep.models), sweep.best)
+    values = _label(sweep.grid[r]) + (", the best" if r == sweep.best else "")
+    if sweep.diverged[r] is not None:
+        state = f"diverged in epoch {sweep.diverged[r]}: its last finite epoch"
+    else:
+        state = f"epoch {sweep.epoch} of {sweep.epochs}"
+    return sweep.models[r], f"replica {r} ({values}; {state})"
 
 
 def save_replicas(models: list[TrainedModel], folder: Path) -> list[str]:
-    """Write ``models`` as ``folder/replica-<r>.npz`` (r zero-padded to one width)."""
+    """Write ``models`` as ``folder/replica-<r>.npz`` (r zero-padded to one width), then
+    remove any other ``replica-*.npz`` there (an earlier sweep's, when overwriting), so
+    that the folder holds this sweep's replicas alone."""
     folder.mkdir(parents=True, exist_ok=True)
     width = len(str(len(models) - 1))
-    return [str(m.save(folder / f"replica-{r:0{width}d}.npz")) for r, m in enumerate(models)]
+    paths = [m.save(folder / f"replica-{r:0{width}d}.npz") for r, m in enumerate(models)]
+    for stale in set(folder.glob("replica-*.npz")) - set(paths):
+        stale.unlink()
+    return [str(p) for p in paths]
 
 
 def load_sweep_checkpoint(path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import _cli
 
-from backends.errors import ConfigError
+from backends.errors import about
 from model.folders import check_save
 from model.sweep import check_save_all, is_sweep, load_model, load_sweep, save_replicas
 
@@ -44,18 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = source / "checkpoint.npz" if source.is_dir() else source
     if args.replica == "all":
         folder = check_save_all(args.out, None, args.overwrite)
-        if not is_sweep(checkpoint):
-            raise ConfigError(
-                f"{source} holds one model, not a sweep of replicas; leave out the replica",
-                setting="replica",
-            )
-        models, _, _ = load_sweep(checkpoint)
+        with about("source"):
+            if not is_sweep(checkpoint):  # says why: no such file, or one model, not a sweep
+                load_model(checkpoint, args.replica)
+            models = load_sweep(checkpoint).models
         paths = save_replicas(models, folder)
         logger.info("wrote %d replicas' model files to %s", len(paths), folder)
         return 0
     out = check_save(args.out, (checkpoint,), None, args.overwrite)
-    trained, replica = load_model(checkpoint, args.replica)
-    logger.info("wrote %s of %s to %s", replica or "its model", source, trained.save(out))
+    with about("source"):
+        trained, replica = load_model(checkpoint, args.replica)
+    logger.info("wrote %s of %s to %s", replica or "the model", source, trained.save(out))
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import _cli
 
 from backends import get_backend
+from backends.errors import about
 from model.checkpoint import atomic_write
 from model.data import load_features
 from model.folders import check_output_file, refuse_replacing
@@ -70,17 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")
-    trained, replica = load_model(model_path, args.replica)
+    with about("model"):
+        trained, replica = load_model(model_path, args.replica)
     if replica is not None:
         logging.getLogger("handgrad").info("sweep: predicting with %s", replica)
     if args.proba:
         trained.require_classes()  # before any data is read
     backend = get_backend(args.device, args.dtype or trained.dtype)
-    X, y = load_features(args.data, trained.n_features)
-    text = predictions_csv(trained, X, proba=args.proba, backend=backend)
-    report = None
-    if y is not None:  # bad labels are found before anything is written, --quiet or not
-        report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
+    with about("data"):
+        X, y = load_features(args.data, trained.n_features)
+        text = predictions_csv(trained, X, proba=args.proba, backend=backend)
+        report = None
+        if y is not None:  # bad labels are found before anything is written, --quiet or not
+            report = format_metrics(trained.evaluate(X, y, backend=backend), X.shape[0])
     if args.out is None:
         sys.stdout.write(text)
     else:

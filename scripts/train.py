@@ -61,8 +61,9 @@ def parse_args(argv):
     p.add_argument(
         "--loss",
         choices=LOSSES,
-        help="loss (default: inferred from the targets: "
-        "cross_entropy for up to 100 integer classes, else mse)",
+        help="loss (default: inferred from the targets: cross_entropy for integer class "
+        "labels, mse for other numbers; more than 100 distinct integers is ambiguous and "
+        "needs this flag)",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
     p.add_argument(
@@ -94,8 +95,9 @@ def parse_args(argv):
     data.add_argument("--dataset", choices=DATASETS, help="bundled dataset (default: digits)")
     data.add_argument(
         "--data",
-        help="your data: .npz with arrays X, y, or .csv with the target "
-        "in the last column (a header row is detected)",
+        help="your data: .npz with arrays X, y, or .npy or .csv with the target in the last "
+        "column (a CSV header row is detected); an uncompressed .npz or .npy of 1 GiB or "
+        "more is streamed from disk",
     )
     p.add_argument(
         "--standardize",

@@ -101,6 +101,12 @@ def test_cli_seed_sweep_marks_the_diverged_and_saves_the_best(tmp_path, capsys):
         np.testing.assert_array_equal(saved[k], stacked[k][best])
     with pytest.raises(CheckpointError, match="holds a sweep"):
         TrainedModel.load(out / "checkpoint.npz")
+    entry = metrics["replicas"][1]  # lr 1e10: diverged; export says so
+    rc = _cli.run(export.main, [str(out), "--replica", "1", "--out", str(tmp_path / "d.npz")])
+    assert rc == 0
+    assert f"diverged in epoch {entry['diverged_at_epoch']}: its last finite epoch" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_resumed_sweep_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
@@ -171,11 +177,14 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
 
     exported("--out", str(tmp_path / "best.npz"))
     exported("--replica", "2", "--out", str(tmp_path / "two.npz"))
-    exported("--replica", "all", "--out", str(tmp_path / "all"))
+    (tmp_path / "all").mkdir()  # an earlier, larger export: its extra replica must go
+    (tmp_path / "all" / "replica-7.npz").write_bytes(b"old")
+    (tmp_path / "all" / "notes.txt").write_text("mine")
+    exported("--replica", "all", "--out", str(tmp_path / "all"), "--overwrite")
     files = {tmp_path / "best.npz": best, tmp_path / "two.npz": 2}
     files |= {tmp_path / "all" / f"replica-{r}.npz": r for r in range(4)}
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
-        f"replica-{r}.npz" for r in range(4)]  # fmt: skip
+        "notes.txt", *(f"replica-{r}.npz" for r in range(4))]  # fmt: skip
     for path, r in files.items():
         for k, v in TrainedModel.load(path).params.items():
             np.testing.assert_array_equal(v, stacked[k][r])
@@ -189,7 +198,7 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
         assert _cli.run(predict.main, argv + extra, predict.FLAGS) == 0
         predictions[name], err = capsys.readouterr()
     assert predictions["sweep"] == predictions["file"] != predictions["two"]
-    assert "sweep: predicting with replica 2 (lr=0.3, seed=0" in err
+    assert "sweep: predicting with replica 2 (lr=0.3, seed=0" in err and "; epoch 4 of 4)" in err
 
     single = tmp_path / "single"
     Run.start(RunConfig(**SMALL), single).train(get_backend("cpu", "float64"))
@@ -199,8 +208,12 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
         (single, ["--replica", "0", "--out", "x.npz"],
          "holds one model, not a sweep; leave out the replica (--replica)"),
         (single, ["--replica", "all", "--out", "x"], "holds one model, not a sweep"),
+        (tmp_path / "nothing", ["--out", "x.npz"], "does not exist or is not a file; give a "
+         "model file (.npz), a run's checkpoint.npz or its folder (RUN)"),
+        (out, ["--replica", "all", "--out", str(tmp_path / "best.npz")],
+         "is a file; every replica's model file goes into one folder"),
         (out, ["--out", str(tmp_path / "best.npz")],
-         "already exists; choose another name or allow overwriting it (--out)"),
+         "already exists; choose another name or allow overwriting it (--overwrite)"),
     ):  # fmt: skip
         rc = _cli.run(export.main, [str(source), *argv], export.FLAGS)
         assert rc == 2 and message in capsys.readouterr().err

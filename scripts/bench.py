@@ -108,6 +108,35 @@ def _measure(run: Callable[[int], float | None], repeats: int, sync) -> tuple:
     return statistics.median(times), mean
 
 
+def _measure_together(runs: dict, repeats: int) -> dict:
+    """``name -> (median seconds, mean accuracy)`` for ``runs`` (name -> (run(seed),
+    sync)), measured interleaved: one warm-up run each, then round k runs every
+    contender with seed k, in an order rotated each round. A machine whose speed drifts
+    (here: 7.5 vs 11.0 ms / epoch for the same case a minute apart) then shifts every
+    contender alike, and the ratios hold where back-to-back blocks would not."""
+    names = list(runs)
+    for run, sync in runs.values():
+        run(0)
+        sync()
+    times = {name: [] for name in names}
+    accuracies = {name: [] for name in names}
+    for seed in range(repeats):
+        for name in names[seed % len(names) :] + names[: seed % len(names)]:
+            run, sync = runs[name]
+            sync()
+            start = time.perf_counter()
+            accuracies[name].append(run(seed))
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: (
+            statistics.median(times[name]),
+            None if accuracies[name][0] is None else statistics.fmean(accuracies[name]),
+        )
+        for name in names
+    }
+
+
 def _cpu_seconds() -> tuple[float, float]:
     """(CPU seconds all processes used, CPU seconds this one and its children used)."""
     ours = os.times()
@@ -181,7 +210,8 @@ def _torch():
 
 def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | None) -> list:
     """One CPU case: rows for every available contender (time per epoch and per step,
-    training accuracy as the mean over the runs' seeds)."""
+    training accuracy as the mean over the runs' seeds), measured interleaved
+    (:func:`_measure_together`)."""
     X, y = load_dataset("digits")
     X, y = X[:rows].astype(dtype), y[:rows]
     batch, lr = 64, 0.1
@@ -209,37 +239,37 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
     def handgrad(seed):
         return _handgrad_accuracy(model, backend, Xd, yd, batch, lr, epochs, seed)
 
-    with other_load({}) as load:
-        row("handgrad numpy", _measure(handgrad, repeats, backend.synchronize))
-    out[-1]["blas_threads"] = blas_threads(batch * X.shape[1] * hidden) or blas_info()["threads"]
-
     def sklearn(seed):
         return _sklearn_accuracy(X, y, (hidden,), batch, lr, epochs, seed)
 
-    with other_load(load):
-        row("scikit-learn MLPClassifier", _measure(sklearn, repeats, lambda: None))
+    def unsynced(run):
+        return run, lambda: None
 
+    runs = {"handgrad numpy": (handgrad, backend.synchronize),
+            "scikit-learn MLPClassifier": unsynced(sklearn)}  # fmt: skip
     torch = _torch()
     if torch is not None:
-        with other_load(load):
-            row(
-                f"PyTorch {torch.__version__} CPU eager",
-                _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs, repeats),
-            )
+        runs[f"PyTorch {torch.__version__} CPU eager"] = unsynced(
+            _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs)
+        )
     jax = _jax()
     if jax is not None and dtype == "float32":
-        with other_load(load):
-            row(
-                f"JAX {jax.__version__} jit+scan",
-                _jax_digits(jax, X, y, hidden, batch, lr, epochs, repeats),
-            )
+        runs[f"JAX {jax.__version__} jit+scan"] = unsynced(
+            _jax_digits(jax, X, y, hidden, batch, lr, epochs)
+        )
+    with other_load({}) as load:
+        measured = _measure_together(runs, repeats)
+    for name, result in measured.items():
+        row(name, result)
+    out[0]["blas_threads"] = blas_threads(batch * X.shape[1] * hidden) or blas_info()["threads"]
     for r in out:
         r["other_cores"] = load["other_cores"]
     return _with_ratios(out)
 
 
-def _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs, repeats):
-    """PyTorch eager, the usual loop: a shuffled copy per epoch, autograd, optim.SGD."""
+def _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs):
+    """PyTorch eager, the usual loop: a shuffled copy per epoch, autograd, optim.SGD:
+    ``run(seed)``, which trains and returns the training accuracy."""
     tdtype = getattr(torch, dtype)
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
 
@@ -260,7 +290,7 @@ def _torch_digits(torch, X, y, hidden, dtype, batch, lr, epochs, repeats):
         with torch.no_grad():
             return float((net(Xt).argmax(1) == yt).double().mean())
 
-    return _measure(pytorch, repeats, lambda: None)
+    return pytorch
 
 
 def _jax():
@@ -271,9 +301,10 @@ def _jax():
     return jax
 
 
-def _jax_digits(jax, X, y, hidden, batch, lr, epochs, repeats):
+def _jax_digits(jax, X, y, hidden, batch, lr, epochs):
     """JAX, float32: one compiled epoch (a shuffle, then lax.scan over the full batches
-    and one step on the short last batch), gradients by jax.grad; handgrad's init."""
+    and one step on the short last batch), gradients by jax.grad; handgrad's init:
+    ``run(seed)``, which trains and returns the training accuracy."""
     jnp = jax.numpy
     n, full = len(X), len(X) // batch * batch
     Xj, Yj = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), 10, dtype=jnp.float32)
@@ -307,7 +338,7 @@ def _jax_digits(jax, X, y, hidden, batch, lr, epochs, repeats):
         z = jax.nn.sigmoid(Xj @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
         return float(jnp.mean(jnp.argmax(z, axis=1) == jnp.asarray(y)))
 
-    return _measure(run, repeats, lambda: None)
+    return run
 
 
 # --------------------------------------------------------------------------- data pipeline
@@ -598,14 +629,15 @@ def replica_case(case, sizes, activation, loss, count, batch, epochs, data, back
             accuracies.append(accuracy(params))
         return statistics.fmean(accuracies)
 
-    out = []
-    for name, run in ((f"handgrad {backend.name}: one pass", one_pass),
-                      (f"handgrad {backend.name}: {count} runs in turn", one_by_one)):  # fmt: skip
-        with other_load({}) as load:
-            seconds, acc = _measure(run, repeats, backend.synchronize)
-        out.append({"case": f"replicas {case} {backend.dtype_name}", "contender": name,
-                    "epoch_ms": 1e3 * seconds / epochs, "step_ms": 1e3 * seconds / steps,
-                    "accuracy": acc, "other_cores": load["other_cores"]})  # fmt: skip
+    sync = backend.synchronize
+    runs = {f"handgrad {backend.name}: one pass": (one_pass, sync),
+            f"handgrad {backend.name}: {count} runs in turn": (one_by_one, sync)}  # fmt: skip
+    with other_load({}) as load:
+        measured = _measure_together(runs, repeats)
+    out = [{"case": f"replicas {case} {backend.dtype_name}", "contender": name,
+            "epoch_ms": 1e3 * seconds / epochs, "step_ms": 1e3 * seconds / steps,
+            "accuracy": acc, "other_cores": load["other_cores"]}
+           for name, (seconds, acc) in measured.items()]  # fmt: skip
     return _with_ratios(out)
 
 

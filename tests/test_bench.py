@@ -83,3 +83,19 @@ def test_quick_replica_case_times_one_pass_against_the_same_runs_in_turn(tmp_pat
     assert one_pass["contender"].endswith("one pass") and "runs in turn" in in_turn["contender"]
     assert one_pass["accuracy"] == in_turn["accuracy"]
     assert abs(in_turn["vs_handgrad"] - in_turn["epoch_ms"] / one_pass["epoch_ms"]) < 1e-12
+
+
+def test_contenders_are_measured_interleaved_in_rotated_order():
+    """One warm-up each, then round k runs every contender with seed k, the order
+    rotated each round; the mean accuracy is over the timed runs only."""
+    calls = []
+
+    def contender(name):
+        return (lambda seed: calls.append((name, seed)) or seed * 10, lambda: None)
+
+    measured = bench._measure_together({n: contender(n) for n in "abc"}, 3)
+    assert calls == [("a", 0), ("b", 0), ("c", 0),
+                     ("a", 0), ("b", 0), ("c", 0),
+                     ("b", 1), ("c", 1), ("a", 1),
+                     ("c", 2), ("a", 2), ("b", 2)]  # fmt: skip
+    assert [measured[n][1] for n in "abc"] == [10.0] * 3

@@ -215,7 +215,7 @@ class Run:
                 params = load_host_params(init, model)
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
-        _log_setup(config, data, model)
+        _log_setup(config, data, model, swept=cls._swept(fields))
         run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
             config,
@@ -322,7 +322,7 @@ class Run:
         fields = cls._fields_from(info, source)
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
-        _log_setup(config, data, model)
+        _log_setup(config, data, model, swept=cls._swept(fields))
         run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
         return cls(
             config,
@@ -343,6 +343,11 @@ class Run:
 
     # Hooks a subclass (model.sweep.Sweep) overrides: whether it streams its data, what a
     # run's checkpoint holds, how many networks it trains, how they start, step and report.
+
+    @staticmethod
+    def _swept(fields: dict) -> tuple:
+        """The settings that vary between the networks trained: none for one run."""
+        return ()
 
     @staticmethod
     def _stream(comm) -> bool | None:
@@ -608,7 +613,8 @@ def _rows(X) -> int:
     return 0 if X is None else int(X.shape[0])
 
 
-def _log_setup(config: RunConfig, data: PreparedData, model: MLP) -> None:
+def _log_setup(config: RunConfig, data: PreparedData, model: MLP, swept=()) -> None:
+    """The data, loss and model lines; a setting in ``swept`` is said to be swept."""
     targets = data.targets
     classes = "" if targets.labels is None else f", classes {_short(targets.labels.to_json())}"
     logger.info(
@@ -624,11 +630,11 @@ def _log_setup(config: RunConfig, data: PreparedData, model: MLP) -> None:
         "loss: %s (%s), %d output(s)%s", targets.loss, targets.reason, targets.outputs, classes
     )
     logger.info(
-        "model: %s, %s, optimizer %s lr %g, %s",
+        "model: %s, %s, optimizer %s lr %s, %s",
         "-".join(map(str, model.sizes)),
         "/".join(model.layer_activations),
         config.optimizer,
-        config.lr,
+        "swept" if "lr" in swept else f"{config.lr:g}",
         config.dtype,
     )
 

@@ -280,6 +280,10 @@ class Sweep(Run):
     # ------------------------------------------------------------------ Run's hooks
 
     @staticmethod
+    def _swept(fields: dict) -> tuple:
+        return tuple(fields["grid"][0])
+
+    @staticmethod
     def _stream(comm) -> bool:
         """Never: replicas train on data held on their device (see fit_replicas)."""
         return False

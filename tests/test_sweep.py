@@ -223,3 +223,12 @@ def test_every_replica_diverged_so_none_is_best():
     with pytest.raises(ConfigError, match="none is best; name one by its index"):
         choose_replica("best", 4, None)
     assert choose_replica(" 3", 4, 0) == 3 and choose_replica("best", 4, 1) == 1
+
+
+def test_the_model_line_says_the_learning_rate_is_swept(tmp_path, capsys):
+    argv = ["--dataset", "iris", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "s")]
+    assert _cli.run(train.main, [*argv, "--sweep", "lr=0.1,0.2"], train.FLAGS) == 0
+    assert "optimizer adam lr swept, float32" in capsys.readouterr().err
+    argv[-1] = str(tmp_path / "t")
+    assert _cli.run(train.main, [*argv, "--sweep", "seed=0,1"], train.FLAGS) == 0
+    assert "optimizer adam lr 0.01, float32" in capsys.readouterr().err

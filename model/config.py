@@ -22,7 +22,7 @@ from backends.errors import ConfigError, HandgradError, about
 from backends.transfer import HostRows, row_chunks
 from model.activations import ACTIVATIONS
 from model.checkpoint import CheckpointError
-from model.data import DATASETS, DataError, load_dataset, load_file, split_rows
+from model.data import DATASETS, DataError, check_range, load_dataset, load_file, split_rows
 from model.losses import LOSSES
 from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron
 from model.optimizers import OPTIMIZERS
@@ -241,7 +241,7 @@ def prepare_data(
     if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
         logger.info("data %s: a .npy table, the target in the last column", config.data)
     fingerprint = _sha256(X) + _sha256(y)
-    with about("loss"):
+    with about("loss" if config.model == "mlp" else "model"):  # a single unit fixes its loss
         targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
         raise DataError(
@@ -263,7 +263,7 @@ def prepare_data(
     else:
         standardizer = None
     for name, a in (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr)):
-        _check_range(name, a, config.dtype)
+        check_range(name, a, config.dtype)
     return PreparedData(
         X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
     )
@@ -279,21 +279,6 @@ def _sha256(a) -> str:
     else:
         digest.update(np.ascontiguousarray(a))
     return digest.hexdigest()[:16]
-
-
-def _check_range(name: str, a, dtype: str) -> None:
-    """Values that overflow to inf in the training dtype are refused here, not reported
-    later as a diverging learning rate."""
-    if a is None or a.shape[0] == 0:
-        return
-    limit = float(np.finfo(dtype).max)
-    top = max(float(np.max(np.abs(chunk), initial=0.0)) for chunk in row_chunks(a))
-    if top > limit:
-        raise DataError(
-            f"{name} has values up to {top:.3g}, beyond {dtype}'s range ({limit:.3g}); train "
-            "in float64 or rescale the data (standardize it)",
-            setting="dtype",
-        )
 
 
 def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:

@@ -35,6 +35,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "check_finite",
+    "check_range",
     "load_dataset",
     "load_features",
     "load_file",
@@ -246,6 +247,22 @@ def check_finite(a, name: str, source: str = "") -> None:
         raise DataError(
             f"{source + ': ' if source else ''}{name} has {count} NaN or inf "
             f"value(s), the first in row {first}; drop or impute those rows first"
+        )
+
+
+def check_range(name: str, a, dtype: str) -> None:
+    """Values that overflow to inf in ``dtype`` (the one a network computes in) are
+    refused here, not reported later as a diverging learning rate or NaN predictions.
+    ``a`` is read a block at a time."""
+    if a is None or a.shape[0] == 0:
+        return
+    limit = float(np.finfo(dtype).max)
+    top = max(float(np.max(np.abs(chunk), initial=0.0)) for chunk in row_chunks(a))
+    if top > limit:
+        raise DataError(
+            f"{name} has values up to {top:.3g}, beyond {dtype}'s range ({limit:.3g}); use "
+            "float64, or rescale the data (standardize it)",
+            setting="dtype",
         )
 
 

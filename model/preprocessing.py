@@ -221,15 +221,13 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
     wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
     if not wanted[0] <= len(labels) <= wanted[1]:
         fix = (
-            "use the loss 'cross_entropy' for more than 2 classes"
+            "use the loss 'cross_entropy' (model 'mlp') for more than 2 classes"
             if loss == "bce" and len(labels) > 2
             else "use the loss 'mse' for a regression target"
             if len(labels) > MAX_CLASSES
             else "the data needs at least 2 classes"
         )
-        raise DataError(
-            f"{loss} needs {wanted[0]} to {wanted[1]} classes, y holds {len(labels)}; {fix}",
-            setting="loss",
-        )
+        needs = "exactly 2" if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
+        raise DataError(f"{loss} needs {needs} classes, y holds {len(labels)}; {fix}")
     outputs = 1 if loss == "bce" else len(labels)
     return Targets(labels.encode(column), loss, outputs, labels, reason)

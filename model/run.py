@@ -212,7 +212,7 @@ class Run:
         params = None
         if init is not None:
             with about("init"):
-                params = load_host_params(init, model)
+                params = load_host_params(checkpoint_source(init), model)  # a folder too
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model, swept=cls._swept(fields))

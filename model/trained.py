@@ -37,11 +37,18 @@ from model.checkpoint import (
     to_file_names,
     write_npz,
 )
-from model.data import DataError, check_finite
+from model.data import DataError, check_finite, check_range
 from model.mlp import MLP
 from model.preprocessing import LabelEncoder, Standardizer
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TrainedModel", "load_checkpoint", "predictions_csv"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "TrainedModel",
+    "load_checkpoint",
+    "predictions_csv",
+    "training_progress",
+]
 
 FORMAT, FORMAT_VERSION = "handgrad-model", 2
 _MODEL_KEYS = {"sizes", "activation", "output", "loss", "bias"}
@@ -130,15 +137,22 @@ class TrainedModel:
         dtype) in chunks of rows."""
         backend = backend or get_backend("cpu", self.dtype)
         params = self._device_params(backend)
-        inputs = self.inputs(X)
-        chunks = [
-            backend.to_numpy(
-                self.model.predict(params, backend.asarray(inputs[s : s + _CHUNK_ROWS]))
-            )
-            for s in range(0, inputs.shape[0], _CHUNK_ROWS)
-        ]
+        inputs = self._checked_inputs(X, backend)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs: below
+            chunks = [
+                backend.to_numpy(
+                    self.model.predict(params, backend.asarray(inputs[s : s + _CHUNK_ROWS]))
+                )
+                for s in range(0, inputs.shape[0], _CHUNK_ROWS)
+            ]
         out = np.concatenate(chunks) if chunks else np.zeros((0, self.model.sizes[-1]))
-        return out.astype(np.float64)
+        return _finite(out.astype(np.float64))
+
+    def _checked_inputs(self, X, backend) -> np.ndarray:
+        """:meth:`inputs`, refused when they overflow the dtype ``backend`` computes in."""
+        inputs = self.inputs(X)
+        check_range("X (standardized)" if self.standardizer else "X", inputs, backend.dtype_name)
+        return inputs
 
     def _proba(self, out) -> np.ndarray:
         """Class probabilities (n, K) from the network's output: bce's sigma(z) is p of
@@ -176,17 +190,19 @@ class TrainedModel:
         y = np.asarray(y)
         if y.shape[0] != np.shape(X)[0]:
             raise DataError(f"X has {np.shape(X)[0]} rows but y has {y.shape[0]}; they must match")
-        inputs = backend.asarray(self.inputs(X))
+        inputs = backend.asarray(self._checked_inputs(X, backend))
         if self.labels is None:
             target = backend.asarray(y[:, None] if y.ndim == 1 else y)
         else:
             index = self.labels.encode(y)
             target = backend.asarray(index, dtype=backend.xp.int64)
-        out, cache = self.model.forward(self._device_params(backend), inputs)
-        loss = float(self.model.loss_from_cache(cache, target))
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs: below
+            out, cache = self.model.forward(self._device_params(backend), inputs)
+            loss = float(self.model.loss_from_cache(cache, target))
+        host = _finite(backend.to_numpy(out))
         if self.labels is None:
             return {"loss": loss}
-        predicted = np.argmax(self._proba(backend.to_numpy(out)), axis=1)
+        predicted = np.argmax(self._proba(host), axis=1)
         k = len(self.labels)
         confusion = np.zeros((k, k), dtype=np.int64)
         np.add.at(confusion, (index, predicted), 1)
@@ -273,6 +289,16 @@ def load_checkpoint(path, *, training: bool = True):
     return trained, info, state
 
 
+def training_progress(path) -> str | None:
+    """ "epoch E of N" for a checkpoint (E completed of the N it was to train); None for a
+    model file without training state."""
+    info = (read_meta(read_npz(path), path) or {}).get("training")
+    try:
+        return f"epoch {int(info['epoch'])} of {int(info['config']['epochs'])}"
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def _model_from_meta(meta: dict, arrays: dict, source: str) -> TrainedModel:
     spec = meta.get("model")
     if not isinstance(spec, dict) or set(spec) != _MODEL_KEYS:
@@ -311,3 +337,17 @@ def _model_from_meta(meta: dict, arrays: dict, source: str) -> TrainedModel:
     except DataError as exc:
         raise CheckpointError(str(exc)) from None
     return TrainedModel(model, host, meta["dtype"], standardizer, labels)
+
+
+def _finite(out: np.ndarray) -> np.ndarray:
+    """``out`` (a network's outputs) if every value is finite; else a DataError: the
+    parameters overflow on these rows, as a model kept from a diverged run may."""
+    bad = ~np.all(np.isfinite(out), axis=tuple(range(1, out.ndim)))
+    if bad.any():
+        raise DataError(
+            f"the model's outputs are NaN or infinite for {int(bad.sum())} of {len(out)} rows "
+            f"(the first: row {int(np.flatnonzero(bad)[0])}): its parameters overflow on them, "
+            "as those of a diverged run may; retrain it with a smaller learning rate",
+            setting="model",
+        )
+    return out

@@ -22,6 +22,7 @@ import _cli
 from backends.errors import about
 from model.folders import check_save
 from model.sweep import check_save_all, is_sweep, load_model, load_sweep, save_replicas
+from model.trained import training_progress
 
 FLAGS = {"source": "RUN", "save": "--out", "save_all": "--out"}
 logger = logging.getLogger("handgrad")
@@ -29,7 +30,7 @@ logger = logging.getLogger("handgrad")
 
 def parse_args(argv):
     p = _cli.parser(__doc__)
-    p.add_argument("source", help="a run folder, or its checkpoint.npz")
+    p.add_argument("source", metavar="RUN", help="a run folder, or its checkpoint.npz")
     p.add_argument("--out", required=True, help="the model file (.npz); a folder for 'all'")
     p.add_argument("--replica", help="for a sweep: 'best' (default), an index, or 'all'")
     p.add_argument("--overwrite", action="store_true", help="allow replacing existing files")
@@ -54,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = check_save(args.out, (checkpoint,), None, args.overwrite)
     with about("source"):
         trained, replica = load_model(checkpoint, args.replica)
-    logger.info("wrote %s of %s to %s", replica or "the model", source, trained.save(out))
+    if replica is None:
+        progress = training_progress(checkpoint)
+        replica = "the model" + (f" ({progress})" if progress else "")
+    logger.info("wrote %s of %s to %s", replica, source, trained.save(out))
     return 0
 
 

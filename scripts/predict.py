@@ -53,7 +53,8 @@ def format_metrics(metrics: dict, rows: int) -> str:
     if "accuracy" not in metrics:
         return head
     classes = [str(c) for c in metrics["classes"]]
-    width = max(6, *(len(c) + 1 for c in classes))
+    counts = [str(n) for row in metrics["confusion"] for n in row]
+    width = max(6, *(len(c) + 1 for c in classes + counts))
     lines = [
         f"{head} | accuracy {metrics['accuracy']:.4f}",
         "confusion matrix (rows: true class, columns: predicted class):",

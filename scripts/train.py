@@ -118,7 +118,9 @@ def parse_args(argv):
     p.add_argument(
         "--save", help="also write the trained model file (.npz) here, for scripts/predict.py"
     )
-    p.add_argument("--init", help="start from the parameters in this .npz")
+    p.add_argument(
+        "--init", help="start from these parameters: an .npz of them, a model file, or a run"
+    )
     p.add_argument(
         "--resume",
         help="continue the run in this folder (or checkpoint .npz) up to "

@@ -25,6 +25,10 @@ SMALL = {"dataset": "iris", "hidden": (6,), "batch_size": 16, "optimizer": "mome
          "dtype": "float64", "standardize": True, "epochs": 4}  # fmt: skip
 
 
+def _params_of(folder):
+    return load_checkpoint(folder / "checkpoint.npz")[0].params
+
+
 def _separate(tmp_path, name, **settings):
     """The single run a replica stands for, through the same library as every run."""
     config = RunConfig(**{**SMALL, **settings})
@@ -202,6 +206,16 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
 
     single = tmp_path / "single"
     Run.start(RunConfig(**SMALL), single).train(get_backend("cpu", "float64"))
+    assert _cli.run(export.main, [str(single), "--out", str(tmp_path / "s.npz")]) == 0
+    assert "wrote the model (epoch 4 of 4) of" in capsys.readouterr().err
+    for name, init in (("i1", single), ("i2", single / "checkpoint.npz")):  # a folder too
+        argv = ["--dataset", "iris", "--hidden", "6", "--epochs", "1", "--device", "cpu"]
+        assert (
+            _cli.run(train.main, [*argv, "--init", str(init), "--out", str(tmp_path / name)]) == 0
+        )
+    capsys.readouterr()
+    for k, v in _params_of(tmp_path / "i1").items():
+        np.testing.assert_array_equal(v, _params_of(tmp_path / "i2")[k])
     for source, argv, message in (
         (out, ["--replica", "4", "--out", "x.npz"],
          "replica must be 'best' or an index from 0 to 3, got '4' (--replica)"),

@@ -3,7 +3,9 @@ independent NumPy forward pass and scikit-learn's preprocessing and metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import _cli
 import numpy as np
@@ -185,7 +187,21 @@ def test_predict_bad_input_is_one_line(capsys, tmp_path):
     bad[1, 1] = np.nan
     np.savetxt(tmp_path / "nan.csv", bad, delimiter=",")
     (tmp_path / "file").write_text("x")
+    np.savetxt(tmp_path / "huge.csv", np.full((4, 2), 1e300), delimiter=",")
+    np.savetxt(tmp_path / "two.csv", np.ones((4, 2)), delimiter=",")
+    diverged = TrainedModel.load(path)  # as a diverged run may leave it: finite, huge
+    huge_params = {k: np.full_like(v, 1e200) for k, v in diverged.params.items()}
+    diverged = dataclasses.replace(diverged, params=huge_params, standardizer=None)
+    huge = str(diverged.save(tmp_path / "diverged.npz"))
     for argv, message in [
+        (
+            [path, "--data", str(tmp_path / "huge.csv"), "--quiet"],
+            "beyond float32's range (3.4e+38); use float64",
+        ),
+        (
+            [huge, "--data", str(tmp_path / "two.csv"), "--dtype", "float64", "--quiet"],
+            "the model's outputs are NaN or infinite for 4 of 4 rows (the first: row 0)",
+        ),
         ([path, "--data", str(tmp_path / "three.csv")], "has 4 columns but the model takes 2"),
         ([path, "--data", str(tmp_path / "nan.csv")], "NaN or inf value(s), the first in row 1"),
         ([str(tmp_path / "three.csv"), "--data", str(tmp_path / "nan.csv")], "not an .npz"),
@@ -196,6 +212,7 @@ def test_predict_bad_input_is_one_line(capsys, tmp_path):
     ]:
         rc, out, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv, "--device", "cpu")
         assert rc == 2 and out == "" and err.count("\n") == 1 and message in err, err
+        assert re.search(r"\((--[a-z]+|MODEL)\)$", err.strip()), err
 
 
 def test_standardizer_equals_scikit_learn_and_keeps_constant_features_finite():
@@ -298,3 +315,10 @@ def test_proba_of_a_regression_model_is_one_line(capsys, tmp_path):
                              str(tmp_path / "rows.csv"), "--proba", "--device", "cpu")  # fmt: skip
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "predicts values, not class probabilities (--proba)" in err
+
+
+def test_the_confusion_matrix_keeps_its_columns_apart_for_large_counts():
+    metrics = {"loss": 0.5, "accuracy": 0.5, "classes": [0, 1],
+               "confusion": [[1234567, 2], [3, 7654321]]}  # fmt: skip
+    rows = predict.format_metrics(metrics, 8888893).splitlines()[2:]
+    assert [r.split() for r in rows] == [["0", "1"], ["0", "1234567", "2"], ["1", "3", "7654321"]]

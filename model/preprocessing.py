@@ -221,7 +221,7 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
     wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
     if not wanted[0] <= len(labels) <= wanted[1]:
         fix = (
-            "use the loss 'cross_entropy' (model 'mlp') for more than 2 classes"
+            "use the loss 'cross_entropy' for more than 2 classes"
             if loss == "bce" and len(labels) > 2
             else "use the loss 'mse' for a regression target"
             if len(labels) > MAX_CLASSES

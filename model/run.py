@@ -51,6 +51,7 @@ from model.config import (
     check_number,
     prepare_data,
 )
+from model.data import DataError
 from model.fit import DivergenceError, fit
 from model.folders import (
     check_creatable,
@@ -247,7 +248,9 @@ class Run:
         """Continue the run whose folder (or checkpoint file) is ``path`` up to ``epochs``
         in total, bit for bit as if it had not stopped. ``epochs`` and ``lr`` may change
         (the change is recorded); any other RunConfig field given in ``fixed`` must equal
-        the stored one, since a resumed run continues the same model on the same data.
+        the stored one, since a resumed run continues the same model on the same data; but
+        a data file that moved may be given at its new path (``data``), and is accepted when
+        its fingerprint is the run's (the move is recorded).
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
@@ -257,6 +260,7 @@ class Run:
         if save is not None:
             save = check_save(save, (config.data, source), run_dir or source.parent, overwrite)
         names = {f.name for f in dataclasses.fields(RunConfig)}
+        moved = None  # the data file's new path, when it moved: its fingerprint must match
         for name, value in fixed.items():
             if name not in names or name in RESUMABLE:
                 raise TypeError(f"Run.resume() got an unexpected keyword argument {name!r}")
@@ -266,6 +270,9 @@ class Run:
             if stored is None:
                 stored = used.get(name)
             same_file = name == "data" and Path(str(value)).resolve() == Path(str(stored))
+            if name == "data" and config.data is not None and value and not same_file:
+                moved = str(Path(str(value)).resolve())
+                continue
             if value is not None and value != stored and not same_file:
                 raise ConfigError(
                     f"{name} cannot change when resuming (the run was made with "
@@ -275,6 +282,7 @@ class Run:
                 )
         done = info["epoch"]
         changes = {"epochs": [config.epochs, epochs], "lr": [config.lr, lr]}
+        changes["data"] = [config.data, moved]  # the same data, checked by its fingerprint
         new = {k: v for k, (old, v) in changes.items() if v is not None and v != old}
         config = dataclasses.replace(config, **new)  # re-checked by __post_init__
         if config.epochs <= done:
@@ -290,6 +298,12 @@ class Run:
             overwrite = True
         elif _root(comm):
             check_run_dir(run_dir, overwrite)
+        if config.data is not None and not Path(config.data).is_file():
+            raise DataError(
+                f"the run's data file {config.data} is gone; if it moved, give its new path "
+                "(the run checks that it holds the same data)",
+                setting="data",
+            )
         data = prepare_data(
             config,
             labels=trained.labels,
@@ -300,7 +314,7 @@ class Run:
             raise CheckpointError(
                 f"the data of {config.data or config.dataset} changed since the run was made "
                 "(its fingerprint differs), so the run cannot continue bit for bit; restore "
-                "the data, or start a new run on the new data",
+                "the data (or give the path it moved to), or start a new run on the new data",
                 setting="data",
             )
         model = build_model(config, data.X.shape[1], data.targets)

@@ -111,7 +111,8 @@ def cases(f, tmp):
         "NaN in X": (["--data", f["nan_x"]], "NaN or inf value(s), the first in row 4"),
         "inf in y": (["--data", f["inf_y"], "--loss", "mse"], "y has 1 NaN or inf"),
         "row counts differ": (["--data", f["rows"]], "X has 30 rows but y has 29"),
-        "3 classes for bce": ([*good, "--loss", "bce"], "bce needs 2 to 2 classes, y holds 3"),
+        "3 classes for bce": ([*good, "--loss", "bce"], "bce needs exactly 2 classes, y holds 3"),
+        "10 classes for logistic": (["--model", "logistic"], "more than 2 classes (--model)"),
         "fractional labels": (
             ["--data", f["frac"], "--loss", "cross_entropy"],
             "class labels must be integers, got 0.5",

@@ -3,6 +3,7 @@ run folders and files, and that nothing crosses to the host between checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from backends import Backend, get_backend
 from backends.errors import ConfigError
 from model.checkpoint import CheckpointError, atomic_write
 from model.config import RunConfig
+from model.data import DataError
 from model.run import Run
 from model.trained import TrainedModel, load_checkpoint
 
@@ -310,3 +312,28 @@ def test_a_run_folder_in_use_by_another_live_process_is_refused(tmp_path):
     run = Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r")  # its process is gone now
     run.train("cpu")
     assert not (tmp_path / "r" / ".handgrad-run").exists()  # released when training ended
+
+
+def test_a_moved_data_file_resumes_at_its_new_path_and_other_data_does_not(tmp_path):
+    """The run's .npz moved: resuming without it says so; with its new path the run
+    continues bit for bit (and records the move); a file with other rows is refused."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(90, 3)), rng.integers(0, 3, 90)
+    np.savez(tmp_path / "a.npz", X=X, y=y)
+    np.savez(tmp_path / "other.npz", X=X + 1, y=y)
+    backend = get_backend("cpu", "float64")
+    config = RunConfig(data=str(tmp_path / "a.npz"), hidden=(4,), batch_size=16, epochs=4,
+                       dtype="float64")  # fmt: skip
+    Run.start(config, tmp_path / "whole").train(backend)
+    Run.start(dataclasses.replace(config, epochs=2), tmp_path / "r").train(backend)
+    (tmp_path / "a.npz").rename(tmp_path / "b.npz")
+    with pytest.raises(DataError, match=r"a\.npz is gone; if it moved, give its new path"):
+        Run.resume(tmp_path / "r", epochs=4)
+    with pytest.raises(CheckpointError, match="its fingerprint differs"):
+        Run.resume(tmp_path / "r", epochs=4, data=tmp_path / "other.npz")
+    run = Run.resume(tmp_path / "r", epochs=4, data=tmp_path / "b.npz")
+    summary = run.train(backend)
+    assert summary["changes"][-1]["data"] == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    want, got = (load_checkpoint(tmp_path / f / "checkpoint.npz")[0].params for f in ("whole", "r"))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

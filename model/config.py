@@ -234,9 +234,8 @@ def prepare_data(
     :data:`STREAM_BYTES` or more. Streamed or not, the same rows train to the same
     parameters: the split is the same rows, standardized with the same statistics."""
     with about("data"):
-        mapped = map_data(config.data) if config.data and stream is not False else None
-        if mapped is not None and stream is None and mapped[0].nbytes < STREAM_BYTES:
-            mapped = None
+        least = STREAM_BYTES if stream is None else 0
+        mapped = map_data(config.data, least) if config.data and stream is not False else None
         X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
     if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
         logger.info("data %s: a .npy table, the target in the last column", config.data)

@@ -17,6 +17,7 @@ through ``np.lib.format.open_memmap(path, mode="w+", dtype=..., shape=...)``.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zipfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from model.data import DataError, validate
 
 __all__ = ["map_data", "open_memmap"]
 
+logger = logging.getLogger("handgrad")
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (30 bytes)
 
 
@@ -74,11 +76,12 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
     return _checked(np.memmap(path, dtype, "r", offset, shape, order), source)
 
 
-def map_data(path) -> tuple[np.memmap, np.ndarray] | None:
+def map_data(path, min_bytes: int = 0) -> tuple[np.memmap, np.ndarray] | None:
     """``(X, y)`` of a data file with X memory-mapped (nothing of it read but to check it
     is finite) and y loaded: an uncompressed ``.npz`` with arrays X and y, or a ``.npy``
     2-D table whose last column is y. None for a file that cannot be mapped (a CSV, a
-    compressed ``.npz``, an ``.npz`` without X and y), which is loaded whole instead."""
+    compressed ``.npz``, an ``.npz`` without X and y), or whose X takes fewer than
+    ``min_bytes``: such a file is loaded whole instead, and only then checked."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -86,16 +89,23 @@ def map_data(path) -> tuple[np.memmap, np.ndarray] | None:
             if table.ndim != 2 or table.shape[1] < 2:
                 return None  # load_file says what is wrong with it
             X, y = table[:, :-1], np.empty(table.shape[0], table.dtype)
+            if X.nbytes < min_bytes:
+                return None
             step = max(1, 2**25 // table.itemsize // table.shape[1])  # rows of ~32 MB
             for start in range(0, table.shape[0], step):  # the column, a block at a time
                 y[start : start + step] = table[start : start + step, -1]
                 release_pages(table)
         elif path.suffix == ".npz":
-            X, y = open_memmap(path, "X"), np.array(open_memmap(path, "y"))
+            X = open_memmap(path, "X")
+            if X.nbytes < min_bytes:
+                return None
+            y = np.array(open_memmap(path, "y"))
         else:
             return None
     except (DataError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # not mappable: load_file reads it, or says what is wrong with it
+    if X.nbytes >= 2**28:  # the passes below take seconds per GB: say what is going on
+        logger.info("data %s: %.1f GB, checked a block at a time", path, X.nbytes / 1e9)
     return validate(X, y, str(path))
 
 

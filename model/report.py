@@ -1,14 +1,33 @@
-"""What a run shows people: its progress bar, its loss plot, its validation score."""
+"""What a run shows people: its progress bar, its loss plot, its validation score, its
+summary as strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from model.checkpoint import atomic_write
 
-__all__ = ["draw_plot", "plot_history", "progress_bar", "score_text"]
+__all__ = ["draw_plot", "plot_history", "progress_bar", "score_text", "strict_json"]
+
+
+def strict_json(value, **kwargs) -> str:
+    """``json.dumps(value)`` with every NaN or infinite float written as null: strict
+    JSON (Python writes NaN and Infinity, which jq and JavaScript refuse)."""
+
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
 def score_text(validation: dict) -> str:

@@ -26,7 +26,6 @@ about the ranks, so a run resumes with any number of them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -63,7 +62,7 @@ from model.folders import (
 )
 from model.mlp import MLP
 from model.optimizers import make_optimizer
-from model.report import plot_history, progress_bar, score_text
+from model.report import plot_history, progress_bar, score_text, strict_json
 from model.signals import deferred_interrupts
 from model.trained import TrainedModel, load_checkpoint
 
@@ -590,7 +589,7 @@ class Run:
             "wall_seconds": self.wall_seconds,
             "paths": paths,
         }
-        text = json.dumps(summary, indent=2, allow_nan=True).encode()
+        text = strict_json(summary, indent=2).encode()
         self._write(
             paths["metrics"], lambda: atomic_write(paths["metrics"], lambda f: f.write(text))
         )

@@ -17,7 +17,6 @@ the cartesian product of lr, seed and weight-decay values as replicas in one bat
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +30,7 @@ from model.data import DATASETS
 from model.fit import DivergenceError
 from model.losses import LOSSES
 from model.optimizers import OPTIMIZERS
+from model.report import strict_json
 from model.run import CHECKPOINT_EVERY, Run
 from model.signals import Terminated
 from model.sweep import SWEEPABLE, Sweep, is_sweep, parse_sweep
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             suggestion=exc.suggestion,
         ) from None
     if root:
-        print(json.dumps(result) if args.json else run.describe(result))
+        print(strict_json(result) if args.json else run.describe(result))
     return 0
 
 

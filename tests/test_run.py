@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -23,6 +24,7 @@ from backends.errors import ConfigError
 from model.checkpoint import CheckpointError, atomic_write
 from model.config import RunConfig
 from model.data import DataError
+from model.report import strict_json
 from model.run import Run
 from model.trained import TrainedModel, load_checkpoint
 
@@ -337,3 +339,15 @@ def test_a_moved_data_file_resumes_at_its_new_path_and_other_data_does_not(tmp_p
     want, got = (load_checkpoint(tmp_path / f / "checkpoint.npz")[0].params for f in ("whole", "r"))
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_summaries_are_strict_json_with_nan_and_inf_as_null():
+    """metrics.json and --json go through strict_json: a NaN score (a replica's
+    validation on overflowing rows, say) must not make the file unreadable to jq."""
+
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+
+    text = strict_json({"loss": math.nan, "history": [1.5, math.inf], "pair": (-math.inf, 2)})
+    assert json.loads(text, parse_constant=refuse) == {
+        "loss": None, "history": [1.5, None], "pair": [None, 2]}  # fmt: skip

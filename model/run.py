@@ -257,7 +257,8 @@ class Run:
             trained, info, state = cls._load_checkpoint(source)
             config = RunConfig.from_json(info["config"], source)
         if save is not None:
-            save = check_save(save, (config.data, source), run_dir or source.parent, overwrite)
+            inputs = (config.data, fixed.get("data"), source)  # the data, where it moved to too
+            save = check_save(save, inputs, run_dir or source.parent, overwrite)
         names = {f.name for f in dataclasses.fields(RunConfig)}
         moved = None  # the data file's new path, when it moved: its fingerprint must match
         for name, value in fixed.items():

@@ -333,6 +333,9 @@ def test_a_moved_data_file_resumes_at_its_new_path_and_other_data_does_not(tmp_p
         Run.resume(tmp_path / "r", epochs=4)
     with pytest.raises(CheckpointError, match="its fingerprint differs"):
         Run.resume(tmp_path / "r", epochs=4, data=tmp_path / "other.npz")
+    with pytest.raises(ConfigError, match="is an input of this run"):  # where it moved to
+        Run.resume(tmp_path / "r", epochs=4, data=tmp_path / "b.npz",
+                   save=tmp_path / "b.npz", overwrite=True)  # fmt: skip
     run = Run.resume(tmp_path / "r", epochs=4, data=tmp_path / "b.npz")
     summary = run.train(backend)
     assert summary["changes"][-1]["data"] == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]

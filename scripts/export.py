@@ -48,9 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with about("source"):
             if not is_sweep(checkpoint):  # says why: no such file, or one model, not a sweep
                 load_model(checkpoint, args.replica)
-            models = load_sweep(checkpoint).models
-        paths = save_replicas(models, folder)
-        logger.info("wrote %d replicas' model files to %s", len(paths), folder)
+            sweep = load_sweep(checkpoint)
+        paths = save_replicas(sweep.models, folder)
+        diverged = [str(r) for r, at in enumerate(sweep.diverged) if at is not None]
+        note = f"; diverged, at their last finite epoch: {', '.join(diverged)}" if diverged else ""
+        logger.info("wrote %d replicas' model files to %s%s", len(paths), folder, note)
         return 0
     out = check_save(args.out, (checkpoint,), None, args.overwrite)
     with about("source"):

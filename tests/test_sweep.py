@@ -105,6 +105,8 @@ def test_cli_seed_sweep_marks_the_diverged_and_saves_the_best(tmp_path, capsys):
         np.testing.assert_array_equal(saved[k], stacked[k][best])
     with pytest.raises(CheckpointError, match="holds a sweep"):
         TrainedModel.load(out / "checkpoint.npz")
+    rc = _cli.run(export.main, [str(out), "--replica", "all", "--out", str(tmp_path / "all")])
+    assert rc == 0 and "diverged, at their last finite epoch: 1, 3" in capsys.readouterr().err
     entry = metrics["replicas"][1]  # lr 1e10: diverged; export says so
     rc = _cli.run(export.main, [str(out), "--replica", "1", "--out", str(tmp_path / "d.npz")])
     assert rc == 0

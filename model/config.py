@@ -224,6 +224,7 @@ def prepare_data(
     labels: LabelEncoder | None = None,
     standardizer: Standardizer | None = None,
     stream: bool | None = None,
+    comm=None,
 ) -> PreparedData:
     """Load, check, split and scale the data of ``config`` on the host; decide the loss
     and the output width. ``labels`` / ``standardizer`` fix those of a resumed run.
@@ -232,14 +233,29 @@ def prepare_data(
     instead of loading it (an uncompressed ``.npz`` or a ``.npy``; other formats are
     loaded): True whenever the format allows, False never, None (default) when X takes
     :data:`STREAM_BYTES` or more. Streamed or not, the same rows train to the same
-    parameters: the split is the same rows, standardized with the same statistics."""
+    parameters: the split is the same rows, standardized with the same statistics.
+
+    ``comm`` (several ranks, each calling this): rank 0 alone makes the passes over a
+    streamed file (finiteness, fingerprint, statistics, range) and sends the results to
+    the others, which then read only their rows of each batch while training."""
+    root = comm is None or comm.rank == 0
+
+    def on_root(compute):
+        if comm is None or comm.size == 1:
+            return compute()
+        return comm.broadcast_object(compute() if root else None)
+
     with about("data"):
         least = STREAM_BYTES if stream is None else 0
-        mapped = map_data(config.data, least) if config.data and stream is not False else None
+        mapped = (
+            map_data(config.data, least, finite=root)
+            if config.data and stream is not False
+            else None
+        )
         X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
     if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
         logger.info("data %s: a .npy table, the target in the last column", config.data)
-    fingerprint = _sha256(X) + _sha256(y)
+    fingerprint = on_root(lambda: _sha256(X) + _sha256(y))
     with about("loss" if config.model == "mlp" else "model"):  # a single unit fixes its loss
         targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
@@ -257,12 +273,12 @@ def prepare_data(
         X_tr, X_va = (X, None) if train is None else (X[train], X[val])
     if config.standardize:
         with about("data"):
-            standardizer = standardizer or Standardizer.fit(X_tr)
+            standardizer = standardizer or on_root(lambda: Standardizer.fit(X_tr))
         X_tr, X_va = (None if a is None else standardizer.transform(a) for a in (X_tr, X_va))
     else:
         standardizer = None
-    for name, a in (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr)):
-        check_range(name, a, config.dtype)
+    checks = (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr))
+    on_root(lambda: [check_range(name, a, config.dtype) for name, a in checks])
     return PreparedData(
         X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
     )

@@ -205,9 +205,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+def validate(X, y, source: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Check shapes, numeric types and finiteness; returns float64 X (a memmap as it is)
-    and y as given. ``y`` None checks the features alone (rows to predict on)."""
+    and y as given. ``y`` None checks the features alone (rows to predict on).
+    ``finite=False`` skips the pass over X for NaN and inf (another process makes it)."""
     X = X if isinstance(X, np.memmap) else np.asarray(X)
     arrays = {"X": X} if y is None else {"X": X, "y": np.asarray(y)}
     if any(a.dtype.kind not in "biuf" for a in arrays.values()):
@@ -228,7 +229,8 @@ def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
     if X.shape[1] == 0:
         raise DataError(f"{source}: X has no feature columns")
     for name, a in arrays.items():
-        check_finite(a, name, source)
+        if finite or name != "X":
+            check_finite(a, name, source)
     return (X if isinstance(X, np.memmap) else X.astype(np.float64)), y
 
 

@@ -207,7 +207,7 @@ class Run:
             check_run_dir(run_dir, overwrite)
         elif _root(comm):
             check_creatable(root, "run_dir")  # runs/<timestamp> goes there
-        data = prepare_data(config, stream=cls._stream(comm))
+        data = prepare_data(config, stream=cls._stream(comm), comm=comm)
         model = build_model(config, data.X.shape[1], data.targets)
         params = None
         if init is not None:
@@ -309,6 +309,7 @@ class Run:
             labels=trained.labels,
             standardizer=trained.standardizer,
             stream=cls._stream(comm),
+            comm=comm,
         )
         if info.get("data_sha256") not in (None, data.fingerprint):
             raise CheckpointError(

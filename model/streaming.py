@@ -76,12 +76,15 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
     return _checked(np.memmap(path, dtype, "r", offset, shape, order), source)
 
 
-def map_data(path, min_bytes: int = 0) -> tuple[np.memmap, np.ndarray] | None:
+def map_data(
+    path, min_bytes: int = 0, *, finite: bool = True
+) -> tuple[np.memmap, np.ndarray] | None:
     """``(X, y)`` of a data file with X memory-mapped (nothing of it read but to check it
     is finite) and y loaded: an uncompressed ``.npz`` with arrays X and y, or a ``.npy``
     2-D table whose last column is y. None for a file that cannot be mapped (a CSV, a
     compressed ``.npz``, an ``.npz`` without X and y), or whose X takes fewer than
-    ``min_bytes``: such a file is loaded whole instead, and only then checked."""
+    ``min_bytes``: such a file is loaded whole instead, and only then checked.
+    ``finite=False`` leaves the pass over X for NaN and inf to another process."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -104,9 +107,9 @@ def map_data(path, min_bytes: int = 0) -> tuple[np.memmap, np.ndarray] | None:
             return None
     except (DataError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # not mappable: load_file reads it, or says what is wrong with it
-    if X.nbytes >= 2**28:  # the passes below take seconds per GB: say what is going on
+    if X.nbytes >= 2**28 and finite:  # the passes below take seconds per GB: say so
         logger.info("data %s: %.1f GB, checked a block at a time", path, X.nbytes / 1e9)
-    return validate(X, y, str(path))
+    return validate(X, y, str(path), finite=finite)
 
 
 def _checked(a: np.ndarray, source: str) -> np.memmap:

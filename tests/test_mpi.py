@@ -245,6 +245,25 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line_naming_it(tmp_path):
     assert load_checkpoint(tmp_path / "f" / "checkpoint.npz")[1]["epoch"] == 5
 
 
+@needs_mpi
+@pytest.mark.mpi
+def test_bad_rows_in_a_streamed_file_are_found_by_rank_0_and_end_every_rank(tmp_path):
+    """Rank 0 alone makes the passes over a streamed file; a NaN it finds is one line,
+    and the other rank, waiting for rank 0's results, ends with it."""
+    X = np.ones((50, 3))
+    X[7, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.arange(50) % 2)
+    start = time.monotonic()
+    proc = mpiexec(2, ROOT / "scripts" / "train.py", "--data", "nan.npz", "--device", "cpu",
+                   "--out", "r", "--quiet", cwd=tmp_path)  # fmt: skip
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2, proc.err
+    lines = [line for line in proc.err.splitlines() if line.startswith("error:")]
+    message = "X has 1 NaN or inf value(s), the first in row 7; drop or impute those rows first"
+    assert lines == [f"error: rank 0 of 2: {tmp_path / 'nan.npz'}: {message} (--data)"], proc.err
+    assert not (tmp_path / "r").exists()
+
+
 def test_distributed_without_a_launcher_is_one_line_naming_the_fix(capsys, tmp_path):
     """Outside mpiexec, --distributed is an error; plain training never imports mpi4py."""
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):

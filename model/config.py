@@ -247,11 +247,11 @@ def prepare_data(
 
     with about("data"):
         least = STREAM_BYTES if stream is None else 0
-        mapped = (
-            map_data(config.data, least, finite=root)
-            if config.data and stream is not False
-            else None
-        )
+        maps = config.data is not None and stream is not False
+        mapped = map_data(config.data, least, read=root) if maps else None
+        if maps and not (comm is None or comm.size == 1):  # rank 0's y, or None: load whole
+            y_root = on_root(lambda: None if mapped is None else mapped[1])
+            mapped = None if mapped is None or y_root is None else (mapped[0], y_root)
         X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
     if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
         logger.info("data %s: a .npy table, the target in the last column", config.data)

@@ -205,10 +205,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def validate(X, y, source: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def validate(X, y, source: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Check shapes, numeric types and finiteness; returns float64 X (a memmap as it is)
-    and y as given. ``y`` None checks the features alone (rows to predict on).
-    ``finite=False`` skips the pass over X for NaN and inf (another process makes it)."""
+    and y as given. ``y`` None checks the features alone (rows to predict on)."""
     X = X if isinstance(X, np.memmap) else np.asarray(X)
     arrays = {"X": X} if y is None else {"X": X, "y": np.asarray(y)}
     if any(a.dtype.kind not in "biuf" for a in arrays.values()):
@@ -229,8 +228,7 @@ def validate(X, y, source: str, *, finite: bool = True) -> tuple[np.ndarray, np.
     if X.shape[1] == 0:
         raise DataError(f"{source}: X has no feature columns")
     for name, a in arrays.items():
-        if finite or name != "X":
-            check_finite(a, name, source)
+        check_finite(a, name, source)
     return (X if isinstance(X, np.memmap) else X.astype(np.float64)), y
 
 

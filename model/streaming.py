@@ -76,15 +76,15 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
     return _checked(np.memmap(path, dtype, "r", offset, shape, order), source)
 
 
-def map_data(
-    path, min_bytes: int = 0, *, finite: bool = True
-) -> tuple[np.memmap, np.ndarray] | None:
+def map_data(path, min_bytes: int = 0, *, read: bool = True):
     """``(X, y)`` of a data file with X memory-mapped (nothing of it read but to check it
     is finite) and y loaded: an uncompressed ``.npz`` with arrays X and y, or a ``.npy``
     2-D table whose last column is y. None for a file that cannot be mapped (a CSV, a
     compressed ``.npz``, an ``.npz`` without X and y), or whose X takes fewer than
     ``min_bytes``: such a file is loaded whole instead, and only then checked.
-    ``finite=False`` leaves the pass over X for NaN and inf to another process."""
+
+    ``read=False`` returns ``(X, None)``, leaving the passes over the file (y, and X for
+    NaN and inf) to another process; whether the file maps is decided alike either way."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -94,22 +94,26 @@ def map_data(
             X, y = table[:, :-1], np.empty(table.shape[0], table.dtype)
             if X.nbytes < min_bytes:
                 return None
+            if not read:
+                return X, None
             step = max(1, 2**25 // table.itemsize // table.shape[1])  # rows of ~32 MB
             for start in range(0, table.shape[0], step):  # the column, a block at a time
                 y[start : start + step] = table[start : start + step, -1]
                 release_pages(table)
         elif path.suffix == ".npz":
-            X = open_memmap(path, "X")
+            X, y = open_memmap(path, "X"), open_memmap(path, "y")
             if X.nbytes < min_bytes:
                 return None
-            y = np.array(open_memmap(path, "y"))
+            if not read:
+                return X, None
+            y = np.array(y)
         else:
             return None
     except (DataError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # not mappable: load_file reads it, or says what is wrong with it
-    if X.nbytes >= 2**28 and finite:  # the passes below take seconds per GB: say so
+    if X.nbytes >= 2**28:  # the passes below take seconds per GB: say what is going on
         logger.info("data %s: %.1f GB, checked a block at a time", path, X.nbytes / 1e9)
-    return validate(X, y, str(path), finite=finite)
+    return validate(X, y, str(path))
 
 
 def _checked(a: np.ndarray, source: str) -> np.memmap:

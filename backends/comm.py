@@ -33,7 +33,15 @@ from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_ar
 
 from backends.errors import ConfigError, DeviceUnavailableError
 
-__all__ = ["LAUNCH_VARIABLES", "Communicator", "active", "connect", "launched_size", "rank_device"]
+__all__ = [
+    "LAUNCH_VARIABLES",
+    "Communicator",
+    "active",
+    "connect",
+    "launched_size",
+    "on_root",
+    "rank_device",
+]
 
 logger = logging.getLogger("handgrad")
 
@@ -50,6 +58,14 @@ LOCAL_RANK_VARIABLES = (
 MPI_EXTRA = "pip install -e '.[mpi]' in the handgrad checkout (mpi4py and an MPICH wheel)"
 
 _world: dict = {}  # the connected Communicator, under "comm"
+
+
+def on_root(comm, make):
+    """``make()`` on rank 0 of ``comm`` (or the only process, ``comm`` None), its result
+    sent to every rank: one rank does the work (a folder made, a pass over a file)."""
+    if comm is None:
+        return make()
+    return comm.broadcast_object(make() if comm.rank == 0 else None)
 
 
 def launched_size() -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backends import DTYPES
+from backends.comm import on_root
 from backends.errors import ConfigError, HandgradError, about
 from backends.transfer import HostRows, row_chunks
 from model.activations import ACTIVATIONS
@@ -239,23 +240,17 @@ def prepare_data(
     streamed file (finiteness, fingerprint, statistics, range) and sends the results to
     the others, which then read only their rows of each batch while training."""
     root = comm is None or comm.rank == 0
-
-    def on_root(compute):
-        if comm is None or comm.size == 1:
-            return compute()
-        return comm.broadcast_object(compute() if root else None)
-
     with about("data"):
         least = STREAM_BYTES if stream is None else 0
         maps = config.data is not None and stream is not False
         mapped = map_data(config.data, least, read=root) if maps else None
-        if maps and not (comm is None or comm.size == 1):  # rank 0's y, or None: load whole
-            y_root = on_root(lambda: None if mapped is None else mapped[1])
+        if maps:  # rank 0's y, the same on every rank (None: rank 0 could not map it)
+            y_root = on_root(comm, lambda: None if mapped is None else mapped[1])
             mapped = None if mapped is None or y_root is None else (mapped[0], y_root)
         X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
     if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
         logger.info("data %s: a .npy table, the target in the last column", config.data)
-    fingerprint = on_root(lambda: _sha256(X) + _sha256(y))
+    fingerprint = on_root(comm, lambda: _sha256(X) + _sha256(y))
     with about("loss" if config.model == "mlp" else "model"):  # a single unit fixes its loss
         targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
@@ -273,12 +268,12 @@ def prepare_data(
         X_tr, X_va = (X, None) if train is None else (X[train], X[val])
     if config.standardize:
         with about("data"):
-            standardizer = standardizer or on_root(lambda: Standardizer.fit(X_tr))
+            standardizer = standardizer or on_root(comm, lambda: Standardizer.fit(X_tr))
         X_tr, X_va = (None if a is None else standardizer.transform(a) for a in (X_tr, X_va))
     else:
         standardizer = None
     checks = (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr))
-    on_root(lambda: [check_range(name, a, config.dtype) for name, a in checks])
+    on_root(comm, lambda: [check_range(name, a, config.dtype) for name, a in checks])
     return PreparedData(
         X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
     )

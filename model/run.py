@@ -35,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from backends import Backend, get_backend, host_rng
+from backends.comm import on_root
 from backends.errors import ConfigError, HandgradError, about
 from model.checkpoint import (
     CheckpointError,
@@ -216,7 +217,7 @@ class Run:
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model, swept=cls._swept(fields))
-        run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
+        run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
         return cls(
             config,
             run_dir,
@@ -338,7 +339,7 @@ class Run:
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model, swept=cls._swept(fields))
-        run_dir = _on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
+        run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
         return cls(
             config,
             run_dir,
@@ -615,13 +616,6 @@ class Run:
 def _root(comm) -> bool:
     """True for rank 0 of ``comm``, and for the only process (``comm`` None)."""
     return comm is None or comm.rank == 0
-
-
-def _on_root(comm, make):
-    """``make()`` on rank 0 of ``comm`` (or the only process); its result on every rank."""
-    if comm is None:
-        return make()
-    return comm.broadcast_object(make() if comm.rank == 0 else None)
 
 
 def _rows(X) -> int:

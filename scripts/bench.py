@@ -95,17 +95,7 @@ def _median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None]
 def _measure(run: Callable[[int], float | None], repeats: int, sync) -> tuple:
     """``(median seconds, mean accuracy)`` of ``run(seed)`` for seeds 0 .. repeats-1,
     after one warm-up run (seed 0); ``run`` returns its accuracy (or None)."""
-    run(0)
-    sync()
-    times, accuracies = [], []
-    for seed in range(repeats):
-        sync()
-        start = time.perf_counter()
-        accuracies.append(run(seed))
-        sync()
-        times.append(time.perf_counter() - start)
-    mean = None if accuracies[0] is None else statistics.fmean(accuracies)
-    return statistics.median(times), mean
+    return _measure_together({"run": (run, sync)}, repeats)["run"]
 
 
 def _measure_together(runs: dict, repeats: int) -> dict:

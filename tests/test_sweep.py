@@ -205,6 +205,14 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
         predictions[name], err = capsys.readouterr()
     assert predictions["sweep"] == predictions["file"] != predictions["two"]
     assert "sweep: predicting with replica 2 (lr=0.3, seed=0" in err and "; epoch 4 of 4)" in err
+    rows = ["--data", str(tmp_path / "rows.npz"), "--device", "cpu"]
+    for source, replica, message in (
+        (out, "9", "replica must be 'best' or an index from 0 to 3, got '9' (--replica)"),
+        (tmp_path / "best.npz", "0", "holds one model, not a sweep; leave out the replica"),
+    ):  # predict checks --replica before reading any data
+        assert _cli.run(predict.main, [str(source), *rows, "--replica", replica],
+                        predict.FLAGS) == 2  # fmt: skip
+        assert message in capsys.readouterr().err
 
     single = tmp_path / "single"
     Run.start(RunConfig(**SMALL), single).train(get_backend("cpu", "float64"))

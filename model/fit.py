@@ -31,6 +31,7 @@ from array_api_compat import array_namespace, device, is_numpy_namespace
 from backends import ConfigError, HandgradError, host_rng
 from backends.blas import blas_threads, limit_blas
 from backends.transfer import batch_bounds, host_batches, is_host, is_streamed, take_rows
+from model.fast import fast_step
 
 __all__ = [
     "EVAL_ROWS",
@@ -169,12 +170,17 @@ def run_epoch(
     parts = bounds if comm is None else batch_bounds(n, batch, comm.rank, comm.size)
     mine = [(a, b) for a, b in parts if b > a]
     rows = _batches(X, Y, order, batch, like, xp=xp, bounds=mine)
+    step = fast_step(model, optimizer, params, batch, xp=xp, comm=comm)
     losses = []
     for (start, stop), (a, b) in zip(bounds, parts, strict=True):
         grads = None
         if b > a:
             xb, yb = next(rows)
             yb = model.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
+            if step is not None:
+                params, state, loss = step(params, state, xb, yb)
+                losses.append(loss)
+                continue
             _, cache = model.forward(params, xb, xp=xp)
             losses.append(model.loss_from_cache(cache, yb, xp=xp))
             grads = model.backward(params, cache, yb, xp=xp)

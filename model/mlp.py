@@ -199,13 +199,9 @@ class MLP:
         here, at some cost per call."""
         acts, _ = cache
         xp = xp or array_namespace(acts[-1])
-        loss = self.loss_spec
         Y = self.prepare_targets(Y, dtype=acts[-1].dtype, xp=xp)
         layers = self._layers
-        if loss.on_logits:
-            dZ = logit_grad(acts[-1], Y, xp=xp)
-        else:
-            dZ = layers[-1][3](loss.grad(acts[-1], Y, xp=xp), acts[-1], xp=xp)
+        dZ = self.output_grad(acts[-1], Y, xp=xp)
         grads = {}
         for l in range(self.depth - 1, -1, -1):
             w, b, _, _ = layers[l]
@@ -216,6 +212,15 @@ class MLP:
             if l:
                 dZ = layers[l - 1][3](dZ @ _mT(params[w], xp), A_prev, xp=xp)
         return grads
+
+    def output_grad(self, A_L, Y, /, *, xp):
+        """dC/dZ_L from the output A_L and targets ``Y`` as from :meth:`prepare_targets`:
+        :func:`model.losses.logit_grad` for losses on logits, else dC/dA_L through the
+        output activation's backward pass."""
+        loss = self.loss_spec
+        if loss.on_logits:
+            return logit_grad(A_L, Y, xp=xp)
+        return self._layers[-1][3](loss.grad(A_L, Y, xp=xp), A_L, xp=xp)
 
     def loss_from_cache(self, cache, Y, /, *, xp=None):
         """The loss value (a 0-d array) of the forward pass that made ``cache``. ``Y`` as

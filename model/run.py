@@ -35,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from backends import Backend, get_backend, host_rng
+from backends.blas import blas_threads
 from backends.comm import on_root
 from backends.errors import ConfigError, HandgradError, about
 from model.checkpoint import (
@@ -52,6 +53,8 @@ from model.config import (
     prepare_data,
 )
 from model.data import DataError
+from model.fast import ENV_VAR as FAST_ENV
+from model.fast import fast_enabled, uses_fast_step
 from model.fit import DivergenceError, fit
 from model.folders import (
     check_creatable,
@@ -200,6 +203,7 @@ class Run:
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
+        _check_environment()
         if init is not None and not str(init).strip():
             raise ConfigError("the init path is empty", setting="init")
         if save is not None:
@@ -254,6 +258,7 @@ class Run:
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = checkpoint_source(path)
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
+        _check_environment()
         with about("resume"):
             trained, info, state = cls._load_checkpoint(source)
             config = RunConfig.from_json(info["config"], source)
@@ -422,6 +427,13 @@ class Run:
         else:
             params = {k: backend.asarray(v) for k, v in self.params.items()}
         optimizer = self._optimizer(params)
+        self.step = (
+            "in-place"
+            if uses_fast_step(model, optimizer, params, xp=backend.xp, comm=self.comm)
+            else "portable"
+        )
+        if self.step == "in-place":
+            logger.info("step: in-place SGD step (%s=0 runs the portable step)", FAST_ENV)
         if self.state is None:
             state = optimizer.init(params)
         else:
@@ -571,6 +583,7 @@ class Run:
             "config": self.config.to_json(),
             "device": self.backend.spec,
             "dtype": self.backend.dtype_name,
+            "step": self.step,
             "data": {
                 "source": self.data.source,
                 "rows": int(self.data.X.shape[0]),
@@ -611,6 +624,13 @@ class Run:
             "final_train_loss": history["loss"][-1] if history.get("loss") else None,
             "metrics": {"validation": validation, "history": history},
         }
+
+
+def _check_environment() -> None:
+    """The environment variables that change how training runs, checked before any work:
+    a bad value would otherwise stop the run at its first epoch."""
+    fast_enabled()
+    blas_threads(0)
 
 
 def _root(comm) -> bool:

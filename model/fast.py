@@ -1,0 +1,204 @@
+"""The in-place SGD step: the portable step's math in fewer array calls, for NumPy.
+
+A small-batch step on the CPU is dispatch-bound: a 64-64-10 step makes ~40 array calls
+of a few microseconds each, and allocates a fresh array for most of them. This step
+makes the same computation as ``model.forward`` -> ``loss_from_cache`` -> ``backward``
+-> ``SGD.update`` (the equations are in :mod:`model.mlp`, :mod:`model.activations`,
+:mod:`model.losses` and :mod:`model.optimizers`) with three changes, none of which
+changes the math:
+
+- elementwise work is done in place (``out=``) on the products' own arrays, and no
+  gradient array outlives its layer;
+- the learning rate is folded into the output layer's gradient: D_L = lr dC/dZ_L, so
+  that every later product is already scaled, G_l = A_{l-1}^T D_l = lr dC/dW_l, and the
+  update is one subtraction, W_l <- W_l (1 - lr lambda) - G_l, b_l <- b_l - 1^T D_l;
+- a sigmoid layer adds its bias and negates in one pass, (-b) - Z = -(Z + b).
+
+It covers unstacked parameters (no replica axis), plain SGD (no momentum) with Python
+number ``lr`` and ``weight_decay``, and every hidden activation but softmax; the output
+layer of ``cross_entropy`` has its own in-place softmax and loss, the other losses use
+the portable functions on the (small) output layer. :func:`fast_step` returns None for
+anything else, and for namespaces other than NumPy, whose functions need not take
+``out=``: the caller then runs the portable step, the reference this one is tested
+against (equal to rounding). ``HANDGRAD_FAST=0`` turns it off.
+
+One difference shows only on the way to divergence: the products of the backward pass
+are lr times the portable step's, so with a huge lr they overflow to inf (and the fit
+stops with ``DivergenceError``) up to an epoch sooner.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from array_api_compat import is_numpy_namespace
+
+from backends.errors import ConfigError
+from model.optimizers import SGD
+
+__all__ = ["ENV_VAR", "fast_enabled", "fast_step", "uses_fast_step"]
+
+ENV_VAR = "HANDGRAD_FAST"
+
+
+def fast_enabled() -> bool:
+    """``$HANDGRAD_FAST``: unset or 1 for on, 0 for off; anything else is a ConfigError."""
+    value = os.environ.get(ENV_VAR, "1").strip()
+    if value not in ("0", "1"):
+        raise ConfigError(
+            f"the environment variable {ENV_VAR}={value!r} is not understood; set it to 1 "
+            "(the in-place step where it applies, the default) or 0 (the portable step "
+            "always), or unset it"
+        )
+    return value == "1"
+
+
+def uses_fast_step(model, optimizer, params: dict, /, *, xp, comm=None) -> bool:
+    """Whether :func:`fast_step` applies to this training (module docstring): NumPy
+    parameters without a replica axis, plain SGD with number hyperparameters, no softmax
+    hidden layer, no communicator (its allreduce sits between gradient and update), and
+    ``$HANDGRAD_FAST`` not 0."""
+    return (
+        fast_enabled()
+        and comm is None
+        and is_numpy_namespace(xp)
+        and type(optimizer) is SGD
+        and not optimizer.momentum
+        and all(isinstance(v, int | float) for v in (optimizer.lr, optimizer.weight_decay))
+        and all(p.ndim == (2 if k.startswith("W") else 1) for k, p in params.items())
+        and all(a in _HIDDEN for a in model.layer_activations[:-1])
+    )
+
+
+def fast_step(model, optimizer, params: dict, batch: int, /, *, xp, comm=None):
+    """The in-place step for ``model`` trained by ``optimizer`` on batches of at most
+    ``batch`` rows, as ``step(params, state, xb, yb) -> (params, state, loss)`` with the
+    portable step's meaning (``yb`` prepared targets, ``loss`` C of the batch before the
+    step, ``params`` updated in place); None where it does not apply
+    (:func:`uses_fast_step`)."""
+    if not uses_fast_step(model, optimizer, params, xp=xp, comm=comm):
+        return None
+    return _Step(model, optimizer, params, batch, xp)
+
+
+class _Step:
+    """The step, with what it reuses from one call to the next."""
+
+    def __init__(self, model, optimizer, params, batch, xp):
+        self.model, self.xp = model, xp
+        self.lr, self.decay = optimizer.lr, 1.0 - optimizer.lr * optimizer.weight_decay
+        dtype = params["W1"].dtype
+        *hidden, self.output = model._layers  # (W name, b name or None, f, f's backward)
+        self.hidden = [
+            (w, b, *_HIDDEN[a])
+            for (w, b, _, _), a in zip(hidden, model.layer_activations[:-1], strict=True)
+        ]
+        self.ones_row = xp.ones((1, batch), dtype=dtype)  # 1^T D: a bias's gradient
+        self.ones_col = xp.ones((model.sizes[-1], 1), dtype=dtype)  # row sums of the output
+        self.low = 1.0 - math.log(float(xp.finfo(dtype).max))  # as model.activations.sigmoid
+        self.tiny = float(xp.finfo(dtype).smallest_normal)
+        ce = model.loss_spec.name == "cross_entropy"
+        self.head = self._softmax_head if ce else self._portable_head
+
+    def __call__(self, params, state, xb, yb):
+        """Forward, loss, backward and update of one batch; see the module docstring."""
+        acts = [xb]  # A_0 .. A_{L-1}
+        for w, b, f, _ in self.hidden:  # Z_l = A_{l-1} W_l, then A_l = f(Z_l + b_l) in place
+            Z = acts[-1] @ params[w]
+            f(self, Z, None if b is None else params[b])
+            acts.append(Z)
+        w, b, _, _ = self.output
+        Z = acts[-1] @ params[w]
+        if b is not None:
+            Z += params[b]
+        loss, D = self.head(Z, yb)  # D = lr dC/dZ_L
+        for l in range(len(acts) - 1, -1, -1):  # D = lr dC/dZ_{l+1}, A = A_l
+            w, b = (self.hidden[l] if l < len(self.hidden) else self.output)[:2]
+            W, A = params[w], acts[l]
+            D_prev = D @ W.T if l else None  # lr dC/dA_l, with W before its step
+            G = A.T @ D
+            if self.decay != 1.0:
+                W *= self.decay
+            W -= G
+            if b is not None:
+                params[b] -= (self.ones_row[:, : D.shape[0]] @ D)[0, ...]
+            if l:
+                self.hidden[l - 1][3](self, D_prev, A)
+                D = D_prev
+        return params, {**state, "step": state["step"] + 1}, loss
+
+    def _softmax_head(self, Z, Y):
+        """Softmax of Z in place (``model.activations.softmax``), the loss as
+        ``model.losses.cross_entropy_from_probs`` computes it, and D_L = lr (P - Y) / N."""
+        xp, m = self.xp, Z.shape[0]
+        Z -= xp.maximum.reduce(Z, axis=-1, keepdims=True)
+        xp.exp(Z, out=Z)
+        Z /= Z @ self.ones_col
+        p = (Z * Y) @ self.ones_col  # p_i = sum_k P_ik Y_ik
+        xp.maximum(p, self.tiny, out=p)
+        xp.log(p, out=p)
+        Z -= Y
+        Z *= self.lr / m
+        return -xp.sum(p) / m, Z
+
+    def _portable_head(self, Z, Y):
+        """The output activation, loss and dC/dZ_L of the portable step, times lr."""
+        model = self.model
+        A = self.output[2](Z, xp=self.xp)
+        loss = model.loss_from_cache(([A], Z), Y, xp=self.xp)
+        D = model.output_grad(A, Y, xp=self.xp)
+        D *= self.lr  # D is the gradient's own array: A or Z only where f is the identity
+        return loss, D
+
+    # Hidden activations: forward (Z to f(Z + b) in place) and backward (D to D f'(Z) in
+    # place, from A = f(Z)), the formulas of model.activations.
+
+    def _sigmoid(self, Z, b):
+        xp = self.xp
+        if b is None:
+            xp.negative(Z, out=Z)
+        else:
+            xp.subtract(-b, Z, out=Z)  # -(Z + b)
+        xp.minimum(Z, -self.low, out=Z)  # -max(z, low): e^-z cannot overflow
+        xp.exp(Z, out=Z)
+        Z += 1.0
+        xp.divide(1.0, Z, out=Z)
+
+    def _sigmoid_back(self, D, A):
+        T = 1.0 - A
+        T *= A
+        D *= T
+
+    def _tanh(self, Z, b):
+        if b is not None:
+            Z += b
+        self.xp.tanh(Z, out=Z)
+
+    def _tanh_back(self, D, A):
+        T = A * A
+        self.xp.subtract(1.0, T, out=T)
+        D *= T
+
+    def _relu(self, Z, b):
+        if b is not None:
+            Z += b
+        self.xp.maximum(Z, 0.0, out=Z)
+
+    def _relu_back(self, D, A):
+        D *= A > 0
+
+    def _identity(self, Z, b):
+        if b is not None:
+            Z += b
+
+    def _identity_back(self, D, A):
+        pass
+
+
+_HIDDEN = {
+    "sigmoid": (_Step._sigmoid, _Step._sigmoid_back),
+    "tanh": (_Step._tanh, _Step._tanh_back),
+    "relu": (_Step._relu, _Step._relu_back),
+    "identity": (_Step._identity, _Step._identity_back),
+}

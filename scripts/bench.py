@@ -9,7 +9,9 @@
 Every contender trains the same model on the same data, dtype, batch size and optimizer.
 Times are medians over --repeats runs after a warm-up run, with device synchronization
 around each; run i uses seed i, and accuracy is the mean over those runs' seeds. Ratios
-are contender time / handgrad time (> 1: handgrad is faster).
+are contender time / handgrad time (> 1: handgrad is faster); where the contenders run
+interleaved (CPU and replica cases: round i runs each once), the median over the rounds
+of that ratio within one round, since this machine's speed drifts within a minute.
 
 CPU cases: digits (bundled, X/16), one hidden layer of 64 or 512, logistic activation,
 softmax cross-entropy, SGD lr 0.1 (no momentum, no penalty), batch 64, 50 epochs, float64
@@ -95,15 +97,16 @@ def _median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None]
 def _measure(run: Callable[[int], float | None], repeats: int, sync) -> tuple:
     """``(median seconds, mean accuracy)`` of ``run(seed)`` for seeds 0 .. repeats-1,
     after one warm-up run (seed 0); ``run`` returns its accuracy (or None)."""
-    return _measure_together({"run": (run, sync)}, repeats)["run"]
+    return _measure_together({"run": (run, sync)}, repeats)["run"][:2]
 
 
 def _measure_together(runs: dict, repeats: int) -> dict:
-    """``name -> (median seconds, mean accuracy)`` for ``runs`` (name -> (run(seed),
-    sync)), measured interleaved: one warm-up run each, then round k runs every
-    contender with seed k, in an order rotated each round. A machine whose speed drifts
-    (here: 7.5 vs 11.0 ms / epoch for the same case a minute apart) then shifts every
-    contender alike, and the ratios hold where back-to-back blocks would not."""
+    """``name -> (median seconds, mean accuracy, seconds of each round)`` for ``runs``
+    (name -> (run(seed), sync)), measured interleaved: one warm-up run each, then round k
+    runs every contender with seed k, in an order rotated each round. A machine whose
+    speed drifts (here: 3.7 to 6.8 ms / epoch for the same case within a minute) then
+    shifts every contender alike, and the ratios of one round's times
+    (:func:`_with_ratios`) hold where back-to-back blocks would not."""
     names = list(runs)
     for run, sync in runs.values():
         run(0)
@@ -122,6 +125,7 @@ def _measure_together(runs: dict, repeats: int) -> dict:
         name: (
             statistics.median(times[name]),
             None if accuracies[name][0] is None else statistics.fmean(accuracies[name]),
+            times[name],
         )
         for name in names
     }
@@ -210,7 +214,7 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
     out = []
 
     def row(name, measured):
-        seconds, accuracy = measured
+        seconds, accuracy, rounds = measured
         out.append(
             {
                 "case": case,
@@ -218,6 +222,7 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
                 "epoch_ms": 1e3 * seconds / epochs,
                 "step_ms": 1e3 * seconds / steps,
                 "accuracy": accuracy,
+                "round_s": rounds,
             }
         )
 
@@ -626,8 +631,8 @@ def replica_case(case, sizes, activation, loss, count, batch, epochs, data, back
         measured = _measure_together(runs, repeats)
     out = [{"case": f"replicas {case} {backend.dtype_name}", "contender": name,
             "epoch_ms": 1e3 * seconds / epochs, "step_ms": 1e3 * seconds / steps,
-            "accuracy": acc, "other_cores": load["other_cores"]}
-           for name, (seconds, acc) in measured.items()]  # fmt: skip
+            "accuracy": acc, "other_cores": load["other_cores"], "round_s": rounds}
+           for name, (seconds, acc, rounds) in measured.items()]  # fmt: skip
     return _with_ratios(out)
 
 
@@ -768,10 +773,17 @@ def _torch_rows(torch, dev, case, host_params, X, Y, batch, lr, epochs, n_steps,
 
 
 def _with_ratios(rows: list) -> list:
-    """Add ``vs_handgrad`` = contender time / handgrad time (the case's first row)."""
+    """Add ``vs_handgrad`` = contender time / handgrad time (the case's first row): for
+    contenders measured interleaved, the median over the rounds of the two times' ratio
+    in that round (``round_s``); otherwise the ratio of the medians."""
     key = "epoch_ms" if "epoch_ms" in rows[0] else "step_ms"
+    first = rows[0]
     for r in rows:
-        r["vs_handgrad"] = r[key] / rows[0][key]
+        if "round_s" in r:
+            paired = zip(r["round_s"], first["round_s"], strict=True)
+            r["vs_handgrad"] = statistics.median(t / t0 for t, t0 in paired)
+        else:
+            r["vs_handgrad"] = r[key] / first[key]
     return rows
 
 

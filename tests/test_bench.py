@@ -9,6 +9,13 @@ import bench
 from test_mpi import needs_mpi
 
 
+def _paired_ratio(row, first) -> float:
+    """The median over rounds of row's time / first's time in the same round."""
+    ratios = sorted(t / t0 for t, t0 in zip(row["round_s"], first["round_s"], strict=True))
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
 def test_quick_cpu_benchmark_writes_table_and_json(tmp_path, capsys):
     assert bench.main(["--quick", "--cases", "cpu", "--json", str(tmp_path / "b.json")]) == 0
     table = capsys.readouterr().out
@@ -21,7 +28,7 @@ def test_quick_cpu_benchmark_writes_table_and_json(tmp_path, capsys):
     for r in rows:
         first = next(x for x in rows if x["case"] == r["case"])
         assert first["contender"] == "handgrad numpy"
-        assert abs(r["vs_handgrad"] - r["epoch_ms"] / first["epoch_ms"]) < 1e-12
+        assert abs(r["vs_handgrad"] - _paired_ratio(r, first)) < 1e-12
         assert r["contender"] in table
     assert data["environment"]["numpy"]
 
@@ -82,7 +89,7 @@ def test_quick_replica_case_times_one_pass_against_the_same_runs_in_turn(tmp_pat
     one_pass, in_turn = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert one_pass["contender"].endswith("one pass") and "runs in turn" in in_turn["contender"]
     assert one_pass["accuracy"] == in_turn["accuracy"]
-    assert abs(in_turn["vs_handgrad"] - in_turn["epoch_ms"] / one_pass["epoch_ms"]) < 1e-12
+    assert abs(in_turn["vs_handgrad"] - _paired_ratio(in_turn, one_pass)) < 1e-12
 
 
 def test_contenders_are_measured_interleaved_in_rotated_order():
@@ -99,3 +106,13 @@ def test_contenders_are_measured_interleaved_in_rotated_order():
                      ("b", 1), ("c", 1), ("a", 1),
                      ("c", 2), ("a", 2), ("b", 2)]  # fmt: skip
     assert [measured[n][1] for n in "abc"] == [10.0] * 3
+    assert all(len(measured[n][2]) == 3 for n in "abc")  # one time per timed round
+
+
+def test_ratios_pair_the_times_of_one_round():
+    """A drift that slows round 2 for everyone leaves the paired ratio at 2."""
+    rows = [{"epoch_ms": 2.0, "round_s": [1.0, 1.0, 3.0]},
+            {"epoch_ms": 4.0, "round_s": [2.0, 2.0, 6.0]}]  # fmt: skip
+    assert bench._with_ratios(rows)[1]["vs_handgrad"] == 2.0
+    unpaired = [{"epoch_ms": 2.0}, {"epoch_ms": 5.0}]
+    assert bench._with_ratios(unpaired)[1]["vs_handgrad"] == 2.5

@@ -107,9 +107,7 @@ def test_replica_r_equals_a_separate_run_with_its_seed_lr_and_decay(backend, nam
 
 
 @pytest.mark.parametrize("name,huge", [("sgd", 1e10), ("momentum", 1e10), ("adam", 1e200)])
-def test_a_diverging_replica_is_frozen_and_changes_no_other(
-    numpy_backend, name, huge, monkeypatch
-):
+def test_a_diverging_replica_is_frozen_and_changes_no_other(numpy_backend, name, huge, monkeypatch):
     """A huge lr on a regression: that replica diverges in the epoch a separate run raises
     DivergenceError in (4 for sgd and momentum, 1 for adam), keeps the parameters of the
     epoch before, and the other two still equal their separate runs.

@@ -1,30 +1,32 @@
-"""The in-place SGD step: the portable step's math in fewer array calls, for NumPy.
+"""The in-place training step: the portable step's math in fewer array calls, for NumPy.
 
 A small-batch step on the CPU is dispatch-bound: a 64-64-10 step makes ~40 array calls
 of a few microseconds each, and allocates a fresh array for most of them. This step
 makes the same computation as ``model.forward`` -> ``loss_from_cache`` -> ``backward``
--> ``SGD.update`` (the equations are in :mod:`model.mlp`, :mod:`model.activations`,
+-> ``optimizer.update`` (the equations are in :mod:`model.mlp`, :mod:`model.activations`,
 :mod:`model.losses` and :mod:`model.optimizers`) with three changes, none of which
 changes the math:
 
-- elementwise work is done in place (``out=``) on the products' own arrays, and no
-  gradient array outlives its layer;
-- the learning rate is folded into the output layer's gradient: D_L = lr dC/dZ_L, so
-  that every later product is already scaled, G_l = A_{l-1}^T D_l = lr dC/dW_l, and the
-  update is one subtraction, W_l <- W_l (1 - lr lambda) - G_l, b_l <- b_l - 1^T D_l;
+- elementwise work, the optimizer's included, is done in place (``out=``) on the
+  products' own arrays, and no gradient array outlives its layer;
+- a scale is folded into the output layer's gradient, D_L = scale dC/dZ_L, so that every
+  later product is already scaled: G_l = A_{l-1}^T D_l = scale dC/dW_l. For SGD the
+  scale is lr, and the plain update is one subtraction, W_l <- W_l - G_l (weight decay
+  adds scale lambda W_l to G_l first); Adam, whose step does not scale with g, takes 1;
 - a sigmoid layer adds its bias and negates in one pass, (-b) - Z = -(Z + b).
 
-It covers unstacked parameters (no replica axis), plain SGD (no momentum) with Python
-number ``lr`` and ``weight_decay``, and every hidden activation but softmax; the output
-layer of ``cross_entropy`` has its own in-place softmax and loss, the other losses use
-the portable functions on the (small) output layer. :func:`fast_step` returns None for
-anything else, and for namespaces other than NumPy, whose functions need not take
-``out=``: the caller then runs the portable step, the reference this one is tested
-against (equal to rounding). ``HANDGRAD_FAST=0`` turns it off.
+It covers unstacked parameters (no replica axis), the optimizers SGD (plain, momentum,
+Nesterov) and Adam with Python number ``lr`` and ``weight_decay``, and every hidden
+activation but softmax; the output layer of ``cross_entropy`` has its own in-place
+softmax and loss, the other losses use the portable functions on the (small) output
+layer. :func:`fast_step` returns None for anything else, and for namespaces other than
+NumPy, whose functions need not take ``out=``: the caller then runs the portable step,
+the reference this one is tested against (equal to rounding). ``HANDGRAD_FAST=0`` turns
+it off.
 
-One difference shows only on the way to divergence: the products of the backward pass
-are lr times the portable step's, so with a huge lr they overflow to inf (and the fit
-stops with ``DivergenceError``) up to an epoch sooner.
+One difference shows only on the way to divergence: with SGD the products of the
+backward pass are lr times the portable step's, so with a huge lr they overflow to inf
+(and the fit stops with ``DivergenceError``) up to an epoch sooner.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import os
 from array_api_compat import is_numpy_namespace
 
 from backends.errors import ConfigError
-from model.optimizers import SGD
+from model.optimizers import SGD, Adam
 
 __all__ = ["ENV_VAR", "fast_enabled", "fast_step", "uses_fast_step"]
 
@@ -56,15 +58,14 @@ def fast_enabled() -> bool:
 
 def uses_fast_step(model, optimizer, params: dict, /, *, xp, comm=None) -> bool:
     """Whether :func:`fast_step` applies to this training (module docstring): NumPy
-    parameters without a replica axis, plain SGD with number hyperparameters, no softmax
+    parameters without a replica axis, SGD or Adam with number hyperparameters, no softmax
     hidden layer, no communicator (its allreduce sits between gradient and update), and
     ``$HANDGRAD_FAST`` not 0."""
     return (
         fast_enabled()
         and comm is None
         and is_numpy_namespace(xp)
-        and type(optimizer) is SGD
-        and not optimizer.momentum
+        and type(optimizer) in (SGD, Adam)
         and all(isinstance(v, int | float) for v in (optimizer.lr, optimizer.weight_decay))
         and all(p.ndim == (2 if k.startswith("W") else 1) for k, p in params.items())
         and all(a in _HIDDEN for a in model.layer_activations[:-1])
@@ -86,8 +87,11 @@ class _Step:
     """The step, with what it reuses from one call to the next."""
 
     def __init__(self, model, optimizer, params, batch, xp):
-        self.model, self.xp = model, xp
-        self.lr, self.decay = optimizer.lr, 1.0 - optimizer.lr * optimizer.weight_decay
+        self.model, self.xp, self.optimizer = model, xp, optimizer
+        adam = type(optimizer) is Adam
+        self.scale = 1.0 if adam else optimizer.lr  # D_L = scale dC/dZ_L
+        self.decay = self.scale * optimizer.weight_decay  # G gains scale lambda W
+        self.update = self._adam if adam else self._momentum if optimizer.momentum else self._sgd
         dtype = params["W1"].dtype
         *hidden, self.output = model._layers  # (W name, b name or None, f, f's backward)
         self.hidden = [
@@ -112,25 +116,74 @@ class _Step:
         Z = acts[-1] @ params[w]
         if b is not None:
             Z += params[b]
-        loss, D = self.head(Z, yb)  # D = lr dC/dZ_L
-        for l in range(len(acts) - 1, -1, -1):  # D = lr dC/dZ_{l+1}, A = A_l
+        loss, D = self.head(Z, yb)  # D = scale dC/dZ_L
+        state = {**state, "step": state["step"] + 1}
+        update = self.update(state)
+        for l in range(len(acts) - 1, -1, -1):  # D = scale dC/dZ_{l+1}, A = A_l
             w, b = (self.hidden[l] if l < len(self.hidden) else self.output)[:2]
             W, A = params[w], acts[l]
-            D_prev = D @ W.T if l else None  # lr dC/dA_l, with W before its step
+            D_prev = D @ W.T if l else None  # scale dC/dA_l, with W before its step
             G = A.T @ D
-            if self.decay != 1.0:
-                W *= self.decay
-            W -= G
+            if self.decay:
+                G += self.decay * W
+            update(w, W, G)
             if b is not None:
-                params[b] -= (self.ones_row[:, : D.shape[0]] @ D)[0, ...]
+                update(b, params[b], (self.ones_row[:, : D.shape[0]] @ D)[0, ...])
             if l:
                 self.hidden[l - 1][3](self, D_prev, A)
                 D = D_prev
-        return params, {**state, "step": state["step"] + 1}, loss
+        return params, state, loss
+
+    # Updates: from G = scale g (g the gradient, weight decay included; scale = lr for
+    # SGD, 1 for Adam), the equations of model.optimizers, in place.
+
+    def _sgd(self, state):
+        def update(name, p, G):
+            p -= G  # p <- p - lr g
+
+        return update
+
+    def _momentum(self, state):
+        mu, velocity = self.optimizer.momentum, state["velocity"]
+
+        def update(name, p, G):
+            v = velocity[name]
+            v *= mu
+            v -= G  # v <- mu v - lr g
+            if self.optimizer.nesterov:
+                G -= mu * v
+                p -= G  # p <- p + mu v - lr g
+            else:
+                p += v
+
+        return update
+
+    def _adam(self, state):
+        xp, opt, t = self.xp, self.optimizer, state["step"]
+        b1, b2 = opt.beta1, opt.beta2
+        step_size, s_scale = opt.lr / (1.0 - b1**t), 1.0 / (1.0 - b2**t)
+
+        def update(name, p, G):
+            m, s = state["m"][name], state["s"][name]
+            T = G * G
+            T *= 1.0 - b2
+            s *= b2
+            s += T  # s <- b2 s + (1 - b2) g^2
+            G *= 1.0 - b1
+            m *= b1
+            m += G  # m <- b1 m + (1 - b1) g
+            xp.multiply(s, s_scale, out=T)
+            xp.sqrt(T, out=T)
+            T += opt.eps
+            xp.divide(m, T, out=T)
+            T *= step_size
+            p -= T  # p <- p - lr m_hat / (sqrt(s_hat) + eps)
+
+        return update
 
     def _softmax_head(self, Z, Y):
         """Softmax of Z in place (``model.activations.softmax``), the loss as
-        ``model.losses.cross_entropy_from_probs`` computes it, and D_L = lr (P - Y) / N."""
+        ``model.losses.cross_entropy_from_probs`` computes it, and D_L = scale (P - Y) / N."""
         xp, m = self.xp, Z.shape[0]
         Z -= xp.maximum.reduce(Z, axis=-1, keepdims=True)
         xp.exp(Z, out=Z)
@@ -139,16 +192,16 @@ class _Step:
         xp.maximum(p, self.tiny, out=p)
         xp.log(p, out=p)
         Z -= Y
-        Z *= self.lr / m
+        Z *= self.scale / m
         return -xp.sum(p) / m, Z
 
     def _portable_head(self, Z, Y):
-        """The output activation, loss and dC/dZ_L of the portable step, times lr."""
+        """The output activation, loss and dC/dZ_L of the portable step, times scale."""
         model = self.model
         A = self.output[2](Z, xp=self.xp)
         loss = model.loss_from_cache(([A], Z), Y, xp=self.xp)
         D = model.output_grad(A, Y, xp=self.xp)
-        D *= self.lr  # D is the gradient's own array: A or Z only where f is the identity
+        D *= self.scale  # D is the gradient's own array: A or Z only where f is the identity
         return loss, D
 
     # Hidden activations: forward (Z to f(Z + b) in place) and backward (D to D f'(Z) in

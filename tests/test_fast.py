@@ -43,36 +43,58 @@ def _fit(monkeypatch, fast, model, backend, X, Y, optimizer, **kwargs):
     params = model.init_params(backend, host_rng(3))
     assert uses_fast_step(model, optimizer, params, xp=backend.xp) is fast
     result = fit(model, params, X, Y, optimizer=optimizer, rng=host_rng(4), **kwargs)
-    return params, result.history
+    return params, result.state, result.history
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("decay", [0.0, 0.05], ids=["sgd", "weight-decay"])
+@pytest.mark.parametrize("decay", [0.0, 0.05], ids=["no-decay", "weight-decay"])
 @pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("loss,output", HEADS)
 def test_in_place_step_equals_the_portable_step(
     monkeypatch, dtype, bias, decay, hidden, loss, output
 ):
-    """12 steps on batches of 8 and a short last batch of 5, two hidden layers: the same
-    parameters and losses as the portable step, to 1e-12 (float64) / 1e-5 (float32)."""
+    """12 plain SGD steps on batches of 8 and a short last batch of 5, two hidden layers:
+    the same parameters and losses as the portable step, to 1e-12 (float64) / 1e-5
+    (float32)."""
+    _compare(monkeypatch, dtype, bias, hidden, loss, output, SGD(0.3, weight_decay=decay))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("decay", [0.0, 0.05], ids=["no-decay", "weight-decay"])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("loss,output", [HEADS[0], HEADS[3]])
+def test_in_place_optimizers_equal_the_portable_ones(monkeypatch, dtype, decay, name, loss, output):
+    """Momentum, Nesterov and Adam, with and without weight decay, on both kinds of
+    output head: as the portable step, every buffer of the optimizer state included."""
+    opt = make_optimizer(name, 0.05, weight_decay=decay)
+    _compare(monkeypatch, dtype, True, "tanh", loss, output, opt)
+
+
+def _compare(monkeypatch, dtype, bias, hidden, loss, output, opt):
     backend = get_backend("cpu", dtype)
     outputs = 1 if loss == "bce" else 3
     model = MLP((5, 6, 4, outputs), activation=(hidden, "sigmoid"), output=output,
                 loss=loss, bias=bias)  # fmt: skip
     X, Y = _data(backend, loss, outputs, np.random.default_rng(7))
-    opt = SGD(0.3, weight_decay=decay)
     runs = [
         _fit(monkeypatch, fast, model, backend, X, Y, opt, epochs=3, batch_size=8)
         for fast in (True, False)
     ]
-    (fast, fast_history), (portable, portable_history) = runs
+    (fast, fast_state, fast_history), (portable, portable_state, portable_history) = runs
     tol = 1e-12 if dtype == "float64" else 1e-5
+    arrays = [(k, p, portable[k]) for k, p in fast.items()]
+    for buffers, kind in ((fast_state, "velocity"), (fast_state, "m"), (fast_state, "s")):
+        arrays += [
+            (f"{kind} {k}", a, portable_state[kind][k]) for k, a in buffers.get(kind, {}).items()
+        ]
+    for k, a, expected in arrays:
+        assert_on(backend, a)
+        scale = float(np.max(np.abs(expected)))
+        np.testing.assert_allclose(a, expected, rtol=tol, atol=tol * scale, err_msg=k)
     for k, p in fast.items():
-        assert_on(backend, p)
-        scale = float(np.max(np.abs(portable[k])))
-        np.testing.assert_allclose(p, portable[k], rtol=tol, atol=tol * scale, err_msg=k)
         assert not np.array_equal(p, model.init_params(backend, host_rng(3))[k])
+    assert fast_state["step"] == portable_state["step"] == 12
     np.testing.assert_allclose(fast_history["loss"], portable_history["loss"], rtol=tol)
 
 
@@ -89,14 +111,14 @@ def test_full_batch_step_leaves_the_data_as_it_was(monkeypatch):
 
 @pytest.mark.parametrize(
     "case",
-    ["momentum", "adam", "replicas", "softmax hidden", "strict", "communicator", "off"],
+    ["replicas", "softmax hidden", "strict", "communicator", "off"],
 )
 def test_what_the_in_place_step_does_not_cover_takes_the_portable_step(monkeypatch, case):
     backend = get_backend("strict" if case == "strict" else "cpu", "float64")
     hidden = "softmax" if case == "softmax hidden" else "sigmoid"
     model = MLP((4, 5, 3), activation=hidden, loss="cross_entropy")
     params = model.init_params(backend, host_rng(0))
-    optimizer = make_optimizer(case if case in ("momentum", "adam") else "sgd", 0.1)
+    optimizer = make_optimizer("sgd", 0.1)
     if case == "replicas":
         params = init_replicas(model, backend, [host_rng(0), host_rng(1)])
         optimizer = per_replica(optimizer, lr=[0.1, 0.2], like=params["W1"])
@@ -129,9 +151,9 @@ def test_the_cli_refuses_a_bad_switch_before_reading_data(capsys, monkeypatch, t
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("optimizer,step", [("sgd", "in-place"), ("adam", "portable")])
-def test_a_run_records_its_step(tmp_path, optimizer, step):
-    config = RunConfig(dataset="iris", hidden=(4,), batch_size=16, optimizer=optimizer,
-                       lr=0.05, epochs=2)  # fmt: skip
+@pytest.mark.parametrize("switch,step", [("1", "in-place"), ("0", "portable")])
+def test_a_run_records_its_step(tmp_path, monkeypatch, switch, step):
+    monkeypatch.setenv(ENV_VAR, switch)
+    config = RunConfig(dataset="iris", hidden=(4,), batch_size=16, lr=0.05, epochs=2)
     summary = Run.start(config, tmp_path / "r").train("cpu")
     assert summary["step"] == step

@@ -94,7 +94,7 @@ class _Step:
         self.decay = self.scale * optimizer.weight_decay  # G gains scale lambda W
         self.update = self._adam if adam else self._momentum if optimizer.momentum else self._sgd
         dtype = params["W1"].dtype
-        *hidden, self.output = model._layers  # (W name, b name or None, f, f's backward)
+        *hidden, self.output = model.layers  # (W name, b name or None, f, f's backward)
         self.hidden = [
             (w, b, *_HIDDEN[a])
             for (w, b, _, _), a in zip(hidden, model.layer_activations[:-1], strict=True)

@@ -106,7 +106,7 @@ class MLP:
         return (*hidden, self.output)
 
     @functools.cached_property
-    def _layers(self):
+    def layers(self):
         """Per layer: (weight name, bias name or None, activation forward, its backward)."""
         return tuple(
             (f"W{l}", f"b{l}" if self.bias else None, *get_activation(a))
@@ -184,7 +184,7 @@ class MLP:
         xp = xp or array_namespace(X)
         cache = [X]
         A = X
-        for w, b, f, _ in self._layers:
+        for w, b, f, _ in self.layers:
             Z = A @ params[w]
             if b is not None:
                 Z += params[b][..., None, :]  # Z is this pass's own array; b to every row
@@ -200,7 +200,7 @@ class MLP:
         acts, _ = cache
         xp = xp or array_namespace(acts[-1])
         Y = self.prepare_targets(Y, dtype=acts[-1].dtype, xp=xp)
-        layers = self._layers
+        layers = self.layers
         dZ = self.output_grad(acts[-1], Y, xp=xp)
         grads = {}
         for l in range(self.depth - 1, -1, -1):
@@ -220,7 +220,7 @@ class MLP:
         loss = self.loss_spec
         if loss.on_logits:
             return logit_grad(A_L, Y, xp=xp)
-        return self._layers[-1][3](loss.grad(A_L, Y, xp=xp), A_L, xp=xp)
+        return self.layers[-1][3](loss.grad(A_L, Y, xp=xp), A_L, xp=xp)
 
     def loss_from_cache(self, cache, Y, /, *, xp=None):
         """The loss value (a 0-d array) of the forward pass that made ``cache``. ``Y`` as

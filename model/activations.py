@@ -36,12 +36,16 @@ def backprop_identity(dA, a, /, *, xp):
     return dA
 
 
+def sigmoid_floor(dtype, /, *, xp) -> float:
+    """1 - log(dtype max): the z at and above which e^-z cannot overflow."""
+    return 1.0 - math.log(float(xp.finfo(dtype).max))
+
+
 def sigmoid(z, /, *, xp):
-    """sigma(z) = 1 / (1 + e^-z), with z clamped below at 1 - log(dtype max) so that e^-z
-    cannot overflow. The clamp moves only values smaller than ~1e-38 (float32) or ~1e-308
-    (float64), and costs one cheap pass where a two-branch form would cost three."""
-    low = 1.0 - math.log(float(xp.finfo(z.dtype).max))
-    t = xp.maximum(z, low)
+    """sigma(z) = 1 / (1 + e^-z), with z clamped below at :func:`sigmoid_floor` so that
+    e^-z cannot overflow. The clamp moves only values smaller than ~1e-38 (float32) or
+    ~1e-308 (float64), and costs one cheap pass where a two-branch form would cost three."""
+    t = xp.maximum(z, sigmoid_floor(z.dtype, xp=xp))
     t *= -1.0
     e = xp.exp(t)
     e += 1.0

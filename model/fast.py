@@ -25,19 +25,21 @@ NumPy, whose functions need not take ``out=``: the caller then runs the portable
 the reference this one is tested against (equal to rounding). ``HANDGRAD_FAST=0`` turns
 it off.
 
-One difference shows only on the way to divergence: with SGD the products of the
+Two differences show only on the way to divergence: with SGD the products of the
 backward pass are lr times the portable step's, so with a huge lr they overflow to inf
-(and the fit stops with ``DivergenceError``) up to an epoch sooner.
+(and the fit stops with ``DivergenceError``) up to an epoch sooner; and relu's backward
+multiplies by (A > 0) where the portable one selects, so an infinite gradient at a
+zero unit becomes NaN instead of 0.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 from array_api_compat import is_numpy_namespace
 
 from backends.errors import ConfigError
+from model.activations import sigmoid_floor
 from model.optimizers import SGD, Adam
 
 __all__ = ["ENV_VAR", "fast_enabled", "fast_step", "uses_fast_step"]
@@ -46,11 +48,13 @@ ENV_VAR = "HANDGRAD_FAST"
 
 
 def fast_enabled() -> bool:
-    """``$HANDGRAD_FAST``: unset or 1 for on, 0 for off; anything else is a ConfigError."""
-    value = os.environ.get(ENV_VAR, "1").strip()
+    """``$HANDGRAD_FAST``: 1, unset or blank for on, 0 for off (spaces around ignored);
+    anything else is a ConfigError."""
+    raw = os.environ.get(ENV_VAR, "")
+    value = raw.strip() or "1"
     if value not in ("0", "1"):
         raise ConfigError(
-            f"the environment variable {ENV_VAR}={value!r} is not understood; set it to 1 "
+            f"the environment variable {ENV_VAR}={raw!r} is not understood; set it to 1 "
             "(the in-place step where it applies, the default) or 0 (the portable step "
             "always), or unset it"
         )
@@ -95,13 +99,14 @@ class _Step:
         self.update = self._adam if adam else self._momentum if optimizer.momentum else self._sgd
         dtype = params["W1"].dtype
         *hidden, self.output = model.layers  # (W name, b name or None, f, f's backward)
-        self.hidden = [
+        self.names = [(w, b) for w, b, _, _ in model.layers]
+        self.hidden = [  # as model.layers, with this module's in-place f and backward
             (w, b, *_HIDDEN[a])
             for (w, b, _, _), a in zip(hidden, model.layer_activations[:-1], strict=True)
         ]
         self.ones_row = xp.ones((1, batch), dtype=dtype)  # 1^T D: a bias's gradient
         self.ones_col = xp.ones((model.sizes[-1], 1), dtype=dtype)  # row sums of the output
-        self.low = 1.0 - math.log(float(xp.finfo(dtype).max))  # as model.activations.sigmoid
+        self.low = sigmoid_floor(dtype, xp=xp)
         self.tiny = float(xp.finfo(dtype).smallest_normal)
         ce = model.loss_spec.name == "cross_entropy"
         self.head = self._softmax_head if ce else self._portable_head
@@ -121,7 +126,7 @@ class _Step:
         state = {**state, "step": state["step"] + 1}
         update = self.update(state)
         for l in range(len(acts) - 1, -1, -1):  # D = scale dC/dZ_{l+1}, A = A_l
-            w, b = (self.hidden[l] if l < len(self.hidden) else self.output)[:2]
+            w, b = self.names[l]
             W, A = params[w], acts[l]
             D_prev = D @ W.T if l else None  # scale dC/dA_l, with W before its step
             G = A.T @ D
@@ -202,7 +207,7 @@ class _Step:
         A = self.output[2](Z, xp=self.xp)
         loss = model.loss_from_cache(([A], Z), Y, xp=self.xp)
         D = model.output_grad(A, Y, xp=self.xp)
-        D *= self.scale  # D is the gradient's own array: A or Z only where f is the identity
+        D *= self.scale  # a new array (never A or Z): scaling it in place is safe
         return loss, D
 
     # Hidden activations: forward (Z to f(Z + b) in place) and backward (D to D f'(Z) in

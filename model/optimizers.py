@@ -16,8 +16,9 @@ matrices (not the biases), so each weight gradient gains lambda * W_l:
 networks (parameters with a leading replica axis, see :mod:`model.replicas`): replica r
 then steps with lr[r] and lambda[r], each broadcast over its parameter's other axes.
 
-Parameters and optimizer buffers are updated in place (the only in-place writes in
-handgrad); gradients are never modified. ``state`` is a dict of plain Python numbers and
+Parameters and optimizer buffers are updated in place (the only in-place writes of the
+portable step; :mod:`model.fast`, the in-place step, also writes its own temporaries);
+gradients are never modified. ``state`` is a dict of plain Python numbers and
 dicts of arrays, so it can be checkpointed. The step count t is a Python int: no value is
 read back from the device.
 """

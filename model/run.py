@@ -162,6 +162,7 @@ class Run:
     status: str = "created"
     saved_epoch: int | None = None  # the epoch in the checkpoint on disk, once written
     comm: Any = None
+    step: str | None = None  # the training step, "in-place" or "portable", once chosen
 
     @property
     def writes(self) -> bool:
@@ -359,6 +360,7 @@ class Run:
             checkpoint_every=checkpoint_every,
             changes=changes_made,
             comm=comm,
+            step=info.get("step"),
             **fields,
         )
 
@@ -427,13 +429,19 @@ class Run:
         else:
             params = {k: backend.asarray(v) for k, v in self.params.items()}
         optimizer = self._optimizer(params)
-        self.step = (
+        step = (
             "in-place"
             if uses_fast_step(model, optimizer, params, xp=backend.xp, comm=self.comm)
             else "portable"
         )
-        if self.step == "in-place":
-            logger.info("step: in-place SGD step (%s=0 runs the portable step)", FAST_ENV)
+        if step == "in-place":
+            logger.info(
+                "step: in-place %s step (%s=0 runs the portable one)", config.optimizer, FAST_ENV
+            )
+        if self.step is not None and step != self.step:  # the same math, to rounding
+            self.changes.append({"at_epoch": self.epoch, "step": [self.step, step]})
+            logger.info("step: %s -> %s", self.step, step)
+        self.step = step
         if self.state is None:
             state = optimizer.init(params)
         else:
@@ -545,6 +553,7 @@ class Run:
             "history": snap.history,
             "changes": self.changes,
             "data_sha256": self.data.fingerprint,
+            "step": self.step,
         }
 
     def _write(self, path: Path, write) -> str:

@@ -131,14 +131,24 @@ def test_what_the_in_place_step_does_not_cover_takes_the_portable_step(monkeypat
     assert fast_step(covered, SGD(0.1), plain, 8, xp=get_backend("cpu").xp) is not None
 
 
-@pytest.mark.parametrize("value", ["2", "yes", "off"])
-def test_a_bad_switch_is_an_error_naming_it(monkeypatch, value):
+@pytest.mark.parametrize("value", ["2", "yes", "off", " 2"])
+def test_a_bad_switch_is_an_error_naming_it_as_set(monkeypatch, value):
     monkeypatch.setenv(ENV_VAR, value)
     backend = get_backend("cpu", "float64")
     model = MLP((4, 5, 3), loss="cross_entropy")
     params = model.init_params(backend, host_rng(0))
     with pytest.raises(ConfigError, match=f"{ENV_VAR}='{value}' is not understood"):
         uses_fast_step(model, SGD(0.1), params, xp=backend.xp)
+
+
+@pytest.mark.parametrize("value,on", [("", True), ("  ", True), (" 1\n", True), ("0 ", False)])
+def test_a_blank_switch_is_unset_and_spaces_do_not_count(monkeypatch, value, on):
+    """As HANDGRAD_DEVICE and HANDGRAD_BLAS_THREADS: blank means unset."""
+    monkeypatch.setenv(ENV_VAR, value)
+    backend = get_backend("cpu", "float64")
+    model = MLP((4, 5, 3), loss="cross_entropy")
+    params = model.init_params(backend, host_rng(0))
+    assert uses_fast_step(model, SGD(0.1), params, xp=backend.xp) is on
 
 
 def test_the_cli_refuses_a_bad_switch_before_reading_data(capsys, monkeypatch, tmp_path):
@@ -157,3 +167,13 @@ def test_a_run_records_its_step(tmp_path, monkeypatch, switch, step):
     config = RunConfig(dataset="iris", hidden=(4,), batch_size=16, lr=0.05, epochs=2)
     summary = Run.start(config, tmp_path / "r").train("cpu")
     assert summary["step"] == step
+
+
+def test_a_resume_that_switches_the_step_records_the_change(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "1")
+    config = RunConfig(dataset="iris", hidden=(4,), batch_size=16, lr=0.05, epochs=2)
+    Run.start(config, tmp_path / "r").train("cpu")
+    monkeypatch.setenv(ENV_VAR, "0")
+    summary = Run.resume(tmp_path / "r", epochs=4).train("cpu")
+    assert summary["step"] == "portable"
+    assert {"at_epoch": 2, "step": ["in-place", "portable"]} in summary["changes"]

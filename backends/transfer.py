@@ -131,7 +131,7 @@ def take_rows(a, indices, /, *, xp, out=None):
     ``out`` (shape ``(len(indices), ...)``, a's dtype) when it is given, so a loop can reuse
     one buffer; other namespaces return a new array. Same values either way."""
     if out is not None and (is_numpy_namespace(xp) or is_cupy_namespace(xp)):
-        return xp.take(a, indices, axis=0, out=out)
+        return a.take(indices, axis=0, out=out)  # the method: no wrappers around it, per batch
     return xp.take(a, indices, axis=0)
 
 

@@ -199,7 +199,7 @@ class _Step:
         xp.log(p, out=p)
         Z -= Y
         Z *= self.scale / m
-        return -xp.sum(p) / m, Z
+        return -xp.add.reduce(p, axis=None) / m, Z
 
     def _portable_head(self, Z, Y):
         """The output activation, loss and dC/dZ_L of the portable step, times scale."""

@@ -163,6 +163,7 @@ class Run:
     saved_epoch: int | None = None  # the epoch in the checkpoint on disk, once written
     comm: Any = None
     step: str | None = None  # the training step, "in-place" or "portable", once chosen
+    summary: dict | None = None  # what train() returned and metrics.json holds, once written
 
     @property
     def writes(self) -> bool:

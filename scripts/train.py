@@ -135,7 +135,8 @@ def parse_args(argv):
     p.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object with the results on stdout, nothing else",
+        help="print one JSON object with the results on stdout, nothing else (also when "
+        "the run is interrupted or diverges: its status says so)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.add_argument(
@@ -227,7 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run, backend = start_run(args, comm)
     try:
         result = run.train(backend, progress=not quiet)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, DivergenceError) as exc:
+        if root and args.json and run.summary is not None:  # as metrics.json: status, epochs
+            print(strict_json(run.summary), flush=True)
+        if isinstance(exc, DivergenceError):  # say what was kept
+            raise HandgradError(
+                f"{exc}; {run.kept()} is saved in {run.checkpoint}",
+                setting=exc.setting,
+                suggestion=exc.suggestion,
+            ) from None
         who = "" if root else f"rank {comm.rank} of {comm.size}: "
         if run.status == "completed":
             saved = f"the run had finished: all {run.saved_epoch} epochs are saved in {run.dir}"
@@ -238,12 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"with --resume {run.dir}")  # fmt: skip
         print(f"{who}interrupted; {saved}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    except DivergenceError as exc:  # say what was kept
-        raise HandgradError(
-            f"{exc}; {run.kept()} is saved in {run.checkpoint}",
-            setting=exc.setting,
-            suggestion=exc.suggestion,
-        ) from None
     if root:
         print(strict_json(result) if args.json else run.describe(result))
     return 0

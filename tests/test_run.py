@@ -185,6 +185,29 @@ def test_sigterm_saves_and_exits_143_and_kill_9_loses_at_most_n_epochs(tmp_path)
     assert epoch % 10 == 0 and epoch > 0
 
 
+def test_json_reports_a_diverged_or_interrupted_run_as_metrics_json_does(tmp_path):
+    """--json prints the summary on stdout for a run that ends early too (the status says
+    how), beside the usual line on stderr and exit code."""
+    out = tmp_path / "d"
+    proc = _cli_run("--device", "cpu", "--dataset", "regression", "--optimizer", "sgd",
+                    "--lr", "1e6", "--epochs", "50", "--json", "--out", str(out))  # fmt: skip
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.count("\n") == 1 and "diverged" in err, err
+    assert json.loads(stdout) == json.loads((out / "metrics.json").read_text())
+    assert json.loads(stdout)["status"] == "diverged"
+
+    out = tmp_path / "i"
+    proc = _cli_run("--device", "cpu", "--dataset", "iris", "--hidden", "8", "--epochs",
+                    "100000", "--json", "--out", str(out))  # fmt: skip
+    _wait_for(lambda: (out / "checkpoint.npz").exists())
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "interrupted; checkpoint" in err, err
+    summary = json.loads(stdout)
+    assert summary["status"] == "interrupted" and summary["epochs"] > 0
+    assert summary == json.loads((out / "metrics.json").read_text())
+
+
 def _wait_for(condition, timeout=60.0):
     end = time.monotonic() + timeout
     while not condition():

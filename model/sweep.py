@@ -161,14 +161,21 @@ def sweep_grid(config: RunConfig, sweep: dict) -> list[dict]:
 
 
 def check_save_all(save_all, save, overwrite: bool) -> Path | None:
-    """The folder for every replica's model file: new or empty unless ``overwrite``, and
-    not the folder of the ``save`` file."""
+    """The folder for every replica's model file: new or empty unless ``overwrite``, not
+    the folder of the ``save`` file, and not named like a model file (``.npz``), which
+    would make a folder called ``x.npz``."""
     if save_all is None:
         return None
     if Path(save_all).exists() and not Path(save_all).is_dir():
         raise ConfigError(
             f"{save_all} is a file; every replica's model file goes into one folder: give a "
             "new or empty folder",
+            setting="save_all",
+        )
+    if Path(save_all).suffix.lower() == ".npz" and not Path(save_all).is_dir():
+        raise ConfigError(
+            f"{save_all} names a model file, but every replica's model file goes into one "
+            f"folder: give a folder, e.g. {Path(save_all).with_suffix('')}",
             setting="save_all",
         )
     folder = check_output_file(Path(save_all) / "replica-0.npz", "save_all").parent

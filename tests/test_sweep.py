@@ -236,11 +236,15 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
          "model file (.npz), a run's checkpoint.npz or its folder (RUN)"),
         (out, ["--replica", "all", "--out", str(tmp_path / "best.npz")],
          "is a file; every replica's model file goes into one folder"),
+        (out, ["--replica", "all", "--out", str(tmp_path / "new.npz")],
+         f"new.npz names a model file, but every replica's model file goes into one folder: "
+         f"give a folder, e.g. {tmp_path / 'new'} (--out)"),
         (out, ["--out", str(tmp_path / "best.npz")],
          "already exists; choose another name or allow overwriting it (--overwrite)"),
     ):  # fmt: skip
         rc = _cli.run(export.main, [str(source), *argv], export.FLAGS)
         assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "new.npz").exists()
 
 
 def test_every_replica_diverged_so_none_is_best():

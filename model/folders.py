@@ -24,6 +24,7 @@ __all__ = [
     "check_output_file",
     "check_run_dir",
     "check_save",
+    "checkpoint_path",
     "checkpoint_source",
     "make_run_dir",
     "refuse_replacing",
@@ -193,8 +194,16 @@ def _exists(run_dir) -> ConfigError:
     )
 
 
-def checkpoint_source(path) -> Path:
-    if path is None or not str(path).strip():
-        raise ConfigError("the path of the run to resume is empty", setting="resume")
+def checkpoint_path(path) -> Path:
+    """A run folder's ``checkpoint.npz``; any other path (a checkpoint or model file) as
+    it is."""
     path = Path(path)
     return path / "checkpoint.npz" if path.is_dir() else path
+
+
+def checkpoint_source(path) -> Path:
+    """The checkpoint of the run to resume (:func:`checkpoint_path`); an empty path is
+    an error."""
+    if path is None or not str(path).strip():
+        raise ConfigError("the path of the run to resume is empty", setting="resume")
+    return checkpoint_path(path)

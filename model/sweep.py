@@ -45,7 +45,7 @@ from model.checkpoint import (
 )
 from model.config import RunConfig
 from model.fit import DivergenceError
-from model.folders import check_output_file
+from model.folders import check_output_file, checkpoint_path
 from model.replicas import fit_replicas, init_replicas, per_replica
 from model.report import draw_plot, score_text
 from model.run import CHECKPOINT_EVERY, Run
@@ -195,8 +195,7 @@ def check_save_all(save_all, save, overwrite: bool) -> Path | None:
 
 def is_sweep(path) -> bool:
     """True when ``path`` (a run folder or checkpoint) holds a sweep's checkpoint."""
-    path = Path(path)
-    path = path / "checkpoint.npz" if path.is_dir() else path
+    path = checkpoint_path(path)
     try:
         meta = read_meta(read_npz(path), path) or {}
     except CheckpointError:
@@ -482,8 +481,7 @@ class SweepModels(NamedTuple):
 def load_sweep(path) -> SweepModels:
     """The sweep whose run folder or checkpoint is ``path``, one TrainedModel per
     replica, each as it was checkpointed (a diverged one at its last finite epoch)."""
-    path = Path(path)
-    path = path / "checkpoint.npz" if path.is_dir() else path
+    path = checkpoint_path(path)
     stacked, info, _ = load_sweep_checkpoint(path)
     fields = Sweep._fields_from(info, path)
     grid, diverged = fields["grid"], fields["diverged"]
@@ -520,8 +518,7 @@ def load_model(path, replica=None) -> tuple[TrainedModel, str | None]:
     """The model in ``path`` (a model file, a checkpoint, or a run folder), and for a
     sweep a phrase naming which replica it is: ``replica`` (see :func:`choose_replica`;
     None: the best). For a single model ``replica`` must be None, and so is the phrase."""
-    path = Path(path)
-    path = path / "checkpoint.npz" if path.is_dir() else path
+    path = checkpoint_path(path)
     if not is_sweep(path):
         if replica is not None:
             raise ConfigError(

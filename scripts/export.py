@@ -20,7 +20,7 @@ from pathlib import Path
 import _cli
 
 from backends.errors import about
-from model.folders import check_save
+from model.folders import check_save, checkpoint_path
 from model.sweep import check_save_all, is_sweep, load_model, load_sweep, save_replicas
 from model.trained import training_progress
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _cli.configure_logging(args.quiet)
     source = Path(args.source)
-    checkpoint = source / "checkpoint.npz" if source.is_dir() else source
+    checkpoint = checkpoint_path(source)
     if args.replica == "all":
         folder = check_save_all(args.out, None, args.overwrite)
         with about("source"):

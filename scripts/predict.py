@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import _cli
 
@@ -27,7 +26,7 @@ from backends import get_backend
 from backends.errors import about
 from model.checkpoint import atomic_write
 from model.data import load_features
-from model.folders import check_output_file, refuse_replacing
+from model.folders import check_output_file, checkpoint_path, refuse_replacing
 from model.sweep import load_model
 from model.trained import predictions_csv
 
@@ -68,7 +67,7 @@ def format_metrics(metrics: dict, rows: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _cli.configure_logging(args.quiet)
-    model_path = Path(args.model) / "checkpoint.npz" if Path(args.model).is_dir() else args.model
+    model_path = checkpoint_path(args.model)
     if args.out is not None:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")

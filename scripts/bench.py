@@ -775,13 +775,17 @@ def _torch_rows(torch, dev, case, host_params, X, Y, batch, lr, epochs, n_steps,
 def _with_ratios(rows: list) -> list:
     """Add ``vs_handgrad`` = contender time / handgrad time (the case's first row): for
     contenders measured interleaved, the median over the rounds of the two times' ratio
-    in that round (``round_s``); otherwise the ratio of the medians."""
+    in that round (``round_s``), with its first and third quartiles
+    (``vs_handgrad_quartiles``); otherwise the ratio of the medians."""
     key = "epoch_ms" if "epoch_ms" in rows[0] else "step_ms"
     first = rows[0]
     for r in rows:
         if "round_s" in r:
             paired = zip(r["round_s"], first["round_s"], strict=True)
-            r["vs_handgrad"] = statistics.median(t / t0 for t, t0 in paired)
+            ratios = [t / t0 for t, t0 in paired]
+            r["vs_handgrad"] = statistics.median(ratios)
+            if len(ratios) > 1 and r is not first:  # the middle half of the rounds
+                r["vs_handgrad_quartiles"] = statistics.quantiles(ratios, n=4)[::2]
         else:
             r["vs_handgrad"] = r[key] / first[key]
     return rows
@@ -837,15 +841,19 @@ def _busy(r) -> str:
 
 
 def format_table(rows: list) -> str:
-    """The CPU and GPU rows as a Markdown table (BUSY: other processes used the CPU)."""
+    """The CPU and GPU rows as a Markdown table (BUSY: other processes used the CPU; after
+    a paired ratio, its quartiles over the rounds)."""
     lines = _header("ms / epoch", "ms / step", "vs handgrad", "accuracy / floor", "other load")
     for r in rows:
         epoch = f"{r['epoch_ms']:.2f}" if "epoch_ms" in r else ""
         extra = f"{r['accuracy']:.4f}" if "accuracy" in r else f"{r['floor_fraction']:.0%}"
         threads = f" ({r['blas_threads']} BLAS thr.)" if "blas_threads" in r else ""
+        spread = r.get("vs_handgrad_quartiles")
+        spread = f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else ""
         lines.append(
             f"| {r['case']} | {r['contender']}{threads} | {epoch} | {r['step_ms']:.4f} | "
-            f"{r['vs_handgrad']:.2f}x | {extra} | {r.get('other_cores', 0.0):.2f}{_busy(r)} |"
+            f"{r['vs_handgrad']:.2f}x{spread} | {extra} | "
+            f"{r.get('other_cores', 0.0):.2f}{_busy(r)} |"
         )
     return "\n".join(lines)
 

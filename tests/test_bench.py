@@ -114,5 +114,12 @@ def test_ratios_pair_the_times_of_one_round():
     rows = [{"epoch_ms": 2.0, "round_s": [1.0, 1.0, 3.0]},
             {"epoch_ms": 4.0, "round_s": [2.0, 2.0, 6.0]}]  # fmt: skip
     assert bench._with_ratios(rows)[1]["vs_handgrad"] == 2.0
+    spread = [{"epoch_ms": 1.0, "round_s": [1.0] * 5},
+              {"epoch_ms": 3.0, "round_s": [1.0, 2.0, 3.0, 4.0, 5.0]}]  # fmt: skip
+    row = bench._with_ratios(spread)[1]
+    assert row["vs_handgrad"] == 3.0 and row["vs_handgrad_quartiles"] == [1.5, 4.5]
+    assert "| 3.00x (1.50-4.50) |" in bench.format_table(
+        [{**r, "case": "c", "contender": "x", "step_ms": 1.0, "accuracy": 0.5} for r in spread]
+    )
     unpaired = [{"epoch_ms": 2.0}, {"epoch_ms": 5.0}]
     assert bench._with_ratios(unpaired)[1]["vs_handgrad"] == 2.5

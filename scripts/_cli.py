@@ -1,9 +1,10 @@
 """What the scripts share: the common flags, one-line errors, and exit statuses.
 
-Importing this module installs a ``sys.excepthook`` (it imports only the standard library,
-so the hook is in place before NumPy and the rest load): Ctrl-C at any moment ends with
-one line and status 130, and an unexpected exception, which is a bug, keeps its traceback
-and asks to be reported. :func:`run` turns the project's own errors
+Importing this module installs a ``sys.excepthook`` and a SIGINT handler (it imports only
+the standard library, so both are in place before NumPy and the rest load): Ctrl-C at any
+moment ends with one line and status 130, also where a library importing compiled code
+turns it into an ImportError, and an unexpected exception, which is a bug, keeps its
+traceback and asks to be reported. :func:`run` turns the project's own errors
 (:class:`HandgradError`) into ``error: <message> (<flag>)`` and status 2.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -26,15 +28,44 @@ REPORT = (
 )
 
 
+_sigints: list[float] = []  # when each SIGINT arrived
+
+
+def _on_sigint(signum, frame):
+    """Python's own SIGINT handler (raise KeyboardInterrupt), noting that one came."""
+    _sigints.append(time.monotonic())
+    raise KeyboardInterrupt
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C: a KeyboardInterrupt, or an ImportError after one. A
+    Ctrl-C that lands while NumPy or SciPy import a compiled module surfaces as the
+    ImportError the library raises in its place ("initialization failed"), its cause
+    chained or lost."""
+    chain = exc
+    for _ in range(16):  # __cause__ / __context__, as far as they go
+        if chain is None:
+            break
+        if isinstance(chain, KeyboardInterrupt):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return isinstance(exc, ImportError) and bool(_sigints)
+
+
 def _excepthook(kind, exc, tb) -> None:
     if issubclass(kind, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)  # Python then exits with status 130
         return
+    if _interrupted(exc):
+        print("interrupted", file=sys.stderr, flush=True)
+        os._exit(130)  # as Python ends a KeyboardInterrupt; nothing has started yet
     traceback.print_exception(kind, exc, tb)
     print(REPORT, file=sys.stderr)
 
 
 sys.excepthook = _excepthook
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+    signal.signal(signal.SIGINT, _on_sigint)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -168,7 +199,9 @@ def _outcome(main, argv, flags) -> tuple[int, tuple[str, str] | None]:
         )
     except KeyboardInterrupt as exc:
         return 143 if isinstance(exc, Terminated) else 130, ("", "interrupted")
-    except BaseException:
+    except BaseException as exc:
+        if _interrupted(exc):
+            return 130, ("", "interrupted")
         comm = active()
         if comm is None or comm.size == 1:
             raise  # the excepthook prints it

@@ -236,6 +236,32 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
         assert err.strip().splitlines()[-1] == "interrupted", err
 
 
+_IMPORT_FAILS = {  # how NumPy / SciPy met a Ctrl-C while importing compiled code
+    "chained": "try:\n    raise KeyboardInterrupt\nexcept KeyboardInterrupt:\n"
+    "    raise ImportError('initialization failed')\n",
+    "lost": "import os, signal, time\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    time.sleep(5)\nexcept KeyboardInterrupt:\n    pass\n"
+    "raise ImportError('PyCapsule_Import could not import module \"datetime\"')\n",
+}
+
+
+@pytest.mark.parametrize("where", ["module", "main"])
+@pytest.mark.parametrize("how", sorted(_IMPORT_FAILS))
+def test_ctrl_c_that_a_library_turns_into_an_import_error_is_one_line_and_130(tmp_path, how, where):
+    """The ImportError comes with the KeyboardInterrupt as its context, or without it
+    after a SIGINT: at module level (the excepthook) or inside main (_cli.run)."""
+    body = _IMPORT_FAILS[how]
+    if where == "module":
+        code = f"import sys; sys.path.insert(0, 'scripts'); import _cli\n{body}"
+    else:
+        indented = "".join(f"    {line}\n" for line in body.splitlines())
+        code = (f"import sys; sys.path.insert(0, 'scripts'); import _cli\n"
+                f"def main(argv):\n{indented}\nsys.exit(_cli.run(main, []))\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.stderr == "interrupted\n" and done.returncode == 130, done.stderr
+
+
 def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'scripts'); import _cli, train\n"

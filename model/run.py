@@ -440,7 +440,11 @@ class Run:
                 "step: in-place %s step (%s=0 runs the portable one)", config.optimizer, FAST_ENV
             )
         if self.step is not None and step != self.step:  # the same math, to rounding
-            self.changes.append({"at_epoch": self.epoch, "step": [self.step, step]})
+            last = self.changes[-1] if self.changes else {}
+            if last.get("at_epoch") != self.epoch:  # else one entry with this resume's
+                last = {"at_epoch": self.epoch}
+                self.changes.append(last)
+            last["step"] = [self.step, step]
             logger.info("step: %s -> %s", self.step, step)
         self.step = step
         if self.state is None:

@@ -176,4 +176,11 @@ def test_a_resume_that_switches_the_step_records_the_change(tmp_path, monkeypatc
     monkeypatch.setenv(ENV_VAR, "0")
     summary = Run.resume(tmp_path / "r", epochs=4).train("cpu")
     assert summary["step"] == "portable"
-    assert {"at_epoch": 2, "step": ["in-place", "portable"]} in summary["changes"]
+    assert summary["changes"] == [
+        {"at_epoch": 2, "epochs": [2, 4], "step": ["in-place", "portable"]}
+    ]
+    run = Run.resume(tmp_path / "r", epochs=6)
+    run.changes.pop()  # as a resume that changes no setting (an interrupted run's) has it
+    monkeypatch.setenv(ENV_VAR, "1")
+    summary = run.train("cpu")
+    assert summary["changes"][-1] == {"at_epoch": 4, "step": ["portable", "in-place"]}

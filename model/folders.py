@@ -194,16 +194,21 @@ def _exists(run_dir) -> ConfigError:
     )
 
 
-def checkpoint_path(path) -> Path:
+def checkpoint_path(path, setting: str | None = None) -> Path:
     """A run folder's ``checkpoint.npz``; any other path (a checkpoint or model file) as
-    it is."""
+    it is. An empty path is an error naming ``setting``: it would mean the current
+    folder, where an unset shell variable would quietly find some other model."""
+    if path is None or not str(path).strip():
+        raise ConfigError(
+            "the path is empty; give a run folder, its checkpoint.npz or a model file",
+            setting=setting,
+        )
     path = Path(path)
     return path / "checkpoint.npz" if path.is_dir() else path
 
 
 def checkpoint_source(path) -> Path:
-    """The checkpoint of the run to resume (:func:`checkpoint_path`); an empty path is
-    an error."""
+    """The checkpoint of the run to resume (:func:`checkpoint_path`)."""
     if path is None or not str(path).strip():
         raise ConfigError("the path of the run to resume is empty", setting="resume")
     return checkpoint_path(path)

@@ -166,6 +166,11 @@ def check_save_all(save_all, save, overwrite: bool) -> Path | None:
     would make a folder called ``x.npz``."""
     if save_all is None:
         return None
+    if not str(save_all).strip():
+        raise ConfigError(
+            "the folder for every replica's model file is empty; name a new or empty folder",
+            setting="save_all",
+        )
     if Path(save_all).exists() and not Path(save_all).is_dir():
         raise ConfigError(
             f"{save_all} is a file; every replica's model file goes into one folder: give a "
@@ -194,7 +199,10 @@ def check_save_all(save_all, save, overwrite: bool) -> Path | None:
 
 
 def is_sweep(path) -> bool:
-    """True when ``path`` (a run folder or checkpoint) holds a sweep's checkpoint."""
+    """True when ``path`` (a run folder or checkpoint) holds a sweep's checkpoint; False
+    for an empty path, which the caller refuses in its own terms."""
+    if path is None or not str(path).strip():
+        return False
     path = checkpoint_path(path)
     try:
         meta = read_meta(read_npz(path), path) or {}

@@ -41,8 +41,8 @@ def parse_args(argv):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _cli.configure_logging(args.quiet)
+    checkpoint = checkpoint_path(args.source, "source")
     source = Path(args.source)
-    checkpoint = checkpoint_path(source)
     if args.replica == "all":
         folder = check_save_all(args.out, None, args.overwrite)
         with about("source"):

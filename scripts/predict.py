@@ -67,7 +67,7 @@ def format_metrics(metrics: dict, rows: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _cli.configure_logging(args.quiet)
-    model_path = checkpoint_path(args.model)
+    model_path = checkpoint_path(args.model, "model")
     if args.out is not None:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")

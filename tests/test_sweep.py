@@ -260,3 +260,23 @@ def test_the_model_line_says_the_learning_rate_is_swept(tmp_path, capsys):
     argv[-1] = str(tmp_path / "t")
     assert _cli.run(train.main, [*argv, "--sweep", "seed=0,1"], train.FLAGS) == 0
     assert "optimizer adam lr 0.01, float32" in capsys.readouterr().err
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, capsys, monkeypatch):
+    """Run inside a run folder, "" would have meant ./checkpoint.npz: an unset shell
+    variable must not quietly pick a model."""
+    run = tmp_path / "r"
+    Run.start(RunConfig(dataset="iris", hidden=(4,), epochs=1), run).train("cpu")
+    (tmp_path / "x.csv").write_text("1,2,3,4\n")
+    monkeypatch.chdir(run)
+    for script, argv, message in (
+        (export, ["", "--out", str(tmp_path / "e.npz")], "the path is empty; give a run "
+         "folder, its checkpoint.npz or a model file (RUN)"),
+        (predict, ["", "--data", str(tmp_path / "x.csv")], "the path is empty; give a run "
+         "folder, its checkpoint.npz or a model file (MODEL)"),
+        (export, [str(run), "--replica", "all", "--out", ""], "the folder for every "
+         "replica's model file is empty; name a new or empty folder (--out)"),
+    ):  # fmt: skip
+        assert _cli.run(script.main, argv, script.FLAGS) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()

@@ -785,7 +785,8 @@ def _with_ratios(rows: list) -> list:
             ratios = [t / t0 for t, t0 in paired]
             r["vs_handgrad"] = statistics.median(ratios)
             if len(ratios) > 1 and r is not first:  # the middle half of the rounds
-                r["vs_handgrad_quartiles"] = statistics.quantiles(ratios, n=4)[::2]
+                quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+                r["vs_handgrad_quartiles"] = quartiles[::2]  # within the measured ratios
         else:
             r["vs_handgrad"] = r[key] / first[key]
     return rows
@@ -894,8 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="all",
         help="which cases (default: all but mpi; GPU cases need a usable GPU, mpi cases mpiexec)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per contender (default: 5)")
-    p.add_argument("--epochs", type=int, default=50, help="CPU-case epochs (default: 50)")
+    p.add_argument("--repeats", type=int, help="timed runs per contender (default: 5)")
+    p.add_argument("--epochs", type=int, help="CPU-case epochs (default: 50)")
     p.add_argument("--gpu-device", default="cuda", help="device of the GPU cases (default: cuda)")
     p.add_argument(
         "--quick",
@@ -920,8 +921,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result is not None:
             print(json.dumps(result))
         return 0
-    epochs = 2 if args.quick else args.epochs
-    repeats = 1 if args.quick else args.repeats
+    given = [f"--{name}" for name in ("repeats", "epochs") if getattr(args, name) is not None]
+    if args.quick and given:
+        p.error(f"--quick sets its own tiny sizes, 2 epochs and 1 run; leave out {given[0]}")
+    for name in ("repeats", "epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    epochs = 2 if args.quick else 50 if args.epochs is None else args.epochs
+    repeats = 1 if args.quick else 5 if args.repeats is None else args.repeats
     load_before = os.getloadavg()
     rows, pipeline = [], []
     if args.cases in ("all", "cpu"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import bench
+import pytest
 from test_mpi import needs_mpi
 
 
@@ -31,6 +32,19 @@ def test_quick_cpu_benchmark_writes_table_and_json(tmp_path, capsys):
         assert abs(r["vs_handgrad"] - _paired_ratio(r, first)) < 1e-12
         assert r["contender"] in table
     assert data["environment"]["numpy"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--quick", "--repeats", "3"], "--quick sets its own tiny sizes, 2 epochs and 1 run; "
+      "leave out --repeats"),
+     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+     (["--epochs", "-2"], "--epochs must be at least 1, got -2")],
+)  # fmt: skip
+def test_run_counts_are_checked_not_ignored(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        bench.main([*argv, "--cases", "none"])
+    assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_gpu_cases_run_on_any_backend(capsys):
@@ -117,8 +131,11 @@ def test_ratios_pair_the_times_of_one_round():
     spread = [{"epoch_ms": 1.0, "round_s": [1.0] * 5},
               {"epoch_ms": 3.0, "round_s": [1.0, 2.0, 3.0, 4.0, 5.0]}]  # fmt: skip
     row = bench._with_ratios(spread)[1]
-    assert row["vs_handgrad"] == 3.0 and row["vs_handgrad_quartiles"] == [1.5, 4.5]
-    assert "| 3.00x (1.50-4.50) |" in bench.format_table(
+    assert row["vs_handgrad"] == 3.0 and row["vs_handgrad_quartiles"] == [2.0, 4.0]
+    two = bench._with_ratios([{"epoch_ms": 1.0, "round_s": [1.0, 1.0]},
+                              {"epoch_ms": 2.5, "round_s": [2.0, 3.0]}])  # fmt: skip
+    assert two[1]["vs_handgrad_quartiles"] == [2.25, 2.75]  # never beyond what was measured
+    assert "| 3.00x (2.00-4.00) |" in bench.format_table(
         [{**r, "case": "c", "contender": "x", "step_ms": 1.0, "accuracy": 0.5} for r in spread]
     )
     unpaired = [{"epoch_ms": 2.0}, {"epoch_ms": 5.0}]

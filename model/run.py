@@ -528,7 +528,15 @@ class Run:
         )
 
     def kept(self) -> str:
-        """What a diverged run's checkpoint holds, for its message."""
+        """What a diverged run's checkpoint holds, for its message; when that epoch's loss
+        is already over 100 times the first epoch's, that resuming it will not help."""
+        losses = self.history.get("loss", [])
+        if len(losses) > 1 and losses[-1] > 100 * abs(losses[0]):
+            return (
+                f"epoch {self.saved_epoch}, the last finite one (its loss {losses[-1]:.3g} "
+                f"against {losses[0]:.3g} in epoch 1, so start a new run rather than resume "
+                "it),"
+            )
         return f"epoch {self.saved_epoch}, the last finite one,"
 
     def _write_checkpoint(self, *, collective: bool = True) -> str:

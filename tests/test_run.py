@@ -193,6 +193,7 @@ def test_json_reports_a_diverged_or_interrupted_run_as_metrics_json_does(tmp_pat
                     "--lr", "1e6", "--epochs", "50", "--json", "--out", str(out))  # fmt: skip
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.count("\n") == 1 and "diverged" in err, err
+    assert "start a new run rather than resume it" in err  # epoch 2 is kept, but huge
     assert json.loads(stdout) == json.loads((out / "metrics.json").read_text())
     assert json.loads(stdout)["status"] == "diverged"
 
@@ -403,3 +404,17 @@ def test_summaries_are_strict_json_with_nan_and_inf_as_null():
     text = strict_json({"loss": math.nan, "history": [1.5, math.inf], "pair": (-math.inf, 2)})
     assert json.loads(text, parse_constant=refuse) == {
         "loss": None, "history": [1.5, None], "pair": [None, 2]}  # fmt: skip
+
+
+def test_a_kept_epoch_is_called_worth_resuming_unless_its_loss_blew_up(tmp_path):
+    """The divergence message: the last finite epoch, and whether resuming it can help
+    (its loss within 100x of the first epoch's)."""
+    run = Run.start(RunConfig(dataset="iris", hidden=(4,), epochs=2), tmp_path / "r")
+    run.saved_epoch = 3
+    run.history = {"loss": [1.2, 0.9, 50.0]}
+    assert run.kept() == "epoch 3, the last finite one,"
+    run.history = {"loss": [1.2, 0.9, 1e5]}
+    assert run.kept() == (
+        "epoch 3, the last finite one (its loss 1e+05 against 1.2 in epoch 1, so start a "
+        "new run rather than resume it),"
+    )

@@ -150,8 +150,10 @@ def from_file_names(model, arrays: dict, source: str) -> dict[str, np.ndarray]:
     return params
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, on the host; a CheckpointError for anything else."""
+def read_npz(path, names=None) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, or those of ``names`` it has (an .npz reads each array
+    only when asked for it, so ``("meta",)`` skips the parameters), on the host; a
+    CheckpointError for anything else."""
     if path is None or not str(path).strip():
         raise CheckpointError("the file path is empty; pass an existing .npz file")
     path = Path(path)
@@ -167,7 +169,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
         )
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files if names is None or k in names}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "

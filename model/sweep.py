@@ -205,7 +205,7 @@ def is_sweep(path) -> bool:
         return False
     path = checkpoint_path(path)
     try:
-        meta = read_meta(read_npz(path), path) or {}
+        meta = read_meta(read_npz(path, ("meta",)), path) or {}
     except CheckpointError:
         return False
     return meta.get("format") == SWEEP_FORMAT

@@ -292,7 +292,7 @@ def load_checkpoint(path, *, training: bool = True):
 def training_progress(path) -> str | None:
     """ "epoch E of N" for a checkpoint (E completed of the N it was to train); None for a
     model file without training state."""
-    info = (read_meta(read_npz(path), path) or {}).get("training")
+    info = (read_meta(read_npz(path, ("meta",)), path) or {}).get("training")
     try:
         return f"epoch {int(info['epoch'])} of {int(info['config']['epochs'])}"
     except (TypeError, KeyError, ValueError):

@@ -3,11 +3,13 @@ independent NumPy forward pass and scikit-learn's preprocessing and metrics."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
 
 import _cli
+import export
 import numpy as np
 import predict
 import pytest
@@ -322,3 +324,26 @@ def test_the_confusion_matrix_keeps_its_columns_apart_for_large_counts():
                "confusion": [[1234567, 2], [3, 7654321]]}  # fmt: skip
     rows = predict.format_metrics(metrics, 8888893).splitlines()[2:]
     assert [r.split() for r in rows] == [["0", "1"], ["0", "1234567", "2"], ["1", "3", "7654321"]]
+
+
+def test_predict_and_export_read_each_array_of_the_model_once(capsys, tmp_path, monkeypatch):
+    """Telling a sweep from one model, and export's "epoch E of N", read the file's meta
+    entry alone: the parameters, however large, are read once per command."""
+    path = _model_file(tmp_path)
+    np.savetxt(tmp_path / "rows.csv", np.ones((3, 2)), delimiter=",")
+    reads = collections.Counter()
+    read = np.lib.npyio.NpzFile.__getitem__
+
+    def counted(self, key):
+        reads[key] += 1
+        return read(self, key)
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", counted)
+    argv = ["--data", str(tmp_path / "rows.csv"), "--device", "cpu", "--quiet"]
+    assert _cli_call(capsys, predict.main, predict.FLAGS, str(path), *argv)[0] == 0
+    params = set(reads) - {"meta"}
+    assert params == {"W1", "b1", "W2", "b2"} and all(reads[k] == 1 for k in params), reads
+    reads.clear()
+    argv = [str(path), "--out", str(tmp_path / "copy.npz"), "--quiet"]
+    assert _cli_call(capsys, export.main, export.FLAGS, *argv)[0] == 0
+    assert params == set(reads) - {"meta"} and all(reads[k] == 1 for k in params), reads

@@ -11,8 +11,9 @@ its own flag without the library knowing about flags.
 from __future__ import annotations
 
 import contextlib
+import math
 
-__all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError", "about"]
+__all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError", "about", "check_number"]
 
 
 class HandgradError(Exception):
@@ -41,3 +42,24 @@ def about(setting: str):
     except HandgradError as exc:
         exc.setting = exc.setting or setting
         raise
+
+
+def check_number(
+    name, value, *, integer=False, low=None, high=None, low_open=False, high_open=False
+):
+    """``value`` if it is a finite number (an int when ``integer``) >= ``low`` (> when
+    ``low_open``) and <= ``high`` (< when ``high_open``); a ConfigError naming ``name`` and
+    the range otherwise."""
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise ConfigError(f"{name} must be {kind} (finite), got {value!r}", setting=name)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+        bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
+        raise ConfigError(
+            f"{name} must be {kind} {' and '.join(bounds)}, got {value!r}", setting=name
+        )
+    return value

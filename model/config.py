@@ -19,7 +19,7 @@ import numpy as np
 
 from backends import DTYPES
 from backends.comm import on_root
-from backends.errors import ConfigError, HandgradError, about
+from backends.errors import ConfigError, HandgradError, about, check_number
 from backends.transfer import HostRows, row_chunks
 from model.activations import ACTIVATIONS
 from model.checkpoint import CheckpointError
@@ -51,23 +51,6 @@ MAX_EPOCHS = 10_000_000  # more is a typo, not a plan: it would run for days eve
 # A data file whose X is this large is streamed from disk when its format allows (see
 # prepare_data): loaded, split and standardized in memory it would take ~3 times as much.
 STREAM_BYTES = 2**30
-
-
-def check_number(name, value, *, integer=False, low=None, high=None, low_open=False):
-    """``value`` if it is a finite number (an int when ``integer``) >= ``low`` (> when
-    ``low_open``) and <= ``high``; a ConfigError naming ``name`` and the range otherwise."""
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-        raise ConfigError(f"{name} must be {kind} (finite), got {value!r}", setting=name)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    if too_low or (high is not None and value > high):
-        bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
-        bounds += [f"<= {high}"] if high is not None else []
-        raise ConfigError(
-            f"{name} must be {kind} {' and '.join(bounds)}, got {value!r}", setting=name
-        )
-    return value
 
 
 def _check_choice(name, value, choices):

@@ -32,7 +32,16 @@ from array_api_compat import array_namespace, device, is_numpy_namespace
 
 from backends import ConfigError, HandgradError, host_rng
 from backends.blas import blas_threads, limit_blas
-from backends.transfer import batch_bounds, host_batches, is_host, is_streamed, take_rows
+from backends.errors import check_number
+from backends.transfer import (
+    batch_bounds,
+    host_batches,
+    is_host,
+    is_streamed,
+    take_rows,
+    to_numpy,
+)
+from model.data import DataError
 from model.fast import fast_step
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "DivergenceError",
     "FitResult",
     "check_inputs",
+    "check_schedule",
     "evaluate",
     "fit",
     "run_epoch",
@@ -244,12 +254,27 @@ def _dtype_name(dtype) -> str:
     return str(dtype).rpartition(".")[2]
 
 
+def check_schedule(epochs, batch_size, start_epoch) -> None:
+    """ConfigError unless ``0 <= start_epoch <= epochs`` are integers (equal: nothing left
+    to train) and ``batch_size`` is None or a positive integer."""
+    check_number("start_epoch", start_epoch, integer=True, low=0)
+    check_number("epochs", epochs, integer=True, low=start_epoch)
+    if batch_size is not None:
+        check_number("batch_size", batch_size, integer=True, low=1)
+
+
 def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
     """Check that the parameters share one array namespace, device and floating dtype,
     and that (X, Y) can train them: both on that device, X with that dtype and Y with it
     too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,
-    cast per batch). Returns True for streamed data. Raises ConfigError naming the array
-    that differs and the fix."""
+    cast per batch). Then their shapes and values (:func:`_check_values`). Returns True
+    for streamed data. Raises ConfigError naming the array that differs and the fix, or
+    DataError for values that cannot train."""
+    for name, a in zip(names, (X, Y), strict=True):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise ConfigError(
+                f"{name} is {_where(a)}, not an array; convert it with backend.asarray"
+            )
     first_name, first = next(iter(params.items()))
     fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
     for name, p in params.items():
@@ -281,6 +306,7 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
             kinds = "fiu" if a is X or labels_ok else "f"
             if a.dtype.kind not in kinds:
                 raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
+        _check_values(model, X, Y, names, streamed=True)
         return True
     move = "move it with backend.asarray (the parameters' backend)"
     for name, a in ((x_name, X), (y_name, Y)):
@@ -303,7 +329,61 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
         raise ConfigError(
             f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
         )
+    _check_values(model, X, Y, names, streamed=False)
     return False
+
+
+def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
+    """X of shape (n, d) for the model's d inputs; Y integer class labels (n,) within its
+    classes (0..K-1, or 0/1 for bce), or targets (n, K) (also (n,) when K = 1; bce's 0/1
+    as floats too); X and Y finite unless ``streamed`` (a file is checked a block at a
+    time before training, :func:`model.data.validate`: a pass here would read it again).
+    Each check reads back one value: a few synchronizations per call, none per epoch."""
+    (x_name, y_name), d, k = names, model.sizes[0], model.sizes[-1]
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ConfigError(
+            f"{x_name} has shape {tuple(X.shape)} but the model takes {d} features per row; "
+            f"pass an array of shape (n, {d})"
+        )
+    xp = array_namespace(Y)
+    loss = model.loss_spec.name
+    labels = model.is_classifier and xp.isdtype(Y.dtype, "integral")
+    if labels:
+        ok, expected = Y.ndim == 1, "integer class labels of shape (n,)"
+    else:
+        ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
+        expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
+        if loss == "cross_entropy":
+            expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
+    if not ok:
+        raise ConfigError(
+            f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
+            f"{loss!r}) trains on {expected}"
+        )
+    if labels and Y.shape[0]:
+        classes = 2 if loss == "bce" else k
+        lo, hi = (int(v) for v in to_numpy(xp.stack([xp.min(Y), xp.max(Y)])))
+        if lo < 0 or hi >= classes:
+            raise DataError(
+                f"{y_name} holds labels from {lo} to {hi}, but the model has {classes} "
+                f"classes, labelled 0 to {classes - 1}; map the labels onto 0..{classes - 1} "
+                "(model.preprocessing.LabelEncoder does), or size the output layer for them"
+            )
+    if not streamed:
+        for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):
+            if not _all_finite(a, xp):
+                raise DataError(
+                    f"{name} holds NaN or infinite values; drop or impute those rows before "
+                    "training"
+                )
+
+
+def _all_finite(a, xp) -> bool:
+    """Whether every value of ``a`` is finite: blocks of EVAL_ROWS rows (temporaries of
+    bounded size), one read-back."""
+    n = a.shape[0]
+    flags = [xp.all(xp.isfinite(a[i : min(i + EVAL_ROWS, n), ...])) for i in range(0, n, EVAL_ROWS)]
+    return bool(xp.all(xp.stack(flags))) if flags else True
 
 
 def _largest_product(params, batch: int) -> int:
@@ -352,6 +432,7 @@ def fit(
     permutations and computes its part of every batch (:func:`run_epoch`); losses and
     metrics are summed over the ranks, so every rank records the same history.
     """
+    check_schedule(epochs, batch_size, start_epoch)
     streamed = check_inputs(model, params, X, Y)
     if validation is not None:
         check_inputs(model, params, *validation, names=("X_val", "Y_val"))

@@ -29,7 +29,7 @@ import dataclasses
 
 from array_api_compat import array_namespace
 
-from backends.errors import ConfigError
+from backends.errors import ConfigError, check_number
 
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "make_optimizer", "replica_scale"]
 
@@ -49,6 +49,17 @@ def _decayed(name: str, p, g, weight_decay, xp):
     return g
 
 
+def _check(optimizer, **bounds) -> None:
+    """Each hyperparameter of ``optimizer`` named in ``bounds`` checked by
+    :func:`backends.errors.check_number` with those bounds; ``lr`` and ``weight_decay``
+    may also be per-replica arrays, whose values :func:`model.replicas.per_replica` makes."""
+    for name, limits in bounds.items():
+        value = getattr(optimizer, name)
+        if name in ("lr", "weight_decay") and hasattr(value, "shape"):
+            continue
+        check_number(name, value, **limits)
+
+
 def _zeros_like(params, xp):
     return {k: xp.zeros_like(p) for k, p in params.items()}
 
@@ -61,6 +72,10 @@ class SGD:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _check(self, lr={"low": 0, "low_open": True}, momentum={"low": 0, "high": 1},
+               weight_decay={"low": 0})  # fmt: skip
 
     def init(self, params) -> dict:
         """Fresh state: step 0 and, with momentum, zero velocities."""
@@ -98,6 +113,11 @@ class Adam:
     beta2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0
+
+    def __post_init__(self):
+        beta = {"low": 0, "high": 1, "high_open": True}
+        _check(self, lr={"low": 0, "low_open": True}, beta1=beta, beta2=beta,
+               eps={"low": 0}, weight_decay={"low": 0})  # fmt: skip
 
     def init(self, params) -> dict:
         """Fresh state: step 0, zero first and second moments."""

@@ -37,7 +37,7 @@ from array_api_compat import array_namespace, device, is_numpy_namespace
 from backends import ConfigError, host_rng
 from backends.blas import blas_threads, limit_blas
 from backends.transfer import to_numpy
-from model.fit import check_inputs, run_epoch, scores
+from model.fit import check_inputs, check_schedule, run_epoch, scores
 from model.optimizers import replica_scale
 
 __all__ = [
@@ -186,6 +186,7 @@ def fit_replicas(
     host floats, or None once it has diverged. Training stops early when every replica
     has diverged. See the module docstring for divergence and freezing.
     """
+    check_schedule(epochs, batch_size, start_epoch)
     r_count = replica_count(model, params)
     for name, data in (("X, Y", (X, Y)), ("validation", validation)):
         if data is not None and check_inputs(model, params, *data):

@@ -37,7 +37,7 @@ from array_api_compat import array_namespace
 from backends import Backend, get_backend, host_rng
 from backends.blas import blas_threads
 from backends.comm import on_root
-from backends.errors import ConfigError, HandgradError, about
+from backends.errors import ConfigError, HandgradError, about, check_number
 from model.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -49,7 +49,6 @@ from model.config import (
     RunConfig,
     build_model,
     check_memory,
-    check_number,
     prepare_data,
 )
 from model.data import DataError

@@ -11,7 +11,9 @@ from helpers import assert_close, assert_on
 
 from backends import ConfigError, get_backend, host_rng
 from model import MLP, DivergenceError, evaluate, fit, make_optimizer
+from model.data import DataError
 from model.fit import run_epoch
+from model.optimizers import Adam
 
 
 def _problem(backend, n=50, seed=0):
@@ -346,22 +348,28 @@ def test_host_and_device_data_cannot_be_mixed():
         _fit_once(model, params, b.to_numpy(X), y)
 
 
-def test_a_nan_learning_rate_stops_at_epoch_1_before_the_callback(backend):
+class _Poison:
+    """An optimizer whose update leaves NaN parameters."""
+
+    lr = 0.1
+
+    def init(self, params):
+        return {"step": 0}
+
+    def update(self, params, grads, state, /, *, xp=None):
+        for p in params.values():
+            p[...] = math.nan
+        return params, {"step": state["step"] + 1}
+
+
+def test_nan_parameters_stop_at_epoch_1_before_the_callback(backend):
     """Full-batch GD takes the loss before the step, so the loss alone is finite here:
     only the check of the parameters catches it."""
     X, y = _problem(backend)
     model, params = _mlp_and_params(backend)
     seen = []
     with pytest.raises(DivergenceError, match=r"loss is nan at epoch 1") as err:
-        fit(
-            model,
-            params,
-            X,
-            y,
-            optimizer=make_optimizer("gd", float("nan")),
-            epochs=3,
-            callback=lambda *a: seen.append(a),
-        )
+        fit(model, params, X, y, optimizer=_Poison(), epochs=3, callback=lambda *a: seen.append(a))
     assert err.value.epoch == 1 and seen == []
 
 
@@ -374,3 +382,112 @@ def test_a_perfect_fit_records_a_loss_of_0_not_minus_0(numpy_backend):
     params = {"W1": numpy_backend.asarray([[-1e3, 1e3]]), "b1": numpy_backend.asarray([0.0, 0.0])}
     loss = evaluate(model, params, X, y)["loss"]
     assert loss == 0.0 and math.copysign(1.0, loss) == 1.0
+
+
+def _bad_fit_inputs(backend, X, y):
+    """name -> (fit's arguments changed, error class, message): what the command line
+    checks, the library checks too."""
+    xp = backend.xp
+    labels = backend.to_numpy(y)
+    moved = {v: backend.asarray(np.where(labels == 2, v, labels), dtype=xp.int64) for v in (7, -1)}
+    nan_x = backend.to_numpy(X)
+    nan_x[3, 1] = np.nan
+    model = r", but this model \(3 outputs, loss 'cross_entropy'\) "
+    return {
+        "label 7 of 3 classes": (
+            {"Y": moved[7]}, DataError,
+            r"^Y holds labels from 0 to 7, but the model has 3 classes, labelled 0 to 2; map",
+        ),
+        "label -1": ({"Y": moved[-1]}, DataError, r"labels from -1 to 1"),
+        "float labels for cross-entropy": (
+            {"Y": xp.astype(y, xp.float64)}, ConfigError,
+            r"^Y has shape \(50,\)" + model
+            + r"trains on integer class labels of shape \(n,\) or one-hot rows of shape \(n, 3\)",
+        ),
+        "one-hot of 2 columns": (
+            {"Y": backend.asarray(np.ones((50, 2)))}, ConfigError, r"^Y has shape \(50, 2\)" + model
+        ),
+        "X of 3 columns": (
+            {"X": X[:, :3]}, ConfigError,
+            r"^X has shape \(50, 3\) but the model takes 4 features per row; pass an array of "
+            r"shape \(n, 4\)",
+        ),
+        "X a list": (
+            {"X": [[0.0] * 4] * 50}, ConfigError,
+            r"^X is a list, not an array; convert it with backend.asarray",
+        ),
+        "NaN in X": (
+            {"X": backend.asarray(nan_x)}, DataError,
+            r"^X holds NaN or infinite values; drop or impute",
+        ),
+        "epochs -1": ({"epochs": -1}, ConfigError, r"^epochs must be an integer >= 0, got -1"),
+        "epochs before start_epoch": (
+            {"epochs": 2, "start_epoch": 5}, ConfigError, r"^epochs must be an integer >= 5, got 2"
+        ),
+        "start_epoch -1": (
+            {"start_epoch": -1}, ConfigError, r"^start_epoch must be an integer >= 0"
+        ),
+        "epochs 2.5": (
+            {"epochs": 2.5}, ConfigError, r"^epochs must be an integer \(finite\), got 2.5"
+        ),
+        "batch_size 0": (
+            {"batch_size": 0}, ConfigError, r"^batch_size must be an integer >= 1, got 0"
+        ),
+        "validation labels 7": (
+            {"validation": (X, moved[7])}, DataError, r"^Y_val holds labels from 0 to 7"
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["label 7 of 3 classes", "label -1", "float labels for cross-entropy", "one-hot of 2 columns",
+     "X of 3 columns", "X a list", "NaN in X", "epochs -1", "epochs before start_epoch",
+     "start_epoch -1", "epochs 2.5", "batch_size 0", "validation labels 7"],
+)  # fmt: skip
+def test_fit_refuses_what_cannot_train_before_it_trains(backend, case):
+    """Each bad argument is one error naming it and the fix, raised before any step:
+    the parameters are as drawn (labels out of range used to train on a loss of ~700,
+    NaN data to end in "diverged, use a smaller learning rate")."""
+    X, y = _problem(backend)
+    model, params = _mlp_and_params(backend)
+    drawn = {k: backend.to_numpy(p) for k, p in params.items()}
+    change, error, message = _bad_fit_inputs(backend, X, y)[case]
+    args = {"X": X, "Y": y, "epochs": 2, "batch_size": 16, **change}
+    X, Y = args.pop("X"), args.pop("Y")
+    with pytest.raises(error, match=message):
+        fit(model, params, X, Y, optimizer=make_optimizer("sgd", 0.1), **args)
+    for k, p in params.items():
+        np.testing.assert_array_equal(backend.to_numpy(p), drawn[k])
+
+
+def test_a_bce_model_takes_labels_0_and_1_and_an_empty_schedule_trains_nothing(numpy_backend):
+    """bce's labels are 0/1 whatever its one output; epochs == start_epoch (a resume of a
+    finished run) is allowed and leaves the parameters alone."""
+    X, _ = _problem(numpy_backend)
+    model = MLP((4, 1), loss="bce")
+    params = model.init_params(numpy_backend, host_rng(0))
+    two = numpy_backend.asarray(np.arange(50) % 3, dtype=np.int64)
+    with pytest.raises(DataError, match=r"labels from 0 to 2, but the model has 2 classes"):
+        fit(model, params, X, two, optimizer=make_optimizer("sgd", 0.1), epochs=1)
+    sgd = make_optimizer("sgd", 0.1)
+    result = fit(model, params, X, two % 2, optimizer=sgd, epochs=3, start_epoch=3)
+    assert result.history == {"loss": []}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: make_optimizer("adam", 0), r"^lr must be a number > 0, got 0"),
+        (lambda: make_optimizer("sgd", -0.1), r"^lr must be a number > 0, got -0.1"),
+        (lambda: make_optimizer("gd", float("nan")), r"^lr must be a number \(finite\), got nan"),
+        (lambda: make_optimizer("nesterov", 0.1, momentum=1.5), r"^momentum must be a number >= 0"),
+        (lambda: make_optimizer("adam", 0.1, weight_decay=-1), r"^weight_decay must be a number"),
+        (lambda: Adam(beta2=1.0), r"^beta2 must be a number >= 0 and < 1, got 1.0"),
+        (lambda: Adam(eps=-1e-8), r"^eps must be a number >= 0"),
+    ],
+)  # fmt: skip
+def test_optimizers_refuse_hyperparameters_that_cannot_train(make, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        make()
+    assert err.value.setting == message[1:].split()[0]

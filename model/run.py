@@ -142,8 +142,9 @@ class Run:
     check everything and touch no device), then call :meth:`train`.
 
     ``epoch`` counts completed epochs; ``changes`` lists the settings changed on resume
-    (as recorded in metrics.json); ``params`` / ``state`` are host arrays to start from
-    (None: drawn from ``rng`` / fresh).
+    (as recorded in metrics.json), ``resumed`` being this resume's entry of it, if it made
+    one; ``params`` / ``state`` are host arrays to start from (None: drawn from ``rng`` /
+    fresh).
     """
 
     config: RunConfig
@@ -158,6 +159,7 @@ class Run:
     save_path: Path | None = None
     checkpoint_every: int = CHECKPOINT_EVERY
     changes: list = dataclasses.field(default_factory=list)
+    resumed: dict | None = None
     status: str = "created"
     saved_epoch: int | None = None  # the epoch in the checkpoint on disk, once written
     comm: Any = None
@@ -334,8 +336,9 @@ class Run:
         rng = _restore_rng(info["rng"], source)
         history = {k: list(v) for k, v in info["history"].items()}
         changes_made = list(info.get("changes", []))
+        resumed = {"at_epoch": done, **{k: changes[k] for k in new}} if new else None
         if new:
-            changes_made.append({"at_epoch": done, **{k: changes[k] for k in new}})
+            changes_made.append(resumed)
             logger.info(
                 "resuming at epoch %d with %s",
                 done,
@@ -359,6 +362,7 @@ class Run:
             save_path=save,
             checkpoint_every=checkpoint_every,
             changes=changes_made,
+            resumed=resumed,
             comm=comm,
             step=info.get("step"),
             **fields,
@@ -439,11 +443,10 @@ class Run:
                 "step: in-place %s step (%s=0 runs the portable one)", config.optimizer, FAST_ENV
             )
         if self.step is not None and step != self.step:  # the same math, to rounding
-            last = self.changes[-1] if self.changes else {}
-            if last.get("at_epoch") != self.epoch:  # else one entry with this resume's
-                last = {"at_epoch": self.epoch}
-                self.changes.append(last)
-            last["step"] = [self.step, step]
+            if self.resumed is None:  # else one entry with this resume's other changes
+                self.resumed = {"at_epoch": self.epoch}
+                self.changes.append(self.resumed)
+            self.resumed["step"] = [self.step, step]
             logger.info("step: %s -> %s", self.step, step)
         self.step = step
         if self.state is None:

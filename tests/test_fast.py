@@ -181,6 +181,31 @@ def test_a_resume_that_switches_the_step_records_the_change(tmp_path, monkeypatc
     ]
     run = Run.resume(tmp_path / "r", epochs=6)
     run.changes.pop()  # as a resume that changes no setting (an interrupted run's) has it
+    run.resumed = None
     monkeypatch.setenv(ENV_VAR, "1")
     summary = run.train("cpu")
     assert summary["changes"][-1] == {"at_epoch": 4, "step": ["portable", "in-place"]}
+
+
+def test_two_resumes_at_one_epoch_keep_their_own_changes(tmp_path, monkeypatch):
+    """A resume interrupted before its first epoch leaves its changes in the checkpoint at
+    the epoch it started from; a second resume from there that switches the step back
+    adds its own entry, and the first one still says what ran before it."""
+    config = RunConfig(dataset="iris", hidden=(4,), batch_size=16, lr=0.05, epochs=2)
+    monkeypatch.setenv(ENV_VAR, "1")
+    Run.start(config, tmp_path / "r").train("cpu")
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv(ENV_VAR, "0")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("model.run._DeviceSnapshot.take", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            Run.resume(tmp_path / "r", epochs=4, lr=0.01).train("cpu")
+    monkeypatch.setenv(ENV_VAR, "1")
+    summary = Run.resume(tmp_path / "r", epochs=4).train("cpu")
+    assert summary["changes"] == [
+        {"at_epoch": 2, "epochs": [2, 4], "lr": [0.05, 0.01], "step": ["in-place", "portable"]},
+        {"at_epoch": 2, "step": ["portable", "in-place"]},
+    ]

@@ -225,12 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not root:  # one voice: rank 0's
         quiet = True
         _cli.configure_logging(quiet)
-    run, backend = start_run(args, comm)
+    run = None
     try:
+        run, backend = start_run(args, comm)
         result = run.train(backend, progress=not quiet)
     except (KeyboardInterrupt, DivergenceError) as exc:
-        if root and args.json and run.summary is not None:  # as metrics.json: status, epochs
-            print(strict_json(run.summary), flush=True)
+        if root and args.json:  # as metrics.json; before the run saved anything, no paths
+            early = {"status": "interrupted", "epochs": getattr(run, "epoch", 0), "paths": {}}
+            summary = getattr(run, "summary", None)
+            print(strict_json(early if summary is None else summary), flush=True)
+        if run is None:
+            raise  # interrupted while checking and loading: _cli says so
         if isinstance(exc, DivergenceError):  # say what was kept
             raise HandgradError(
                 f"{exc}; {run.kept()} is saved in {run.checkpoint}",

@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import _cli
 import numpy as np
 import pytest
+import train
 
 from backends import Backend, get_backend
 from backends.errors import ConfigError
@@ -207,6 +209,22 @@ def test_json_reports_a_diverged_or_interrupted_run_as_metrics_json_does(tmp_pat
     summary = json.loads(stdout)
     assert summary["status"] == "interrupted" and summary["epochs"] > 0
     assert summary == json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("where", ["model.run.Run.start", "model.run.uses_fast_step"])
+def test_json_reports_an_interrupt_before_the_first_save(tmp_path, capsys, monkeypatch, where):
+    """Ctrl-C while the data loads (no run yet) or while training sets up (a run folder,
+    nothing saved): stdout still holds one JSON object, status interrupted, epoch 0."""
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupt)
+    argv = ["--device", "cpu", "--dataset", "iris", "--json", "--out", str(tmp_path / "r")]
+    assert _cli.run(train.main, argv, train.FLAGS) == 130
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"status": "interrupted", "epochs": 0, "paths": {}}
+    assert err.count("\n") == 1 and err.startswith("interrupted"), err
 
 
 def _wait_for(condition, timeout=60.0):

@@ -529,6 +529,16 @@ class Run:
             f" | {score_text(summary['metrics']['validation'])} | {self.dir}"
         )
 
+    def unwritten(self) -> dict:
+        """The model files asked for (setting -> path) that a run writes only when it
+        completes, if this one did not: a resume writes them only when asked again."""
+        if self.status == "completed":
+            return {}
+        return {k: v for k, v in self._model_outputs().items() if v is not None}
+
+    def _model_outputs(self) -> dict:
+        return {"save": self.save_path}
+
     def kept(self) -> str:
         """What a diverged run's checkpoint holds, for its message; when that epoch's loss
         is already over 100 times the first epoch's, that resuming it will not help."""

@@ -367,6 +367,9 @@ class Sweep(Run):
             f"{score_text(validation)} | {summary['diverged']} diverged | {self.dir}"
         )
 
+    def _model_outputs(self) -> dict:
+        return {"save": self.save_path, "save_all": self.save_all}
+
     def kept(self) -> str:
         return "every replica's last finite epoch"
 

@@ -236,9 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(strict_json(early if summary is None else summary), flush=True)
         if run is None:
             raise  # interrupted while checking and loading: _cli says so
+        unwritten = run.unwritten()  # --save and --save-all wait for a completed run
         if isinstance(exc, DivergenceError):  # say what was kept
+            paths = " and ".join(str(p) for p in unwritten.values())
+            skipped = f" ({paths} not written: the run did not complete)" if unwritten else ""
             raise HandgradError(
-                f"{exc}; {run.kept()} is saved in {run.checkpoint}",
+                f"{exc}; {run.kept()} is saved in {run.checkpoint}{skipped}",
                 setting=exc.setting,
                 suggestion=exc.suggestion,
             ) from None
@@ -248,8 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif run.saved_epoch is None:
             saved = "it stopped before its first checkpoint, so nothing is saved"
         else:
+            again = "".join(f" --{k.replace('_', '-')} {v}" for k, v in unwritten.items())
             saved = (f"checkpoint (epoch {run.saved_epoch}) saved to {run.checkpoint}; continue "
-                     f"with --resume {run.dir}")  # fmt: skip
+                     f"with --resume {run.dir}{again}")  # fmt: skip
+            if unwritten:
+                saved += " (the model files are written when the run completes)"
         print(f"{who}interrupted; {saved}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     if root:

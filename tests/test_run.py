@@ -227,6 +227,32 @@ def test_json_reports_an_interrupt_before_the_first_save(tmp_path, capsys, monke
     assert err.count("\n") == 1 and err.startswith("interrupted"), err
 
 
+def test_an_unfinished_run_says_its_model_file_is_not_written(tmp_path, capsys, monkeypatch):
+    """--save is written when the run completes: an interrupted run says to give it again
+    on resume, a diverged one that it was not written."""
+    real_take = _snapshot_take()
+
+    def take_then_interrupt(self, params, state, epoch, record):
+        real_take(self, params, state, epoch, record)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    run, model = tmp_path / "r", tmp_path / "m.npz"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("model.run._DeviceSnapshot.take", take_then_interrupt)
+        argv = ["--device", "cpu", "--dataset", "iris", "--hidden", "4", "--epochs", "5",
+                "--out", str(run), "--save", str(model)]  # fmt: skip
+        assert _cli.run(train.main, argv, train.FLAGS) == 130
+    err = capsys.readouterr().err
+    assert f"continue with --resume {run} --save {model} (the model files are written" in err
+    assert not model.exists()
+    argv = ["--device", "cpu", "--dataset", "regression", "--optimizer", "sgd", "--lr", "1e6",
+            "--out", str(tmp_path / "d"), "--save", str(model)]  # fmt: skip
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    err = capsys.readouterr().err
+    assert f"({model} not written: the run did not complete)" in err and not model.exists()
+
+
 def _wait_for(condition, timeout=60.0):
     end = time.monotonic() + timeout
     while not condition():

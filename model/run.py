@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -541,15 +542,21 @@ class Run:
 
     def kept(self) -> str:
         """What a diverged run's checkpoint holds, for its message; when that epoch's loss
-        is already over 100 times the first epoch's, that resuming it will not help."""
+        is already over 100 times the first epoch's, or its validation loss is not finite
+        (the step after the loss was taken blew the parameters up), that resuming it will
+        not help."""
         losses = self.history.get("loss", [])
+        val = self.history.get("val_loss", [])
         if len(losses) > 1 and losses[-1] > 100 * abs(losses[0]):
-            return (
-                f"epoch {self.saved_epoch}, the last finite one (its loss {losses[-1]:.3g} "
-                f"against {losses[0]:.3g} in epoch 1, so start a new run rather than resume "
-                "it),"
-            )
-        return f"epoch {self.saved_epoch}, the last finite one,"
+            why = f"its loss {losses[-1]:.3g} against {losses[0]:.3g} in epoch 1"
+        elif val and (val[-1] is None or not math.isfinite(val[-1])):
+            why = f"its validation loss is {val[-1]}"
+        else:
+            return f"epoch {self.saved_epoch}, the last finite one,"
+        return (
+            f"epoch {self.saved_epoch}, the last finite one ({why}, so start a new run "
+            "rather than resume it),"
+        )
 
     def _write_checkpoint(self, *, collective: bool = True) -> str:
         """Copy the snapshot to the host (the only copies between epochs) and save it (on

@@ -26,6 +26,7 @@ from backends.errors import ConfigError
 from model.checkpoint import CheckpointError, atomic_write
 from model.config import RunConfig
 from model.data import DataError
+from model.fit import DivergenceError
 from model.report import strict_json
 from model.run import Run
 from model.trained import TrainedModel, load_checkpoint
@@ -251,6 +252,20 @@ def test_an_unfinished_run_says_its_model_file_is_not_written(tmp_path, capsys, 
     assert _cli.run(train.main, argv, train.FLAGS) == 2
     err = capsys.readouterr().err
     assert f"({model} not written: the run did not complete)" in err and not model.exists()
+
+
+def test_a_kept_epoch_whose_step_blew_up_is_not_offered_for_resuming(tmp_path):
+    """lr 1e30 in float32: epoch 1's loss, taken before its steps, is finite, but its
+    parameters (~1e29) are not worth resuming, and its validation loss says so."""
+    config = RunConfig(dataset="regression", optimizer="sgd", lr=1e30, epochs=5)
+    run = Run.start(config, tmp_path / "r")
+    with pytest.raises(DivergenceError, match="at epoch 2"):
+        run.train(get_backend("cpu", "float32"))
+    assert run.kept() == (
+        "epoch 1, the last finite one (its validation loss is nan, so start a new run rather "
+        "than resume it),"
+    )
+    assert math.isfinite(run.history["loss"][0])
 
 
 def _wait_for(condition, timeout=60.0):

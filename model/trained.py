@@ -38,6 +38,7 @@ from model.checkpoint import (
     write_npz,
 )
 from model.data import DataError, check_finite, check_range
+from model.folders import check_output_file, checkpoint_path
 from model.mlp import MLP
 from model.preprocessing import LabelEncoder, Standardizer
 
@@ -93,6 +94,7 @@ class TrainedModel:
     def save(self, path, *, training: dict | None = None, state: dict | None = None) -> Path:
         """Write the model file (atomically). ``training`` and the host optimizer ``state``
         make it a checkpoint that a run can resume from."""
+        path = check_output_file(path, "save")
         arrays = to_file_names(self.model, self.params)
         meta = self.meta()
         if training is not None:
@@ -105,8 +107,9 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path) -> TrainedModel:
-        """Read and check a model file (or a checkpoint, whose training state is ignored)."""
-        return load_checkpoint(path, training=False)[0]
+        """Read and check a model file, or a checkpoint or run folder (the training state
+        is ignored)."""
+        return load_checkpoint(checkpoint_path(path), training=False)[0]
 
     # ------------------------------------------------------------------ prediction
 

@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder as SkLabelEncoder
 from sklearn.preprocessing import StandardScaler
 
+from backends.errors import ConfigError
 from model.checkpoint import CheckpointError
 from model.preprocessing import LabelEncoder, Standardizer, resolve_targets
 from model.trained import TrainedModel
@@ -347,3 +348,17 @@ def test_predict_and_export_read_each_array_of_the_model_once(capsys, tmp_path, 
     argv = [str(path), "--out", str(tmp_path / "copy.npz"), "--quiet"]
     assert _cli_call(capsys, export.main, export.FLAGS, *argv)[0] == 0
     assert params == set(reads) - {"meta"} and all(reads[k] == 1 for k in params), reads
+
+
+def test_load_takes_a_run_folder_and_save_refuses_an_empty_path_or_a_folder(tmp_path):
+    """As the command line does: a run folder means its checkpoint.npz; and a path that
+    cannot be a model file is one error naming it, not an OSError."""
+    path = _model_file(tmp_path)
+    (tmp_path / "run").mkdir()
+    path.rename(tmp_path / "run" / "checkpoint.npz")
+    trained = TrainedModel.load(tmp_path / "run")
+    assert trained.labels.classes.tolist() == [1, 5, 6]
+    with pytest.raises(ConfigError, match=r"^the save path is empty$"):
+        trained.save("")
+    with pytest.raises(ConfigError, match=r"run is a folder; give a file name$"):
+        trained.save(tmp_path / "run")

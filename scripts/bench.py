@@ -79,10 +79,12 @@ import numpy as np
 
 from backends import HandgradError, get_backend, host_rng, probe_cuda
 from backends.blas import blas_info, blas_threads
+from backends.errors import check_number
 from model import MLP, SGD, evaluate, fit
 from model.checkpoint import atomic_write
 from model.data import load_dataset
 from model.fit import run_epoch
+from model.folders import check_creatable, check_output_file
 from model.replicas import fit_replicas, init_replicas, per_replica, replica
 from model.streaming import open_memmap
 
@@ -886,9 +888,7 @@ def format_pipeline(rows: list) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = _cli.parser(__doc__)
     p.add_argument(
         "--cases",
         choices=("all", "cpu", "pipeline", "mpi", "gpu", "replicas", "none"),
@@ -927,6 +927,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("repeats", "epochs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.json is not None:  # before an hour of benchmarking, not after it
+        check_output_file(args.json, "json")
+    if args.memmap_gb is not None:
+        check_number("memmap_gb", args.memmap_gb, low=0, low_open=True)
+        check_creatable(args.memmap_dir, "memmap_dir")
     epochs = 2 if args.quick else 50 if args.epochs is None else args.epochs
     repeats = 1 if args.quick else 5 if args.repeats is None else args.repeats
     load_before = os.getloadavg()

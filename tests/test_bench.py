@@ -9,6 +9,8 @@ import bench
 import pytest
 from test_mpi import needs_mpi
 
+from backends import HandgradError
+
 
 def _paired_ratio(row, first) -> float:
     """The median over rounds of row's time / first's time in the same round."""
@@ -45,6 +47,23 @@ def test_run_counts_are_checked_not_ignored(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
         bench.main([*argv, "--cases", "none"])
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--json", ""], r"^the json path is empty$"),
+     (["--json", "{tmp}"], r"is a folder; give a file name$"),
+     (["--json", "{tmp}/file/b.json"], r"^cannot write .*b.json: .*file is not a writable folder$"),
+     (["--memmap-gb", "0"], r"^memmap_gb must be a number > 0, got 0.0$"),
+     (["--memmap-gb", "1", "--memmap-dir", "{tmp}/file/x"], r"file is not a writable folder$")],
+)  # fmt: skip
+def test_output_paths_are_checked_before_any_case_runs(tmp_path, monkeypatch, argv, message):
+    """A --json path that cannot be written used to fail after the whole benchmark."""
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(bench, "cpu_digits", lambda *a: pytest.fail("a case ran"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(HandgradError, match=message):
+        bench.main(["--quick", "--cases", "cpu", *argv])
 
 
 def test_gpu_cases_run_on_any_backend(capsys):

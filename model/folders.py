@@ -56,71 +56,84 @@ def check_creatable(folder, setting: str, what=None) -> None:
         )
 
 
-def make_run_dir(run_dir, *, overwrite: bool, root="runs") -> Path:
+def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") -> Path:
     """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
-    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken."""
+    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken. Errors name ``setting``."""
     try:
         if run_dir is not None:
             run_dir = Path(run_dir)
             if not str(run_dir).strip():
-                raise ConfigError("the run folder path is empty", setting="run_dir")
+                raise ConfigError("the run folder path is empty", setting=setting)
             if run_dir.exists() and not run_dir.is_dir():
-                raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+                raise ConfigError(f"{run_dir} exists and is not a folder", setting=setting)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             try:
                 run_dir.mkdir(exist_ok=overwrite)
             except FileExistsError:
                 if _holds_work(run_dir):
                     raise _exists(run_dir) from None
-            return _claim(run_dir)
+            return _claim(run_dir, setting)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         Path(root).mkdir(parents=True, exist_ok=True)
         for n in range(1, 10_000):
             candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
             with contextlib.suppress(FileExistsError):
                 candidate.mkdir()
-                return _claim(candidate)
-        raise ConfigError(f"no free run folder name under {root}", setting="run_dir")
+                return _claim(candidate, setting)
+        raise ConfigError(f"no free run folder name under {root}", setting=setting)
     except OSError as exc:
+        action = "use" if run_dir is not None and run_dir.is_dir() else "create"
         raise ConfigError(
-            f"cannot create the run folder {run_dir or root}: {exc.strerror}", setting="run_dir"
+            f"cannot {action} the run folder {run_dir or root}: {exc.strerror}", setting=setting
         ) from None
 
 
 LOCK = ".handgrad-run"  # in a run folder: "<host>-<pid>" of the process training there
 
 
-def _claim(run_dir: Path) -> Path:
+def _claim(run_dir: Path, setting: str) -> Path:
     """Make ``run_dir`` this process's: create its lock file exclusively, or take over one
     whose process (on this host) is gone. Another live process's lock is an error, so two
     runs never write into one folder."""
-    me = f"{socket.gethostname()}-{os.getpid()}"
     lock = run_dir / LOCK
     for _ in range(2):
         try:
             with open(lock, "x") as f:
-                f.write(me)
+                f.write(_me())
             return run_dir
         except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            host, _, pid = owner.rpartition("-")
-            gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
-            if owner != me and not gone:
-                raise ConfigError(
-                    f"the run folder {run_dir} is in use by another handgrad process "
-                    f"({owner}); wait for it, or choose another folder",
-                    setting="run_dir",
-                ) from None
+            _check_unheld(run_dir, setting)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-    raise ConfigError(f"cannot claim the run folder {run_dir}", setting="run_dir")
+    raise ConfigError(f"cannot claim the run folder {run_dir}", setting=setting)
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _check_unheld(run_dir: Path, setting: str) -> None:
+    """A ConfigError naming ``setting`` when another live process holds ``run_dir``'s
+    lock: one on another host, or on this one and still running."""
+    try:
+        owner = (run_dir / LOCK).read_text().strip()
+    except FileNotFoundError:
+        return
+    host, _, pid = owner.rpartition("-")
+    gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+    if owner != _me() and not gone:
+        raise ConfigError(
+            f"the run folder {run_dir} is in use by another handgrad process ({owner}); wait "
+            "for it, or choose another folder",
+            setting=setting,
+        )
 
 
 def release_run_dir(run_dir: Path) -> None:
     """Remove ``run_dir``'s lock file if this process holds it (its training is over)."""
     lock = run_dir / LOCK
     with contextlib.suppress(OSError):
-        if lock.read_text().strip() == f"{socket.gethostname()}-{os.getpid()}":
+        if lock.read_text().strip() == _me():
             lock.unlink()
 
 
@@ -129,16 +142,19 @@ def _holds_work(run_dir: Path) -> bool:
     return any(p.name != LOCK for p in run_dir.iterdir())
 
 
-def check_run_dir(run_dir, overwrite: bool) -> None:
-    """A run folder that :func:`make_run_dir` will be able to create (or reuse)."""
+def check_run_dir(run_dir, overwrite: bool, setting: str = "run_dir") -> None:
+    """A run folder that :func:`make_run_dir` will be able to create (or reuse): errors
+    name ``setting``."""
     if not str(run_dir).strip():
-        raise ConfigError("the run folder path is empty", setting="run_dir")
+        raise ConfigError("the run folder path is empty", setting=setting)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} exists and is not a folder", setting="run_dir")
+        raise ConfigError(f"{run_dir} exists and is not a folder", setting=setting)
+    if run_dir.is_dir():
+        _check_unheld(run_dir, setting)
     if run_dir.exists() and not overwrite and _holds_work(run_dir):
         raise _exists(run_dir)  # an empty folder holds no work: it may be used
-    check_output_file(run_dir / "checkpoint.npz", "run_dir")
+    check_output_file(run_dir / "checkpoint.npz", setting)
 
 
 RUN_FILES = ("checkpoint.npz", "metrics.json", "loss.png")

@@ -302,12 +302,13 @@ class Run:
                 setting="epochs",
                 suggestion=2 * done,
             )
-        if run_dir is None:
-            run_dir, overwrite = source.parent, True
-        elif Path(run_dir).resolve() == source.parent.resolve():
+        in_place = run_dir is None  # the run's own folder: errors about it name --resume
+        if in_place:
+            run_dir = source.parent
+        if Path(run_dir).resolve() == source.parent.resolve():
             overwrite = True
-        elif _root(comm):
-            check_run_dir(run_dir, overwrite)
+        if _root(comm):
+            check_run_dir(run_dir, overwrite, "resume" if in_place else "run_dir")
         if config.data is not None and not Path(config.data).is_file():
             raise DataError(
                 f"the run's data file {config.data} is gone; if it moved, give its new path "
@@ -349,7 +350,8 @@ class Run:
         rows = data.X.shape[0] + _rows(data.X_val)
         check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
         _log_setup(config, data, model, swept=cls._swept(fields))
-        run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite))
+        setting = "resume" if in_place else "run_dir"
+        run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, setting=setting))
         return cls(
             config,
             run_dir,

@@ -425,6 +425,25 @@ def test_a_run_folder_in_use_by_another_live_process_is_refused(tmp_path):
     assert not (tmp_path / "r" / ".handgrad-run").exists()  # released when training ended
 
 
+def test_resuming_a_run_another_process_trains_names_resume_before_loading(tmp_path, capsys):
+    """The folder being resumed is in use: one error naming --resume (not --out, which
+    was not given), raised before the data is loaded."""
+    Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "r").train("cpu")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "r" / ".handgrad-run").write_text(f"{socket.gethostname()}-{other.pid}")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("model.run.prepare_data", lambda *a, **k: pytest.fail("data loaded"))
+            argv = ["--resume", str(tmp_path / "r"), "--epochs", "2", "--device", "cpu"]
+            assert _cli.run(train.main, argv, train.FLAGS) == 2
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert f"in use by another handgrad process ({socket.gethostname()}-{other.pid})" in err
+    assert err.rstrip().endswith("(--resume)"), err
+
+
 def test_a_moved_data_file_resumes_at_its_new_path_and_other_data_does_not(tmp_path):
     """The run's .npz moved: resuming without it says so; with its new path the run
     continues bit for bit (and records the move); a file with other rows is refused."""

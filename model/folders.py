@@ -182,11 +182,19 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
 
 
 def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
-    """``path`` if writing it replaces none of ``inputs`` (paths, None skipped) and, unless
-    ``overwrite``, no existing file; a ConfigError naming ``setting`` (``overwrite`` for an
-    existing file) otherwise."""
+    """``path`` if writing it replaces none of ``inputs`` (paths, None skipped), no run
+    folder's own file (:data:`RUN_FILES`, in a folder holding one of them or a run's lock)
+    and, unless ``overwrite``, no existing file; a ConfigError naming ``setting``
+    (``overwrite`` for an existing file) otherwise."""
     path = Path(path)
     target = path.resolve()
+    folder = target.parent
+    if path.name in RUN_FILES and any((folder / f).is_file() for f in (LOCK, *RUN_FILES)):
+        raise ConfigError(
+            f"{path} is a file of the run in {folder}; writing there would break that run "
+            "(its resume, record or plot), so choose another name",
+            setting=setting,
+        )
     for source in inputs:
         if source is not None and Path(source).resolve() == target:
             raise ConfigError(

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import _cli
 
 from backends import get_backend
-from backends.errors import about
+from backends.errors import ConfigError, about
 from model.checkpoint import atomic_write
 from model.data import load_features
 from model.folders import check_output_file, checkpoint_path, refuse_replacing
@@ -71,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         check_output_file(args.out, "out")
         refuse_replacing(args.out, (model_path, args.data), args.overwrite, "out")
+        if Path(args.out).suffix.lower() in (".npz", ".npy"):
+            raise ConfigError(
+                f"{args.out}: predictions are written as CSV text; end the name with .csv",
+                setting="out",
+            )
     with about("model"):
         trained, replica = load_model(model_path, args.replica)
     if replica is not None:

@@ -286,6 +286,33 @@ def test_predict_never_replaces_its_inputs_or_an_existing_file(capsys, tmp_path)
     assert (tmp_path / "old.csv").read_text().startswith("prediction")
 
 
+def test_no_output_replaces_a_run_folders_own_files_even_with_overwrite(capsys, tmp_path):
+    """A run folder's checkpoint, metrics.json and loss.png are its resume, record and
+    plot: predict.py --out and train.py --save refuse them whatever run they belong to;
+    and predictions, CSV text, are not written under a .npz or .npy name."""
+    run = tmp_path / "run"
+    assert _cli.run(train.main, ["--dataset", "iris", "--hidden", "4", "--epochs", "1",
+                                 "--device", "cpu", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    before = {f: (run / f).read_bytes() for f in ("checkpoint.npz", "metrics.json", "loss.png")}
+    np.savetxt(tmp_path / "rows.csv", np.ones((3, 4)), delimiter=",")
+    for name in before:
+        argv = [str(run), "--data", str(tmp_path / "rows.csv"), "--device", "cpu",
+                "--out", str(run / name), "--overwrite"]  # fmt: skip
+        rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv)
+        assert rc == 2 and f"{run / name} is a file of the run in {run}" in err, err
+    argv = ["--dataset", "iris", "--hidden", "4", "--epochs", "1", "--device", "cpu",
+            "--out", str(tmp_path / "other"), "--save", str(run / "checkpoint.npz"),
+            "--overwrite"]  # fmt: skip
+    rc, _, err = _cli_call(capsys, train.main, train.FLAGS, *argv)
+    assert rc == 2 and "is a file of the run in" in err and "(--save)" in err, err
+    assert before == {f: (run / f).read_bytes() for f in before}
+    for name in ("p.npz", "p.NPY"):
+        argv = [str(run), "--data", str(tmp_path / "rows.csv"), "--out", str(tmp_path / name)]
+        rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv)
+        assert rc == 2 and "predictions are written as CSV text; end the name with .csv" in err
+
+
 def test_one_hot_targets_are_classes_over_their_columns():
     y = np.eye(4)[[0, 2, 2, 1, 0]]  # class 3 never occurs, still one of the 4 outputs
     targets = resolve_targets(y)

@@ -132,8 +132,9 @@ def get_backend(device: str | None = None, dtype: str = "float32") -> Backend:
     Raises ConfigError for an unknown device string or dtype and DeviceUnavailableError
     when the device is known but unusable here; each message names the fix.
     """
-    from_env = device is None and bool(os.environ.get("HANDGRAD_DEVICE"))
-    spec = device if device is not None else os.environ.get("HANDGRAD_DEVICE") or "auto"
+    env = os.environ.get("HANDGRAD_DEVICE", "").strip()  # blank: unset, as the others
+    from_env = device is None and bool(env)
+    spec = device if device is not None else env or "auto"
     spec = str(spec).strip().lower()
     _dtype(np, dtype)
     try:

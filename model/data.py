@@ -113,7 +113,8 @@ def read_file(path, *, header: bool | None = None):
         raise DataError(f"the data file path is empty; pass an existing {formats} file")
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file {path}: no such file; pass an existing {formats} file")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise DataError(f"data file {path}: {what}; pass an existing {formats} file")
     if path.suffix not in (".npz", ".npy", ".csv"):
         raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:

@@ -702,13 +702,21 @@ def _log_setup(config: RunConfig, data: PreparedData, model: MLP, swept=()) -> N
         "loss: %s (%s), %d output(s)%s", targets.loss, targets.reason, targets.outputs, classes
     )
     logger.info(
-        "model: %s, %s, optimizer %s lr %s, %s",
+        "model: %s, %s, optimizer %s lr %s, %s, %s",
         "-".join(map(str, model.sizes)),
         "/".join(model.layer_activations),
         config.optimizer,
         "swept" if "lr" in swept else f"{config.lr:g}",
         config.dtype,
+        _batch_text(config.batch_size, data.X.shape[0]),
     )
+
+
+def _batch_text(batch: int | None, rows: int) -> str:
+    """The batch size as trained: a size of at least the training rows is full batch."""
+    if batch is None:
+        return "full batch"
+    return f"batch {batch}" if batch < rows else f"batch {batch} >= the {rows} rows: full batch"
 
 
 def _short(values: list) -> str:

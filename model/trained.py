@@ -254,8 +254,9 @@ def load_checkpoint(path, *, training: bool = True):
     meta = read_meta(arrays, path)
     if meta is None:
         raise CheckpointError(
-            f"{path} holds parameters only, no model description; it can start a training "
-            "run (init) but is not a model file or checkpoint"
+            f"{path} holds no model description (no 'meta' entry), so it is not a model "
+            "file or checkpoint; if it holds a network's parameters (W1, b1, ...), it can "
+            "start a training run (init)"
         )
     if meta.get("format") == "handgrad-checkpoint-1":
         raise CheckpointError(

@@ -152,3 +152,5 @@ def test_environment_variable_sets_default(monkeypatch):
     with pytest.raises(ConfigError, match=r"'nonsense'.*environment variable HANDGRAD_DEVICE"):
         get_backend()
     assert get_backend("cpu").spec == "cpu"  # an explicit device wins over the variable
+    monkeypatch.setenv("HANDGRAD_DEVICE", " ")  # blank: unset, as the other variables
+    assert get_backend("cpu").spec == "cpu" and get_backend().spec in ("cpu", "cuda:0")

@@ -101,6 +101,7 @@ def cases(f, tmp):
     good = ["--data", f["good"]]
     return {
         "missing data file": (["--data", str(tmp / "nope.csv")], "no such file"),
+        "data is a folder": (["--data", str(tmp)], f"data file {tmp}: a folder; pass an"),
         "data is not an npz": (["--data", f["garbage"]], "is not an .npz archive"),
         "data is not an npy": (["--data", f["garbage_npy"]], "is not a .npy file; write it"),
         "npy of one dimension": (["--data", f["flat_npy"]], "a .npy needs one 2-D array"),
@@ -137,7 +138,7 @@ def cases(f, tmp):
         "init of strings": ([*good, "--init", f["strings"]], "W1 holds <U1 values"),
         "init of complex numbers": ([*good, "--init", f["complex"]], "W1 holds complex128"),
         "resume garbage": (["--resume", f["garbage"]], "is not an .npz archive"),
-        "resume a parameter file": (["--resume", f["params_only"]], "holds parameters only"),
+        "resume a parameter file": (["--resume", f["params_only"]], "holds no model description"),
         "resume an old checkpoint": (["--resume", f["old_format"]], "handgrad-checkpoint-1"),
         "unknown device": ([*good, "--device", "tpu"], "unknown device 'tpu'; valid devices"),
         "lr 0": (["--lr", "0"], "lr must be a number > 0, got 0.0 (--lr)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -266,6 +267,15 @@ def test_a_kept_epoch_whose_step_blew_up_is_not_offered_for_resuming(tmp_path):
         "than resume it),"
     )
     assert math.isfinite(run.history["loss"][0])
+
+
+def test_the_model_line_says_the_batch_as_trained(tmp_path, caplog):
+    """A batch size of at least the training rows is full batch, and the log says so."""
+    caplog.set_level(logging.INFO, logger="handgrad")
+    for batch, text in [(None, "full batch"), (16, "batch 16"),
+                        (10**5, "batch 100000 >= the 120 rows: full batch")]:  # fmt: skip
+        Run.start(RunConfig(**{**SMALL, "batch_size": batch}), tmp_path / f"r{batch}")
+        assert caplog.records[-1].getMessage().endswith(f", float64, {text}")
 
 
 def _wait_for(condition, timeout=60.0):

@@ -356,9 +356,12 @@ def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
         if loss == "cross_entropy":
             expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
     if not ok:
+        fix = ""
+        if model.is_classifier and Y.ndim == 1:  # labels as floats, likely
+            fix = "; make float labels integers: backend.asarray(y, dtype=backend.xp.int64)"
         raise ConfigError(
             f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
-            f"{loss!r}) trains on {expected}"
+            f"{loss!r}) trains on {expected}{fix}"
         )
     if labels and Y.shape[0]:
         classes = 2 if loss == "bce" else k

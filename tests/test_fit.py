@@ -402,7 +402,8 @@ def _bad_fit_inputs(backend, X, y):
         "float labels for cross-entropy": (
             {"Y": xp.astype(y, xp.float64)}, ConfigError,
             r"^Y has shape \(50,\)" + model
-            + r"trains on integer class labels of shape \(n,\) or one-hot rows of shape \(n, 3\)",
+            + r"trains on integer class labels of shape \(n,\) or one-hot rows of shape \(n, 3\); "
+            r"make float labels integers: backend.asarray\(y, dtype=backend.xp.int64\)$",
         ),
         "one-hot of 2 columns": (
             {"Y": backend.asarray(np.ones((50, 2)))}, ConfigError, r"^Y has shape \(50, 2\)" + model

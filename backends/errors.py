@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 
 __all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError", "about", "check_number"]
 
@@ -47,11 +48,11 @@ def about(setting: str):
 def check_number(
     name, value, *, integer=False, low=None, high=None, low_open=False, high_open=False
 ):
-    """``value`` if it is a finite number (an int when ``integer``) >= ``low`` (> when
-    ``low_open``) and <= ``high`` (< when ``high_open``); a ConfigError naming ``name`` and
-    the range otherwise."""
+    """``value`` as a Python int (``integer``) or float if it is a finite number (NumPy
+    scalars included; an integer when ``integer``) >= ``low`` (> when ``low_open``) and <=
+    ``high`` (< when ``high_open``); a ConfigError naming ``name`` and the range otherwise."""
     kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)  # NumPy's too
     if isinstance(value, bool) or not ok_type or not math.isfinite(value):
         raise ConfigError(f"{name} must be {kind} (finite), got {value!r}", setting=name)
     too_low = low is not None and (value <= low if low_open else value < low)
@@ -62,4 +63,4 @@ def check_number(
         raise ConfigError(
             f"{name} must be {kind} {' and '.join(bounds)}, got {value!r}", setting=name
         )
-    return value
+    return int(value) if integer else float(value)

@@ -123,19 +123,22 @@ class RunConfig:
             _check_choice("loss", self.loss, tuple(LOSSES))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-        object.__setattr__(self, "lr", float(check_number("lr", lr, low=0, low_open=True)))
-        check_number("epochs", self.epochs, integer=True, low=1, high=MAX_EPOCHS)
+        object.__setattr__(self, "lr", check_number("lr", lr, low=0, low_open=True))
+        epochs = check_number("epochs", self.epochs, integer=True, low=1, high=MAX_EPOCHS)
+        object.__setattr__(self, "epochs", epochs)
         if self.batch_size is not None:
-            check_number("batch_size", self.batch_size, integer=True, low=1)
+            batch = check_number("batch_size", self.batch_size, integer=True, low=1)
+            object.__setattr__(self, "batch_size", batch)
             if self.optimizer == "gd":
                 raise ConfigError(
                     "optimizer 'gd' is full-batch gradient descent; use 'sgd' (or another "
                     "optimizer) for minibatches, or leave the batch size unset",
                     setting="batch_size",
                 )
-        wd = float(check_number("weight_decay", self.weight_decay, low=0))
+        wd = check_number("weight_decay", self.weight_decay, low=0)
         object.__setattr__(self, "weight_decay", wd)
-        check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        seed = check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        object.__setattr__(self, "seed", seed)
         if self.data is not None and self.dataset is not None:
             raise ConfigError("give a dataset or a data file, not both", setting="data")
         if self.data is not None:
@@ -154,7 +157,7 @@ class RunConfig:
                 f"standardize must be True or False, got {self.standardize!r}",
                 setting="standardize",
             )
-        vs = float(check_number("val_split", self.val_split, low=0))
+        vs = check_number("val_split", self.val_split, low=0)
         if vs >= 1:
             raise ConfigError(f"val_split must be in [0, 1), got {vs!r}", setting="val_split")
         object.__setattr__(self, "val_split", vs)

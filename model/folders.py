@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backends.errors import ConfigError
-from model.checkpoint import process_alive
+from model.checkpoint import CheckpointError, process_alive, read_meta, read_npz
 
 __all__ = [
     "LOCK",
@@ -163,11 +163,7 @@ RUN_FILES = ("checkpoint.npz", "metrics.json", "loss.png")
 def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
     """The ``save`` path of a model file: an .npz that is none of the run's inputs or run
     folder files, and (unless ``overwrite``) not an existing file."""
-    save = check_output_file(save, "save")
-    if save.suffix != ".npz":
-        raise ConfigError(
-            f"{save}: a model file is an .npz; end its name with .npz", setting="save"
-        )
+    save = check_model_file(check_output_file(save, "save"))
     if (
         run_dir is not None
         and save.resolve().parent == Path(run_dir).resolve()
@@ -181,15 +177,25 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
     return refuse_replacing(save, inputs, overwrite, "save")
 
 
+def check_model_file(path, setting: str = "save") -> Path:
+    """A model file's path: an .npz, and not a run folder's own file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ConfigError(
+            f"{path}: a model file is an .npz; end its name with .npz", setting=setting
+        )
+    return refuse_replacing(path, (), True, setting)
+
+
 def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
     """``path`` if writing it replaces none of ``inputs`` (paths, None skipped), no run
-    folder's own file (:data:`RUN_FILES`, in a folder holding one of them or a run's lock)
-    and, unless ``overwrite``, no existing file; a ConfigError naming ``setting``
-    (``overwrite`` for an existing file) otherwise."""
+    folder's own file (:data:`RUN_FILES` in a folder :func:`is_run_folder`) and, unless
+    ``overwrite``, no existing file; a ConfigError naming ``setting`` (``overwrite`` for an
+    existing file) otherwise."""
     path = Path(path)
     target = path.resolve()
     folder = target.parent
-    if path.name in RUN_FILES and any((folder / f).is_file() for f in (LOCK, *RUN_FILES)):
+    if path.name in RUN_FILES and is_run_folder(folder):
         raise ConfigError(
             f"{path} is a file of the run in {folder}; writing there would break that run "
             "(its resume, record or plot), so choose another name",
@@ -208,6 +214,19 @@ def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
             setting="overwrite",
         )
     return path
+
+
+def is_run_folder(folder) -> bool:
+    """Whether ``folder`` is a run's: a run trains there (its lock file), or its
+    checkpoint.npz holds training state (a model file of that name does not)."""
+    folder = Path(folder)
+    if (folder / LOCK).is_file():
+        return True
+    try:
+        meta = read_meta(read_npz(folder / "checkpoint.npz", ("meta",)), folder)
+    except CheckpointError:
+        return False
+    return isinstance(meta, dict) and "training" in meta
 
 
 def _exists(run_dir) -> ConfigError:

@@ -51,13 +51,14 @@ def _decayed(name: str, p, g, weight_decay, xp):
 
 def _check(optimizer, **bounds) -> None:
     """Each hyperparameter of ``optimizer`` named in ``bounds`` checked by
-    :func:`backends.errors.check_number` with those bounds; ``lr`` and ``weight_decay``
-    may also be per-replica arrays, whose values :func:`model.replicas.per_replica` makes."""
+    :func:`backends.errors.check_number` with those bounds and stored as a Python float (a
+    NumPy scalar included); ``lr`` and ``weight_decay`` may also be per-replica arrays,
+    whose values :func:`model.replicas.per_replica` makes."""
     for name, limits in bounds.items():
         value = getattr(optimizer, name)
-        if name in ("lr", "weight_decay") and hasattr(value, "shape"):
+        if name in ("lr", "weight_decay") and getattr(value, "ndim", 0) > 0:
             continue
-        check_number(name, value, **limits)
+        object.__setattr__(optimizer, name, check_number(name, value, **limits))
 
 
 def _zeros_like(params, xp):

@@ -38,7 +38,7 @@ from model.checkpoint import (
     write_npz,
 )
 from model.data import DataError, check_finite, check_range
-from model.folders import check_output_file, checkpoint_path
+from model.folders import check_model_file, check_output_file, checkpoint_path
 from model.mlp import MLP
 from model.preprocessing import LabelEncoder, Standardizer
 
@@ -95,6 +95,8 @@ class TrainedModel:
         """Write the model file (atomically). ``training`` and the host optimizer ``state``
         make it a checkpoint that a run can resume from."""
         path = check_output_file(path, "save")
+        if training is None:  # a model file: never in place of a run's own files
+            path = check_model_file(path)
         arrays = to_file_names(self.model, self.params)
         meta = self.meta()
         if training is not None:

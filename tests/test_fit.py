@@ -13,7 +13,7 @@ from backends import ConfigError, get_backend, host_rng
 from model import MLP, DivergenceError, evaluate, fit, make_optimizer
 from model.data import DataError
 from model.fit import run_epoch
-from model.optimizers import Adam
+from model.optimizers import SGD, Adam
 
 
 def _problem(backend, n=50, seed=0):
@@ -486,9 +486,27 @@ def test_a_bce_model_takes_labels_0_and_1_and_an_empty_schedule_trains_nothing(n
         (lambda: make_optimizer("adam", 0.1, weight_decay=-1), r"^weight_decay must be a number"),
         (lambda: Adam(beta2=1.0), r"^beta2 must be a number >= 0 and < 1, got 1.0"),
         (lambda: Adam(eps=-1e-8), r"^eps must be a number >= 0"),
+        (lambda: SGD(np.float64("nan")), r"^lr must be a number \(finite\), got np.float64\(nan\)"),
+        (lambda: SGD(0.1, weight_decay=np.float32(-1)), r"^weight_decay must be a number >= 0"),
     ],
 )  # fmt: skip
 def test_optimizers_refuse_hyperparameters_that_cannot_train(make, message):
     with pytest.raises(ConfigError, match=message) as err:
         make()
     assert err.value.setting == message[1:].split()[0]
+
+
+def test_numpy_scalars_are_numbers_to_fit_and_the_optimizers(numpy_backend):
+    """np.int64 epochs and batch size, np.float32 hyperparameters: accepted as the Python
+    numbers they stand for (an optimizer stores them as floats, so every step path takes
+    them), and the same training as with Python numbers."""
+    X, y = _problem(numpy_backend)
+    runs = []
+    for number, integer in ((float, int), (np.float32, np.int64)):
+        model, params = _mlp_and_params(numpy_backend)
+        opt = Adam(number(0.5), beta1=number(0.75), eps=number(0.25))
+        assert all(type(getattr(opt, k)) is float for k in ("lr", "beta1", "eps"))
+        fit(model, params, X, y, optimizer=opt, epochs=integer(2), batch_size=integer(16))
+        runs.append(params)
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])

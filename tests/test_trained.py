@@ -311,6 +311,32 @@ def test_no_output_replaces_a_run_folders_own_files_even_with_overwrite(capsys, 
         argv = [str(run), "--data", str(tmp_path / "rows.csv"), "--out", str(tmp_path / name)]
         rc, _, err = _cli_call(capsys, predict.main, predict.FLAGS, *argv)
         assert rc == 2 and "predictions are written as CSV text; end the name with .csv" in err
+    trained = TrainedModel.load(run)  # the library as well
+    with pytest.raises(ConfigError, match=r"checkpoint.npz is a file of the run in"):
+        trained.save(run / "checkpoint.npz")
+    with pytest.raises(ConfigError, match=r"a model file is an .npz; end its name with .npz"):
+        trained.save(tmp_path / "metrics.json")
+    assert before == {f: (run / f).read_bytes() for f in before}
+
+
+def test_a_model_file_called_checkpoint_npz_does_not_make_its_folder_a_run(capsys, tmp_path):
+    """Only a lock or a checkpoint with training state makes a run folder: a model file
+    saved as models/checkpoint.npz may be replaced (with --overwrite), and a plot called
+    loss.png beside it is no run's either."""
+    models = tmp_path / "models"
+    argv = ["--dataset", "iris", "--hidden", "4", "--epochs", "1", "--device", "cpu",
+            "--save", str(models / "checkpoint.npz"), "--quiet"]  # fmt: skip
+    for n, extra in enumerate([[], ["--overwrite"]]):
+        rc, _, err = _cli_call(capsys, train.main, train.FLAGS, *argv, "--out",
+                               str(tmp_path / f"run{n}"), *extra)  # fmt: skip
+        assert rc == 0, err
+    rc, _, err = _cli_call(capsys, train.main, train.FLAGS, *argv, "--out", str(tmp_path / "r2"))
+    assert rc == 2 and "already exists" in err and "(--overwrite)" in err
+    (models / "loss.png").write_bytes(b"a plot")
+    np.savetxt(tmp_path / "rows.csv", np.ones((3, 4)), delimiter=",")
+    argv = [str(models / "checkpoint.npz"), "--data", str(tmp_path / "rows.csv"),
+            "--out", str(models / "metrics.json"), "--device", "cpu"]  # fmt: skip
+    assert _cli_call(capsys, predict.main, predict.FLAGS, *argv)[0] == 0
 
 
 def test_one_hot_targets_are_classes_over_their_columns():

@@ -84,7 +84,7 @@ from model import MLP, SGD, evaluate, fit
 from model.checkpoint import atomic_write
 from model.data import load_dataset
 from model.fit import run_epoch
-from model.folders import check_creatable, check_output_file
+from model.folders import check_creatable, check_output_file, refuse_replacing
 from model.replicas import fit_replicas, init_replicas, per_replica, replica
 from model.streaming import open_memmap
 
@@ -454,6 +454,7 @@ def memmap_case(gigabytes: float, folder: str) -> dict:
     rows = int(gigabytes * 1e9 / (8 * d))
     path = Path(folder) / "handgrad-bench-X.npy"
     labels = Path(folder) / "handgrad-bench-y.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(rows, d))
     y = np.lib.format.open_memmap(labels, mode="w+", dtype=np.int64, shape=(rows,))
     for start in range(0, rows, 65536):
@@ -910,6 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--memmap-dir", default=tempfile.gettempdir(), help="where --memmap-gb writes its file"
     )
     p.add_argument("--json", metavar="PATH", help="also write the rows and environment as JSON")
+    p.add_argument("--overwrite", action="store_true", help="allow --json to replace a file")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one pipeline run, in a subprocess
     p.add_argument("--mpi-worker", help=argparse.SUPPRESS)  # a rank of an MPI case
     args = p.parse_args(argv)
@@ -928,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.json is not None:  # before an hour of benchmarking, not after it
-        check_output_file(args.json, "json")
+        refuse_replacing(check_output_file(args.json, "json"), (), args.overwrite, "json")
     if args.memmap_gb is not None:
         check_number("memmap_gb", args.memmap_gb, low=0, low_open=True)
         check_creatable(args.memmap_dir, "memmap_dir")

@@ -55,15 +55,27 @@ def test_run_counts_are_checked_not_ignored(capsys, argv, message):
      (["--json", "{tmp}"], r"is a folder; give a file name$"),
      (["--json", "{tmp}/file/b.json"], r"^cannot write .*b.json: .*file is not a writable folder$"),
      (["--memmap-gb", "0"], r"^memmap_gb must be a number > 0, got 0.0$"),
-     (["--memmap-gb", "1", "--memmap-dir", "{tmp}/file/x"], r"file is not a writable folder$")],
+     (["--memmap-gb", "1", "--memmap-dir", "{tmp}/file/x"], r"file is not a writable folder$"),
+     (["--json", "{tmp}/file"], r"file already exists; choose another name or allow overwriting"),
+     (["--json", "{tmp}/run/metrics.json", "--overwrite"], r"metrics.json is a file of the run")],
 )  # fmt: skip
 def test_output_paths_are_checked_before_any_case_runs(tmp_path, monkeypatch, argv, message):
     """A --json path that cannot be written used to fail after the whole benchmark."""
     (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".handgrad-run").write_text("a run trains here")
     monkeypatch.setattr(bench, "cpu_digits", lambda *a: pytest.fail("a case ran"))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(HandgradError, match=message):
         bench.main(["--quick", "--cases", "cpu", *argv])
+
+
+def test_the_memmap_case_makes_its_folder(tmp_path, capsys):
+    folder = tmp_path / "new" / "mm"
+    argv = ["--cases", "none", "--memmap-gb", "0.002", "--memmap-dir", str(folder)]
+    assert bench.main([*argv, "--json", str(tmp_path / "m.json")]) == 0
+    (row,) = json.loads((tmp_path / "m.json").read_text())["pipeline"]
+    assert row["peak_rss_mib"] > 0 and not list(folder.iterdir())  # the file is removed
 
 
 def test_gpu_cases_run_on_any_backend(capsys):

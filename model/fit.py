@@ -335,22 +335,26 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
 
 
 def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
-    """X of shape (n, d) for the model's d inputs; Y integer class labels (n,) within its
-    classes (0..K-1, or 0/1 for bce), or targets (n, K) (also (n,) when K = 1; bce's 0/1
-    as floats too); X and Y finite unless ``streamed`` (a file is checked a block at a
-    time before training, :func:`model.data.validate`: a pass here would read it again).
-    Each check reads back one value: a few synchronizations per call, none per epoch."""
+    """X of shape (n, d), n >= 1, for the model's d inputs; Y integer class labels of
+    shape (n,) within the model's classes (0..K-1; 0/1 for bce, also of shape (n, 1)), or
+    targets of shape (n, K) (also (n,) when K = 1), a classifier's within [0, 1]; X and Y
+    finite unless ``streamed`` (a file is checked a block at a time before training,
+    :func:`model.data.validate`: a pass here would read it again). Each check reads back
+    one value: a few synchronizations per call, none per epoch."""
     (x_name, y_name), d, k = names, model.sizes[0], model.sizes[-1]
     if X.ndim != 2 or X.shape[1] != d:
         raise ConfigError(
             f"{x_name} has shape {tuple(X.shape)} but the model takes {d} features per row; "
             f"pass an array of shape (n, {d})"
         )
+    if X.shape[0] == 0:
+        raise DataError(f"{x_name} has no rows; pass at least one")
     xp = array_namespace(Y)
     loss = model.loss_spec.name
     labels = model.is_classifier and xp.isdtype(Y.dtype, "integral")
     if labels:
-        ok, expected = Y.ndim == 1, "integer class labels of shape (n,)"
+        ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
+        expected = "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
     else:
         ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
         expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
@@ -358,20 +362,33 @@ def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
             expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
     if not ok:
         fix = ""
-        if model.is_classifier and Y.ndim == 1:  # labels as floats, likely
-            fix = "; make float labels integers: backend.asarray(y, dtype=backend.xp.int64)"
+        if labels and Y.shape[1:] == (1,):
+            fix = "; pass the labels as one column of shape (n,): y.reshape(-1)"
+        elif model.is_classifier and Y.ndim == 1:  # labels as floats, likely
+            how = (
+                "np.asarray(y, dtype=np.int64)"
+                if streamed
+                else "backend.asarray(y, dtype=backend.xp.int64)"
+            )
+            fix = f"; make float labels integers: {how}"
         raise ConfigError(
             f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
             f"{loss!r}) trains on {expected}{fix}"
         )
-    if labels and Y.shape[0]:
+    if model.is_classifier:
+        lo, hi = to_numpy(xp.stack([xp.min(Y), xp.max(Y)])).tolist()
         classes = 2 if loss == "bce" else k
-        lo, hi = (int(v) for v in to_numpy(xp.stack([xp.min(Y), xp.max(Y)])))
-        if lo < 0 or hi >= classes:
+        if labels and (lo < 0 or hi >= classes):
             raise DataError(
                 f"{y_name} holds labels from {lo} to {hi}, but the model has {classes} "
                 f"classes, labelled 0 to {classes - 1}; map the labels onto 0..{classes - 1} "
                 "(model.preprocessing.LabelEncoder does), or size the output layer for them"
+            )
+        if not labels and (lo < 0 or hi > 1):
+            raise DataError(
+                f"{y_name} holds targets from {lo:g} to {hi:g}, but the loss {loss!r} takes "
+                "probabilities in [0, 1] (0/1 values or one-hot rows); pass class labels as "
+                "integers, or use a regression loss (mse, sse)"
             )
     if not streamed:
         for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):

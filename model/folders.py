@@ -123,8 +123,10 @@ def _check_unheld(run_dir: Path, setting: str) -> None:
     gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
     if owner != _me() and not gone:
         raise ConfigError(
-            f"the run folder {run_dir} is in use by another handgrad process ({owner}); wait "
-            "for it, or choose another folder",
+            f"the run folder {run_dir} is in use by another handgrad process "
+            f"({owner or 'unnamed'}, by its lock file {LOCK}); wait for it, or choose another "
+            f"folder; if no run trains there (a copied folder, another machine's run that "
+            f"ended), remove {run_dir / LOCK}",
             setting=setting,
         )
 

@@ -32,6 +32,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from array_api_compat import array_namespace, device, is_numpy_namespace
 
 from backends import ConfigError, host_rng
@@ -90,14 +91,22 @@ def init_replicas(model, backend, rngs: Sequence, init: str = "auto") -> dict:
 
 def per_replica(optimizer, *, lr=None, weight_decay=None, like):
     """``optimizer`` with a learning rate and weight decay per replica: each a number (the
-    same for all) or a sequence of R numbers, stored as an (R,) array of ``like``'s dtype
-    on its device (a Python number when all R are equal, as a single run uses it)."""
+    same for all) or a sequence or 1-D host array of R numbers, each checked as the
+    optimizer checks its own, stored as an (R,) array of ``like``'s dtype on its device (a
+    Python number when all R are equal, as a single run uses it)."""
     xp = array_namespace(like)
     changes = {}
     for name, values in (("lr", lr), ("weight_decay", weight_decay)):
         if values is None:
             continue
-        values = [float(v) for v in values] if isinstance(values, Sequence) else [float(values)]
+        values = np.asarray(values)
+        if values.ndim > 1:
+            raise ConfigError(f"{name} per replica must be one number per replica, got shape "
+                              f"{values.shape}", setting=name)  # fmt: skip
+        values = np.atleast_1d(values).tolist()
+        for v in values:
+            dataclasses.replace(optimizer, **{name: v})  # raises for a value it refuses
+        values = [float(v) for v in values]
         if len(set(values)) == 1:
             changes[name] = values[0]
         else:

@@ -531,12 +531,13 @@ def load_model(path, replica=None) -> tuple[TrainedModel, str | None]:
     None: the best). For a single model ``replica`` must be None, and so is the phrase."""
     path = checkpoint_path(path)
     if not is_sweep(path):
+        trained = TrainedModel.load(path)  # or why it cannot: no such file, damaged, ...
         if replica is not None:
             raise ConfigError(
                 f"{path} holds one model, not a sweep; leave out the replica",
                 setting="replica",
             )
-        return TrainedModel.load(path), None
+        return trained, None
     sweep = load_sweep(path)
     r = choose_replica("best" if replica is None else replica, len(sweep.models), sweep.best)
     values = _label(sweep.grid[r]) + (", the best" if r == sweep.best else "")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from shlex import quote
 
 import _cli  # first: it catches Ctrl-C during the imports below
 
@@ -231,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run.train(backend, progress=not quiet)
     except (KeyboardInterrupt, DivergenceError) as exc:
         if root and args.json:  # as metrics.json; before the run saved anything, no paths
-            early = {"status": "interrupted", "epochs": getattr(run, "epoch", 0), "paths": {}}
+            done = None if run is None and args.resume is not None else getattr(run, "epoch", 0)
+            early = {"status": "interrupted", "epochs": done, "paths": {}}  # None: not read
             summary = getattr(run, "summary", None)
             print(strict_json(early if summary is None else summary), flush=True)
         if run is None:
@@ -251,9 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif run.saved_epoch is None:
             saved = "it stopped before its first checkpoint, so nothing is saved"
         else:
-            again = "".join(f" --{k.replace('_', '-')} {v}" for k, v in unwritten.items())
+            flags = {"resume": run.dir, **unwritten}  # paths quoted for a shell
+            again = " ".join(f"--{k.replace('_', '-')} {quote(str(p))}" for k, p in flags.items())
             saved = (f"checkpoint (epoch {run.saved_epoch}) saved to {run.checkpoint}; continue "
-                     f"with --resume {run.dir}{again}")  # fmt: skip
+                     f"with {again}")  # fmt: skip
             if unwritten:
                 saved += " (the model files are written when the run completes)"
         print(f"{who}interrupted; {saved}", file=sys.stderr)

@@ -434,6 +434,17 @@ def _bad_fit_inputs(backend, X, y):
         "batch_size 0": (
             {"batch_size": 0}, ConfigError, r"^batch_size must be an integer >= 1, got 0"
         ),
+        "labels of shape (n, 1)": (
+            {"Y": xp.reshape(y, (50, 1))}, ConfigError,
+            r"^Y has shape \(50, 1\).*; pass the labels as one column of shape \(n,\): "
+            r"y.reshape\(-1\)$",
+        ),
+        "one-hot rows of 2": (
+            {"Y": backend.asarray(np.eye(3)[labels] * 2)}, DataError,
+            r"^Y holds targets from 0 to 2, but the loss 'cross_entropy' takes probabilities "
+            r"in \[0, 1\]",
+        ),
+        "no rows": ({"X": X[:0, :], "Y": y[:0]}, DataError, r"^X has no rows; pass at least one"),
         "validation labels 7": (
             {"validation": (X, moved[7])}, DataError, r"^Y_val holds labels from 0 to 7"
         ),
@@ -444,7 +455,8 @@ def _bad_fit_inputs(backend, X, y):
     "case",
     ["label 7 of 3 classes", "label -1", "float labels for cross-entropy", "one-hot of 2 columns",
      "X of 3 columns", "X a list", "NaN in X", "epochs -1", "epochs before start_epoch",
-     "start_epoch -1", "epochs 2.5", "batch_size 0", "validation labels 7"],
+     "start_epoch -1", "epochs 2.5", "batch_size 0", "labels of shape (n, 1)",
+     "one-hot rows of 2", "no rows", "validation labels 7"],
 )  # fmt: skip
 def test_fit_refuses_what_cannot_train_before_it_trains(backend, case):
     """Each bad argument is one error naming it and the fix, raised before any step:
@@ -471,6 +483,10 @@ def test_a_bce_model_takes_labels_0_and_1_and_an_empty_schedule_trains_nothing(n
     two = numpy_backend.asarray(np.arange(50) % 3, dtype=np.int64)
     with pytest.raises(DataError, match=r"labels from 0 to 2, but the model has 2 classes"):
         fit(model, params, X, two, optimizer=make_optimizer("sgd", 0.1), epochs=1)
+    with pytest.raises(DataError, match=r"^Y holds targets from 0 to 5, but the loss 'bce'"):
+        fit(model, params, X, np.full(50, 5.0) * (two > 0), optimizer=SGD(0.1), epochs=1)
+    column = np.reshape(two % 2, (50, 1))  # 0/1 labels as a column: bce takes them
+    fit(model, params, X, column, optimizer=SGD(0.1), epochs=1)
     sgd = make_optimizer("sgd", 0.1)
     result = fit(model, params, X, two % 2, optimizer=sgd, epochs=3, start_epoch=3)
     assert result.history == {"loss": []}
@@ -510,3 +526,14 @@ def test_numpy_scalars_are_numbers_to_fit_and_the_optimizers(numpy_backend):
         runs.append(params)
     for k in runs[0]:
         np.testing.assert_array_equal(runs[0][k], runs[1][k])
+
+
+def test_float_labels_of_streamed_data_are_told_to_become_host_integers(tmp_path):
+    """Streamed data stays host NumPy: the fix for float labels keeps it there."""
+    from model.streaming import open_memmap
+
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(50, 4)))
+    X = open_memmap(tmp_path / "X.npy")
+    model, params = _mlp_and_params(get_backend("strict", "float64"))
+    with pytest.raises(ConfigError, match=r"integers: np.asarray\(y, dtype=np.int64\)$"):
+        fit(model, params, X, np.zeros(50), optimizer=SGD(0.1), epochs=1)

@@ -188,3 +188,12 @@ def test_bad_replica_input_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"move them with backend\.asarray"):
         fit_replicas(model, params, b.to_numpy(X).view(np.memmap), b.to_numpy(y), optimizer=opt,
                      epochs=1)  # fmt: skip
+    like = params["W1"]
+    got = per_replica(opt, lr=np.array([0.1, 0.2]), weight_decay=np.float64(0.01), like=like)
+    assert got.weight_decay == 0.01 and b.to_numpy(got.lr).tolist() == [0.1, 0.2]
+    with pytest.raises(ConfigError, match=r"^lr must be a number > 0, got -0.2"):
+        per_replica(opt, lr=[0.1, -0.2], like=like)
+    with pytest.raises(ConfigError, match=r"^weight_decay must be a number \(finite\), got nan"):
+        per_replica(opt, weight_decay=[0.0, float("nan")], like=like)
+    with pytest.raises(ConfigError, match=r"one number per replica, got shape \(2, 1\)"):
+        per_replica(opt, lr=np.ones((2, 1)), like=like)

@@ -213,19 +213,25 @@ def test_json_reports_a_diverged_or_interrupted_run_as_metrics_json_does(tmp_pat
     assert summary == json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("where", ["model.run.Run.start", "model.run.uses_fast_step"])
+@pytest.mark.parametrize("where", ["model.run.Run.start", "model.run.uses_fast_step",
+                                   "model.run.Run.resume"])  # fmt: skip
 def test_json_reports_an_interrupt_before_the_first_save(tmp_path, capsys, monkeypatch, where):
     """Ctrl-C while the data loads (no run yet) or while training sets up (a run folder,
-    nothing saved): stdout still holds one JSON object, status interrupted, epoch 0."""
+    nothing saved): stdout still holds one JSON object, status interrupted, epoch 0, or
+    null for a resume whose checkpoint was not read yet."""
+    argv = ["--device", "cpu", "--dataset", "iris", "--json", "--out", str(tmp_path / "r")]
+    epochs = 0
+    if where.endswith("resume"):
+        Run.start(RunConfig(**SMALL, epochs=1), tmp_path / "a").train("cpu")
+        argv, epochs = ["--resume", str(tmp_path / "a"), "--epochs", "2", "--json"], None
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(where, interrupt)
-    argv = ["--device", "cpu", "--dataset", "iris", "--json", "--out", str(tmp_path / "r")]
     assert _cli.run(train.main, argv, train.FLAGS) == 130
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"status": "interrupted", "epochs": 0, "paths": {}}
+    assert json.loads(out) == {"status": "interrupted", "epochs": epochs, "paths": {}}
     assert err.count("\n") == 1 and err.startswith("interrupted"), err
 
 
@@ -450,7 +456,8 @@ def test_resuming_a_run_another_process_trains_names_resume_before_loading(tmp_p
         other.kill()
         other.wait()
     err = capsys.readouterr().err
-    assert f"in use by another handgrad process ({socket.gethostname()}-{other.pid})" in err
+    owner = f"{socket.gethostname()}-{other.pid}"
+    assert f"in use by another handgrad process ({owner}, by its lock file .handgrad-run)" in err
     assert err.rstrip().endswith("(--resume)"), err
 
 

@@ -234,6 +234,7 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
         (single, ["--replica", "all", "--out", "x"], "holds one model, not a sweep"),
         (tmp_path / "nothing", ["--out", "x.npz"], "does not exist or is not a file; give a "
          "model file (.npz), a run's checkpoint.npz or its folder (RUN)"),
+        (tmp_path / "nothing", ["--replica", "all", "--out", "x"], "nothing does not exist"),
         (out, ["--replica", "all", "--out", str(tmp_path / "best.npz")],
          "is a file; every replica's model file goes into one folder"),
         (out, ["--replica", "all", "--out", str(tmp_path / "new.npz")],

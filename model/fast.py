@@ -16,10 +16,9 @@ changes the math:
   adds scale lambda W_l to G_l first); Adam, whose step does not scale with g, takes 1;
 - a sigmoid layer adds its bias and negates in one pass, (-b) - Z = -(Z + b).
 
-It covers parameters with or without a replica axis (:mod:`model.replicas`: every
-product batched over it, ``lr`` and ``weight_decay`` Python numbers or one per replica),
-the optimizers SGD (plain, momentum, Nesterov) and Adam, and every hidden activation but
-softmax; the output layer of ``cross_entropy`` has its own in-place
+It covers unstacked parameters (no replica axis), the optimizers SGD (plain, momentum,
+Nesterov) and Adam with Python number ``lr`` and ``weight_decay``, and every hidden
+activation but softmax; the output layer of ``cross_entropy`` has its own in-place
 softmax and loss, the other losses use the portable functions on the (small) output
 layer. :func:`fast_step` returns None for anything else, and for namespaces other than
 NumPy, whose functions need not take ``out=``: the caller then runs the portable step,
@@ -41,7 +40,7 @@ from array_api_compat import is_numpy_namespace
 
 from backends.errors import ConfigError
 from model.activations import sigmoid_floor
-from model.optimizers import SGD, Adam, replica_scale
+from model.optimizers import SGD, Adam
 
 __all__ = ["ENV_VAR", "fast_enabled", "fast_step", "uses_fast_step"]
 
@@ -64,23 +63,16 @@ def fast_enabled() -> bool:
 
 def uses_fast_step(model, optimizer, params: dict, /, *, xp, comm=None) -> bool:
     """Whether :func:`fast_step` applies to this training (module docstring): NumPy
-    parameters, all with a replica axis of one length R or none, SGD or Adam whose ``lr``
-    and ``weight_decay`` are numbers or (R,) arrays, no softmax hidden layer, no
-    communicator (its allreduce sits between gradient and update), and
+    parameters without a replica axis, SGD or Adam with number hyperparameters, no softmax
+    hidden layer, no communicator (its allreduce sits between gradient and update), and
     ``$HANDGRAD_FAST`` not 0."""
-    lead = params["W1"].shape[:-2]  # (R,) for replicas, () for one network
-    per_replica = (lead,) if lead else ()
     return (
         fast_enabled()
         and comm is None
-        and len(lead) <= 1
         and is_numpy_namespace(xp)
         and type(optimizer) in (SGD, Adam)
-        and all(
-            isinstance(v, int | float) or getattr(v, "shape", None) in per_replica
-            for v in (optimizer.lr, optimizer.weight_decay)
-        )
-        and all(p.shape[: p.ndim - (2 if k[0] == "W" else 1)] == lead for k, p in params.items())
+        and all(isinstance(v, int | float) for v in (optimizer.lr, optimizer.weight_decay))
+        and all(p.ndim == (2 if k.startswith("W") else 1) for k, p in params.items())
         and all(a in _HIDDEN for a in model.layer_activations[:-1])
     )
 
@@ -102,14 +94,10 @@ class _Step:
     def __init__(self, model, optimizer, params, batch, xp):
         self.model, self.xp, self.optimizer = model, xp, optimizer
         adam = type(optimizer) is Adam
-        W1 = params["W1"]
-        scale = 1.0 if adam else optimizer.lr  # D_L = scale dC/dZ_L
-        decay = optimizer.weight_decay
-        self.decays = not (isinstance(decay, int | float) and decay == 0)
-        self.scale = replica_scale(scale, W1, xp)  # per replica: shaped (R, 1, 1)
-        self.decay = replica_scale(scale * decay, W1, xp)  # G gains scale lambda W
+        self.scale = 1.0 if adam else optimizer.lr  # D_L = scale dC/dZ_L
+        self.decay = self.scale * optimizer.weight_decay  # G gains scale lambda W
         self.update = self._adam if adam else self._momentum if optimizer.momentum else self._sgd
-        dtype = W1.dtype
+        dtype = params["W1"].dtype
         *hidden, self.output = model.layers  # (W name, b name or None, f, f's backward)
         self.names = [(w, b) for w, b, _, _ in model.layers]
         self.hidden = [  # as model.layers, with this module's in-place f and backward
@@ -128,25 +116,25 @@ class _Step:
         acts = [xb]  # A_0 .. A_{L-1}
         for w, b, f, _ in self.hidden:  # Z_l = A_{l-1} W_l, then A_l = f(Z_l + b_l) in place
             Z = acts[-1] @ params[w]
-            f(self, Z, None if b is None else params[b][..., None, :])  # b to every row
+            f(self, Z, None if b is None else params[b])
             acts.append(Z)
         w, b, _, _ = self.output
         Z = acts[-1] @ params[w]
         if b is not None:
-            Z += params[b][..., None, :]
+            Z += params[b]
         loss, D = self.head(Z, yb)  # D = scale dC/dZ_L
         state = {**state, "step": state["step"] + 1}
         update = self.update(state)
         for l in range(len(acts) - 1, -1, -1):  # D = scale dC/dZ_{l+1}, A = A_l
             w, b = self.names[l]
             W, A = params[w], acts[l]
-            D_prev = D @ W.swapaxes(-1, -2) if l else None  # scale dC/dA_l, W before its step
-            G = A.swapaxes(-1, -2) @ D
-            if self.decays:
+            D_prev = D @ W.T if l else None  # scale dC/dA_l, with W before its step
+            G = A.T @ D
+            if self.decay:
                 G += self.decay * W
             update(w, W, G)
             if b is not None:
-                update(b, params[b], (self.ones_row[:, : D.shape[-2]] @ D)[..., 0, :])
+                update(b, params[b], (self.ones_row[:, : D.shape[0]] @ D)[0, ...])
             if l:
                 self.hidden[l - 1][3](self, D_prev, A)
                 D = D_prev
@@ -182,7 +170,7 @@ class _Step:
         step_size, s_scale = opt.lr / (1.0 - b1**t), 1.0 / (1.0 - b2**t)
 
         def update(name, p, G):
-            m, s, step = state["m"][name], state["s"][name], replica_scale(step_size, p, xp)
+            m, s = state["m"][name], state["s"][name]
             T = G * G
             T *= 1.0 - b2
             s *= b2
@@ -194,7 +182,7 @@ class _Step:
             xp.sqrt(T, out=T)
             T += opt.eps
             xp.divide(m, T, out=T)
-            T *= step
+            T *= step_size
             p -= T  # p <- p - lr m_hat / (sqrt(s_hat) + eps)
 
         return update
@@ -202,7 +190,7 @@ class _Step:
     def _softmax_head(self, Z, Y):
         """Softmax of Z in place (``model.activations.softmax``), the loss as
         ``model.losses.cross_entropy_from_probs`` computes it, and D_L = scale (P - Y) / N."""
-        xp, m = self.xp, Z.shape[-2]
+        xp, m = self.xp, Z.shape[0]
         Z -= xp.maximum.reduce(Z, axis=-1, keepdims=True)
         xp.exp(Z, out=Z)
         Z /= Z @ self.ones_col
@@ -211,7 +199,7 @@ class _Step:
         xp.log(p, out=p)
         Z -= Y
         Z *= self.scale / m
-        return -xp.add.reduce(p, axis=(-2, -1)) / m, Z  # per replica
+        return -xp.add.reduce(p, axis=None) / m, Z
 
     def _portable_head(self, Z, Y):
         """The output activation, loss and dC/dZ_L of the portable step, times scale."""

@@ -18,9 +18,8 @@ with :class:`DivergenceError` before the epoch counts as done.
 
 On NumPy, the fit runs with the BLAS threads :func:`backends.blas.blas_threads` picks for
 the step's largest matrix product (one thread for small ones; see that module), and a
-network or replica stack without a communicator takes the in-place step of
-:mod:`model.fast` (the same math as forward -> backward -> update, with less overhead
-per call).
+single network without a communicator takes the in-place step of :mod:`model.fast` (the
+same math as forward -> backward -> update, with less overhead per call).
 """
 
 from __future__ import annotations

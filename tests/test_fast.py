@@ -17,7 +17,7 @@ from model import MLP, fit, make_optimizer
 from model.config import RunConfig
 from model.fast import ENV_VAR, fast_step, uses_fast_step
 from model.optimizers import SGD
-from model.replicas import fit_replicas, init_replicas, per_replica
+from model.replicas import init_replicas, per_replica
 from model.run import Run
 
 HEADS = [  # (loss, output activation): every loss, and the portable head's activations
@@ -109,50 +109,9 @@ def test_full_batch_step_leaves_the_data_as_it_was(monkeypatch):
     np.testing.assert_array_equal(Y, before[1])
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "identity"])
-@pytest.mark.parametrize("loss,output", [HEADS[0], HEADS[1], HEADS[3]])
-@pytest.mark.parametrize("name", ["sgd", "nesterov", "adam"])
-def test_the_replica_pass_takes_the_in_place_step_with_lr_and_decay_per_replica(
-    monkeypatch, dtype, hidden, loss, output, name
-):
-    """Three replicas with their own lr and weight decay, 3 epochs of batches of 8 (and a
-    short last one): as the portable replica pass, parameters, optimizer buffers and
-    every replica's losses, to 1e-12 / 1e-5."""
-    backend = get_backend("cpu", dtype)
-    outputs = 1 if loss == "bce" else 3
-    model = MLP((5, 6, 4, outputs), activation=(hidden, "sigmoid"), output=output, loss=loss)
-    X, Y = _data(backend, loss, outputs, np.random.default_rng(7))
-    runs = []
-    for fast in (True, False):
-        monkeypatch.setenv(ENV_VAR, "1" if fast else "0")
-        rngs = [host_rng(s) for s in (3, 4, 5)]
-        params = init_replicas(model, backend, rngs)
-        opt = per_replica(make_optimizer(name, 0.1), lr=[0.05, 0.2, 0.1],
-                          weight_decay=[0.0, 0.01, 0.1], like=params["W1"])  # fmt: skip
-        assert uses_fast_step(model, opt, params, xp=backend.xp) is fast
-        result = fit_replicas(model, params, X, Y, optimizer=opt, epochs=3, batch_size=8,
-                              rngs=rngs)  # fmt: skip
-        runs.append((params, result))
-    (fast, fast_result), (portable, portable_result) = runs
-    tol = 1e-12 if dtype == "float64" else 1e-5
-    arrays = [(k, p, portable[k]) for k, p in fast.items()]
-    for kind in ("velocity", "m", "s"):
-        arrays += [(f"{kind} {k}", a, portable_result.state[kind][k])
-                   for k, a in fast_result.state.get(kind, {}).items()]  # fmt: skip
-    for k, a, expected in arrays:
-        scale = float(np.max(np.abs(expected)))
-        np.testing.assert_allclose(a, expected, rtol=tol, atol=tol * scale, err_msg=k)
-    assert fast_result.diverged == portable_result.diverged == [None] * 3
-    for mine, theirs in zip(fast_result.history, portable_result.history, strict=True):
-        np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=tol)
-    losses = [h["loss"][-1] for h in fast_result.history]
-    assert len(set(losses)) == 3  # the replicas trained differently
-
-
 @pytest.mark.parametrize(
     "case",
-    ["nested replicas", "softmax hidden", "strict", "communicator", "off"],
+    ["replicas", "softmax hidden", "strict", "communicator", "off"],
 )
 def test_what_the_in_place_step_does_not_cover_takes_the_portable_step(monkeypatch, case):
     backend = get_backend("strict" if case == "strict" else "cpu", "float64")
@@ -160,8 +119,9 @@ def test_what_the_in_place_step_does_not_cover_takes_the_portable_step(monkeypat
     model = MLP((4, 5, 3), activation=hidden, loss="cross_entropy")
     params = model.init_params(backend, host_rng(0))
     optimizer = make_optimizer("sgd", 0.1)
-    if case == "nested replicas":  # two replica axes: not a layout model.replicas makes
-        params = {k: np.stack([p, p])[None] for k, p in params.items()}
+    if case == "replicas":
+        params = init_replicas(model, backend, [host_rng(0), host_rng(1)])
+        optimizer = per_replica(optimizer, lr=[0.1, 0.2], like=params["W1"])
     comm = object() if case == "communicator" else None
     monkeypatch.setenv(ENV_VAR, "0" if case == "off" else "1")
     assert fast_step(model, optimizer, params, 8, xp=backend.xp, comm=comm) is None

@@ -112,8 +112,9 @@ def test_a_diverging_replica_is_frozen_and_changes_no_other(numpy_backend, name,
     DivergenceError in (4 for sgd and momentum, 1 for adam), keeps the parameters of the
     epoch before, and the other two still equal their separate runs.
 
-    Both take the portable step here: the in-place step (model.fast) scales its
-    intermediate products by lr, so at lr 1e10 they overflow an epoch sooner."""
+    The separate runs take the portable step, as the replica pass does: the in-place step
+    (model.fast) scales its intermediate products by lr, so at lr 1e10 they overflow an
+    epoch sooner."""
     monkeypatch.setenv(FAST_ENV, "0")
     b = numpy_backend
     rng = np.random.default_rng(2)

@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "DeviceUnavailableError",
     "HandgradError",
+    "env_device",
     "get_backend",
     "host_rng",
     "legacy_rng",
@@ -126,13 +127,18 @@ def legacy_rng(seed: int) -> np.random.RandomState:
     return np.random.RandomState(seed)
 
 
+def env_device() -> str:
+    """``$HANDGRAD_DEVICE``, stripped; "" when unset or blank (as the other variables)."""
+    return os.environ.get("HANDGRAD_DEVICE", "").strip()
+
+
 def get_backend(device: str | None = None, dtype: str = "float32") -> Backend:
     """Resolve a device string (see the module docstring) and a dtype name to a Backend.
 
     Raises ConfigError for an unknown device string or dtype and DeviceUnavailableError
     when the device is known but unusable here; each message names the fix.
     """
-    env = os.environ.get("HANDGRAD_DEVICE", "").strip()  # blank: unset, as the others
+    env = env_device()
     from_env = device is None and bool(env)
     spec = device if device is not None else env or "auto"
     spec = str(spec).strip().lower()

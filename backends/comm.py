@@ -31,6 +31,7 @@ import sys
 import numpy as np
 from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array
 
+from backends import env_device
 from backends.errors import ConfigError, DeviceUnavailableError
 
 __all__ = [
@@ -121,7 +122,7 @@ def rank_device(spec: str | None, local_rank: int, cuda_count: int) -> str | Non
     """The device string of a rank: ``cuda`` and ``auto`` (with ``cuda_count`` GPUs
     usable) mean ``cuda:<local_rank>``, one GPU per rank of a node; any other string,
     and ``auto`` without a GPU, stays as it is. None: ``$HANDGRAD_DEVICE`` or ``auto``."""
-    spec = (spec or os.environ.get("HANDGRAD_DEVICE", "").strip() or "auto").strip().lower()
+    spec = (spec or env_device() or "auto").strip().lower()
     if spec == "cuda" or (spec == "auto" and cuda_count):
         return f"cuda:{local_rank}"
     return spec

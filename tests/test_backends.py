@@ -12,6 +12,7 @@ from helpers import assert_on
 
 import backends
 from backends import ConfigError, DeviceUnavailableError, get_backend, host_rng
+from backends.comm import rank_device
 from model import MLP
 
 
@@ -154,3 +155,6 @@ def test_environment_variable_sets_default(monkeypatch):
     assert get_backend("cpu").spec == "cpu"  # an explicit device wins over the variable
     monkeypatch.setenv("HANDGRAD_DEVICE", " ")  # blank: unset, as the other variables
     assert get_backend("cpu").spec == "cpu" and get_backend().spec in ("cpu", "cuda:0")
+    assert rank_device(None, 1, 0) == "auto" and rank_device(None, 1, 2) == "cuda:1"  # MPI too
+    monkeypatch.setenv("HANDGRAD_DEVICE", " CPU ")
+    assert rank_device(None, 1, 2) == "cpu"

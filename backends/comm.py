@@ -328,8 +328,28 @@ def _cupy_choice(mpi) -> int:
             return 0
     except ImportError:
         pass
+    return 1 if _cuda_aware(mpi) else 2
+
+
+def _cuda_aware(mpi) -> bool:
+    """Whether the MPI library says it takes device pointers."""
     query = getattr(mpi, "Query_cuda_support", None)
-    return 1 if query is not None and query() else 2
+    return bool(query is not None and query())
+
+
+def _gpu_placement() -> tuple[str, str]:
+    """(host name, PCI bus id of the current CUDA device): where this rank computes."""
+    import socket
+
+    import cupy
+
+    return socket.gethostname(), cupy.cuda.Device().pci_bus_id
+
+
+def shares_a_gpu(placements: list) -> bool:
+    """Whether two ranks' placements (:func:`_gpu_placement`, one per rank) name the same
+    GPU: NCCL refuses that ("Duplicate GPU detected"), so the ranks use MPI instead."""
+    return len(set(placements)) < len(placements)
 
 
 def _choose_transport(kind: str, comm, mpi) -> _Transport:
@@ -340,6 +360,8 @@ def _choose_transport(kind: str, comm, mpi) -> _Transport:
     if kind == "other":
         return _Staged(host, "staged through host memory (MPI on a host copy)")
     choice = comm.allreduce(_cupy_choice(mpi), op=mpi.MAX)
+    if choice == 0 and shares_a_gpu(comm.allgather(_gpu_placement())):
+        choice = 1 if _cuda_aware(mpi) else 2  # NCCL refuses two ranks on one GPU
     if choice == 0:
         return _NCCL(comm)
     if choice == 1:

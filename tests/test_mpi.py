@@ -306,3 +306,13 @@ def test_cupy_ranks_equal_one_process(tmp_path):
     got = np.load(tmp_path / f"digits-adam@{device}.npz")
     for k, v in expected.items():
         assert_close(got[k], v, rtol=1e-10, atol=1e-300)
+
+
+def test_ranks_sharing_one_gpu_do_not_use_nccl():
+    """NCCL refuses two ranks on one device (two ranks on cuda:0 of a one-GPU machine):
+    the transport falls back to MPI when two placements name the same GPU."""
+    from backends.comm import shares_a_gpu
+
+    assert shares_a_gpu([("node", "0000:01:00.0"), ("node", "0000:01:00.0")])
+    assert not shares_a_gpu([("node", "0000:01:00.0"), ("node", "0000:02:00.0")])
+    assert not shares_a_gpu([("a", "0000:01:00.0"), ("b", "0000:01:00.0")])

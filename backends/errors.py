@@ -14,7 +14,14 @@ import contextlib
 import math
 import numbers
 
-__all__ = ["ConfigError", "DeviceUnavailableError", "HandgradError", "about", "check_number"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DeviceUnavailableError",
+    "HandgradError",
+    "about",
+    "check_number",
+]
 
 
 class HandgradError(Exception):
@@ -28,6 +35,10 @@ class HandgradError(Exception):
 
 class ConfigError(HandgradError, ValueError):
     """A setting has a value that cannot work (unknown name, out of range, ...)."""
+
+
+class DataError(HandgradError, ValueError):
+    """Data that cannot be trained on; the message says what and how to fix it."""
 
 
 class DeviceUnavailableError(HandgradError, RuntimeError):

@@ -12,26 +12,32 @@ from it, so the forward pass caches only activations.
     softmax   f(z)_j = e^z_j / sum_k e^z_k  dZ = a * (dA - sum_j dA_j a_j)   (row-wise Jacobian)
 
 Sigmoid and softmax are written so that no exponential overflows: finite and
-warning-free for any finite z, in float32 and float64. Functions return new arrays and
-never modify their inputs; inside, they update their own temporaries in place (standard
-in-place operators), which saves an allocation and a pass per step.
+warning-free for any finite z, in float32 and float64.
+
+Every function returns a new array and leaves its inputs alone, unless it is given
+``out``: then (on NumPy and CuPy, whose functions take ``out=``; see
+:func:`model.variants.writes_in_place`) it computes the same formula into ``out``, which
+may be its own input, and returns it. That is the in-place variant of the training step;
+the portable code is the reference it is tested against, and the two agree bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 from backends.errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "backward", "forward", "get_activation"]
+__all__ = ["ACTIVATIONS", "ActivationFn", "backward", "forward", "get_activation"]
 
 
-def identity(z, /, *, xp):
+def identity(z, /, *, xp, out=None):
     """f(z) = z."""
     return z
 
 
-def backprop_identity(dA, a, /, *, xp):
+def backprop_identity(dA, a, /, *, xp, out=None):
     """dZ = dA."""
     return dA
 
@@ -41,77 +47,113 @@ def sigmoid_floor(dtype, /, *, xp) -> float:
     return 1.0 - math.log(float(xp.finfo(dtype).max))
 
 
-def sigmoid(z, /, *, xp):
+def sigmoid(z, /, *, xp, out=None):
     """sigma(z) = 1 / (1 + e^-z), with z clamped below at :func:`sigmoid_floor` so that
     e^-z cannot overflow. The clamp moves only values smaller than ~1e-38 (float32) or
     ~1e-308 (float64), and costs one cheap pass where a two-branch form would cost three."""
-    t = xp.maximum(z, sigmoid_floor(z.dtype, xp=xp))
-    t *= -1.0
-    e = xp.exp(t)
-    e += 1.0
-    return 1.0 / e  # not e **= -1: NumPy's in-place power took 2.5-7x as long as this
+    low = sigmoid_floor(z.dtype, xp=xp)
+    if out is None:
+        t = xp.maximum(z, low)
+        t *= -1.0
+        e = xp.exp(t)
+        e += 1.0
+        return 1.0 / e  # not e **= -1: NumPy's in-place power took 2.5-7x as long as this
+    xp.minimum(xp.negative(z, out=out), -low, out=out)  # -max(z, low)
+    xp.exp(out, out=out)
+    out += 1.0
+    return xp.divide(1.0, out, out=out)
 
 
-def backprop_sigmoid(dA, a, /, *, xp):
+def backprop_sigmoid(dA, a, /, *, xp, out=None):
     """dZ = dA * sigma'(z) with sigma'(z) = sigma(z) (1 - sigma(z)) = a (1 - a)."""
     g = 1.0 - a
     g *= a
-    g *= dA
-    return g
+    if out is None:
+        g *= dA
+        return g
+    return xp.multiply(dA, g, out=out)
 
 
-def tanh(z, /, *, xp):
+def tanh(z, /, *, xp, out=None):
     """f(z) = tanh z."""
-    return xp.tanh(z)
+    return xp.tanh(z) if out is None else xp.tanh(z, out=out)
 
 
-def backprop_tanh(dA, a, /, *, xp):
+def backprop_tanh(dA, a, /, *, xp, out=None):
     """dZ = dA * (1 - a^2)."""
     g = a * a
     g *= -1.0
     g += 1.0
-    g *= dA
-    return g
+    if out is None:
+        g *= dA
+        return g
+    return xp.multiply(dA, g, out=out)
 
 
-def relu(z, /, *, xp):
+def relu(z, /, *, xp, out=None):
     """f(z) = max(0, z)."""
-    return xp.maximum(z, 0.0)
+    return xp.maximum(z, 0.0) if out is None else xp.maximum(z, 0.0, out=out)
 
 
-def backprop_relu(dA, a, /, *, xp):
+def backprop_relu(dA, a, /, *, xp, out=None):
     """dZ = dA where z > 0 (equivalently a > 0), else 0; the derivative at z = 0 is 0."""
-    return xp.where(a > 0, dA, 0.0)
+    if out is None:
+        return xp.where(a > 0, dA, 0.0)
+    if out is not dA:
+        out[...] = dA
+    xp.copyto(out, 0.0, where=a <= 0)  # a selection, as where: inf * 0 never makes NaN
+    return out
 
 
-def softmax(z, /, *, xp):
+def softmax(z, /, *, xp, out=None):
     """softmax(z)_j = e^(z_j - m) / sum_k e^(z_k - m) over the last axis, m = max_k z_k.
 
     Subtracting the row maximum leaves the value unchanged and keeps every exponent <= 0."""
-    e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    m = xp.max(z, axis=-1, keepdims=True)
+    e = xp.exp(z - m) if out is None else xp.exp(xp.subtract(z, m, out=out), out=out)
     e /= xp.sum(e, axis=-1, keepdims=True)
     return e
 
 
-def backprop_softmax(dA, a, /, *, xp):
+def backprop_softmax(dA, a, /, *, xp, out=None):
     """dZ_j = sum_i dA_i da_i/dz_j = a_j (dA_j - sum_i dA_i a_i)  (Jacobian diag(a) - a a^T)."""
     return a * (dA - xp.sum(dA * a, axis=-1, keepdims=True))
 
 
+@dataclasses.dataclass(frozen=True)
+class ActivationFn:
+    """An activation's forward ``f(z, *, xp, out=None)`` and backward
+    ``g(dA, a, *, xp, out=None)`` (``out``: the in-place variant, see the module
+    docstring); also the pair ``(forward, backward)``."""
+
+    name: str
+    forward: Callable
+    backward: Callable
+
+    def __iter__(self):
+        return iter((self.forward, self.backward))
+
+    def __getitem__(self, i: int) -> Callable:
+        return (self.forward, self.backward)[i]
+
+
 ACTIVATIONS = {
-    "identity": (identity, backprop_identity),
-    "sigmoid": (sigmoid, backprop_sigmoid),
-    "tanh": (tanh, backprop_tanh),
-    "relu": (relu, backprop_relu),
-    "softmax": (softmax, backprop_softmax),
+    a.name: a
+    for a in (
+        ActivationFn("identity", identity, backprop_identity),
+        ActivationFn("sigmoid", sigmoid, backprop_sigmoid),
+        ActivationFn("tanh", tanh, backprop_tanh),
+        ActivationFn("relu", relu, backprop_relu),
+        ActivationFn("softmax", softmax, backprop_softmax),
+    )
 }
 
 
-def get_activation(name: str):
-    """``(forward, backward)`` of the activation called ``name``; ConfigError lists the names."""
+def get_activation(name: str) -> ActivationFn:
+    """The activation called ``name``; ConfigError lists the names."""
     try:
         return ACTIVATIONS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(
             f"unknown activation {name!r}; use one of: {', '.join(ACTIVATIONS)}",
             setting="activation",
@@ -120,9 +162,9 @@ def get_activation(name: str):
 
 def forward(name: str, z, /, *, xp):
     """Apply the activation called ``name``."""
-    return get_activation(name)[0](z, xp=xp)
+    return get_activation(name).forward(z, xp=xp)
 
 
 def backward(name: str, dA, a, /, *, xp):
     """Backward pass of the activation called ``name``: dZ from dA and the output a."""
-    return get_activation(name)[1](dA, a, xp=xp)
+    return get_activation(name).backward(dA, a, xp=xp)

@@ -18,7 +18,6 @@ GPU loads on a CPU-only machine.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import tempfile
@@ -32,13 +31,12 @@ from backends.errors import HandgradError
 
 __all__ = [
     "CheckpointError",
+    "WriteError",
     "atomic_write",
     "device_copy",
     "from_file_names",
     "host_copy",
-    "load_host_params",
     "process_alive",
-    "read_meta",
     "read_npz",
     "save_params",
     "to_file_names",
@@ -48,6 +46,11 @@ __all__ = [
 
 class CheckpointError(HandgradError, ValueError):
     """A parameter file, model file or checkpoint is unreadable, corrupt, or does not fit."""
+
+
+class WriteError(HandgradError, OSError):
+    """A file could not be written (a full disk, no permission, a read-only folder); the
+    file it would have replaced is untouched."""
 
 
 def _umask() -> int:
@@ -64,6 +67,17 @@ def atomic_write(path, write: Callable) -> Path:
     its own. Temporary files that a
     killed process of this machine left beside ``path`` are removed first."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise WriteError(
+            f"cannot write {path}: {reason}; nothing there was replaced. Free space on that "
+            "disk (or make the folder writable), or write elsewhere"
+        ) from None
+
+
+def _atomic_write(path: Path, write: Callable) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = f"{socket.gethostname()}-"
     _remove_orphans(path, owner)
@@ -119,25 +133,36 @@ def to_file_names(model, host_params: dict) -> dict[str, np.ndarray]:
     return named
 
 
-def from_file_names(model, arrays: dict, source: str) -> dict[str, np.ndarray]:
+def from_file_names(model, arrays: dict, source: str, *, only=None) -> dict[str, np.ndarray]:
     """File names -> internal names, checking that every name, type and shape fits
-    ``model`` and that every value is finite."""
+    ``model`` (``only``: just those of its parameters), that no array is left over, and
+    that every value is finite; host float64 arrays."""
     arrays = dict(arrays)
     if _is_single_unit(model) and "w" in arrays:
         arrays["W1"] = np.asarray(arrays.pop("w")).reshape(-1, 1)
         if "b" in arrays:
             arrays["b1"] = np.asarray(arrays.pop("b")).reshape(1)
+    shapes = {k: s for k, s in model.param_shapes().items() if only is None or k in only}
+    extra = sorted(set(arrays) - set(shapes))
+    if extra:
+        bias = " (the model has no biases)" if not model.bias and any(
+            k.startswith("b") for k in extra) else ""  # fmt: skip
+        raise CheckpointError(
+            f"{source} holds arrays the model {model.sizes} does not have: "
+            f"{', '.join(extra)}{bias}; use a file made for this architecture"
+        )
     params = {}
-    for name, shape in model.param_shapes().items():
+    for name, shape in shapes.items():
         if name not in arrays:
             raise CheckpointError(
                 f"{source} has no parameter {name!r} (it has: {', '.join(sorted(arrays))}); "
-                f"the model {model.sizes} needs {', '.join(model.param_shapes())}"
+                f"the model {model.sizes} needs {', '.join(shapes)}"
             )
         a = np.asarray(arrays[name])
-        if a.dtype.kind not in "iuf":
+        if a.dtype.kind != "f":
             raise CheckpointError(
-                f"{source}: {name} holds {a.dtype} values; parameters must be real numbers"
+                f"{source}: {name} holds {a.dtype} values; parameters are floating-point "
+                "numbers (a file handgrad wrote holds float32 or float64)"
             )
         if a.shape != shape:
             raise CheckpointError(
@@ -177,22 +202,6 @@ def read_npz(path, names=None) -> dict[str, np.ndarray]:
         ) from None
 
 
-def read_meta(arrays: dict, source) -> dict | None:
-    """The ``meta`` JSON entry of a model file or checkpoint; None for a parameter file."""
-    if "meta" not in arrays:
-        return None
-    entry = arrays.pop("meta")
-    try:
-        meta = json.loads(str(entry)) if entry.dtype.kind == "U" and entry.ndim == 0 else None
-    except ValueError:
-        meta = None
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"{source}: its 'meta' entry is not a JSON object; the file is damaged"
-        )
-    return meta
-
-
 def write_npz(path, arrays: dict) -> Path:
     """Save host arrays as an uncompressed .npz, atomically."""
     return atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -202,15 +211,6 @@ def save_params(path, model, params: dict, backend) -> Path:
     """Save parameters (any backend) as an .npz of host arrays under file names."""
     host = {k: backend.to_numpy(v) for k, v in params.items()}
     return write_npz(path, to_file_names(model, host))
-
-
-def load_host_params(path, model) -> dict[str, np.ndarray]:
-    """Read the parameters of a parameter file, model file or checkpoint into host float64
-    arrays, checked against ``model`` (any ``meta`` and optimizer buffers are ignored)."""
-    arrays = read_npz(path)
-    arrays.pop("meta", None)
-    params = {k: v for k, v in arrays.items() if not k.startswith("opt.")}
-    return from_file_names(model, params, str(path))
 
 
 def host_copy(tree, backend):

@@ -25,7 +25,8 @@ from model.activations import ACTIVATIONS
 from model.checkpoint import CheckpointError
 from model.data import DATASETS, DataError, check_range, load_dataset, load_file, split_rows
 from model.losses import LOSSES
-from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron
+from model.mlp import MLP, NORMS, logistic_regression, relu_neuron, single_neuron
+from model.network import Sequential
 from model.optimizers import OPTIMIZERS
 from model.preprocessing import LabelEncoder, Standardizer, Targets, resolve_targets
 from model.streaming import map_data
@@ -46,7 +47,7 @@ logger = logging.getLogger("handgrad")
 
 MODELS = ("neuron", "relu-neuron", "logistic", "mlp")
 FIXED_LOSS = {"neuron": "sse", "relu-neuron": "mse", "logistic": "bce"}
-DEFAULT_LR = {"gd": 0.5, "sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01}
+DEFAULT_LR = {name: choice.default_lr for name, choice in OPTIMIZERS.items()}
 MAX_EPOCHS = 10_000_000  # more is a typo, not a plan: it would run for days even on digits
 # A data file whose X is this large is streamed from disk when its format allows (see
 # prepare_data): loaded, split and standardized in memory it would take ~3 times as much.
@@ -65,10 +66,12 @@ def _check_choice(name, value, choices):
 class RunConfig:
     """Everything that defines a training run; stored in its checkpoints.
 
-    ``model``: ``mlp`` (``hidden`` widths, default (64,); ``activation``, default relu) or
-    one of the tutorials' single units: ``neuron`` (sigmoid, sse), ``relu-neuron`` (mse),
-    ``logistic`` (bce), which take neither. ``loss`` None is inferred from the targets
-    (see :func:`model.preprocessing.resolve_targets`). ``lr`` None is the optimizer's
+    ``model``: ``mlp`` (``hidden`` widths, default (64,); ``activation``, default relu;
+    ``norm`` of each hidden layer, ``none``, ``layer`` or ``batch``; ``dropout`` after each
+    hidden activation, in [0, 1)) or one of the tutorials' single units: ``neuron``
+    (sigmoid, sse), ``relu-neuron`` (mse), ``logistic`` (bce), which take none of those.
+    ``loss`` None is inferred from the targets (see
+    :func:`model.preprocessing.resolve_targets`). ``lr`` None is the optimizer's
     default (``DEFAULT_LR``). ``batch_size`` None is full batch. Data: a bundled
     ``dataset`` (default digits) or a ``data`` file (.npz or .csv), not both. Every value
     is checked here, with an error naming the setting.
@@ -89,6 +92,8 @@ class RunConfig:
     standardize: bool = False
     val_split: float = 0.2
     dtype: str = "float32"
+    norm: str = "none"
+    dropout: float = 0.0
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
@@ -104,7 +109,18 @@ class RunConfig:
             object.__setattr__(self, "hidden", tuple(hidden))
             object.__setattr__(self, "activation", self.activation or "relu")
             _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+            _check_choice("norm", self.norm, tuple(NORMS))
+            dropout = check_number("dropout", self.dropout, low=0, high=1, high_open=True)
+            object.__setattr__(self, "dropout", dropout)
         else:
+            unit = {"norm": "none", "dropout": 0.0}
+            for name in ("norm", "dropout"):
+                if getattr(self, name) != unit[name]:
+                    raise ConfigError(
+                        f"model {self.model!r} is a single unit and takes no {name}; use "
+                        "model 'mlp' for hidden layers",
+                        setting=name,
+                    )
             for name in ("hidden", "activation"):
                 if getattr(self, name) is not None:
                     raise ConfigError(
@@ -122,17 +138,17 @@ class RunConfig:
         if self.loss is not None:
             _check_choice("loss", self.loss, tuple(LOSSES))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        lr = OPTIMIZERS[self.optimizer].default_lr if self.lr is None else self.lr
         object.__setattr__(self, "lr", check_number("lr", lr, low=0, low_open=True))
         epochs = check_number("epochs", self.epochs, integer=True, low=1, high=MAX_EPOCHS)
         object.__setattr__(self, "epochs", epochs)
         if self.batch_size is not None:
             batch = check_number("batch_size", self.batch_size, integer=True, low=1)
             object.__setattr__(self, "batch_size", batch)
-            if self.optimizer == "gd":
+            if OPTIMIZERS[self.optimizer].full_batch:
                 raise ConfigError(
-                    "optimizer 'gd' is full-batch gradient descent; use 'sgd' (or another "
-                    "optimizer) for minibatches, or leave the batch size unset",
+                    f"optimizer {self.optimizer!r} is full-batch gradient descent; use 'sgd' "
+                    "(or another optimizer) for minibatches, or leave the batch size unset",
                     setting="batch_size",
                 )
         wd = check_number("weight_decay", self.weight_decay, low=0)
@@ -170,11 +186,18 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data, source) -> RunConfig:
-        """Rebuild a stored config, as a CheckpointError if it does not fit."""
+        """Rebuild a stored config, as a CheckpointError if it does not fit. A setting
+        that an older version did not store takes its default (what that version did)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
-            raise CheckpointError(f"{source}: its run config is missing or has unknown keys")
-        if isinstance(data["hidden"], list):
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: its run config is missing")
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(
+                f"{source}: its run config has settings this version does not know "
+                f"({', '.join(unknown)}); it was written by a newer handgrad: upgrade handgrad"
+            )
+        if isinstance(data.get("hidden"), list):
             data = {**data, "hidden": tuple(data["hidden"])}
         try:
             return cls(**data)
@@ -277,7 +300,7 @@ def _sha256(a) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:
+def build_model(config: RunConfig, n_features: int, targets: Targets) -> Sequential:
     """The network ``config`` describes, for ``n_features`` inputs and the targets' width."""
     if config.model == "neuron":
         return single_neuron(n_features)
@@ -286,11 +309,12 @@ def build_model(config: RunConfig, n_features: int, targets: Targets) -> MLP:
     if config.model == "logistic":
         return logistic_regression(n_features)
     sizes = (n_features, *config.hidden, targets.outputs)
-    return MLP(sizes, activation=config.activation, loss=targets.loss)
+    return MLP(sizes, activation=config.activation, loss=targets.loss, norm=config.norm,
+               dropout=config.dropout)  # fmt: skip
 
 
 def estimate_bytes(
-    model: MLP, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
+    model: Sequential, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
 ) -> int:
     """A lower bound on the device memory a run of ``replicas`` networks needs: parameters
     with their gradients, snapshot and optimizer buffers, the data (unless ``streamed``
@@ -298,7 +322,7 @@ def estimate_bytes(
     all but the data per replica."""
     itemsize = 4 if config.dtype == "float32" else 8
     n_params = sum(math.prod(s) for s in model.param_shapes().values())
-    buffers = {"adam": 2, "momentum": 1, "nesterov": 1}.get(config.optimizer, 0)
+    buffers = OPTIMIZERS[config.optimizer].buffer_count()
     batch = min(config.batch_size or n_rows, n_rows)
     data = 0 if streamed else n_rows * (model.sizes[0] + model.sizes[-1])
     per_replica = n_params * (3 + 2 * buffers) + 3 * batch * sum(model.sizes)
@@ -306,7 +330,7 @@ def estimate_bytes(
 
 
 def check_memory(
-    model: MLP, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
+    model: Sequential, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
 ) -> None:
     """A ConfigError when :func:`estimate_bytes` exceeds this machine's memory."""
     need = estimate_bytes(model, config, n_rows, replicas, streamed=streamed)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.errors import HandgradError
+from backends.errors import DataError
 from backends.transfer import row_chunks
 
 __all__ = [
@@ -47,10 +47,6 @@ __all__ = [
 logger = logging.getLogger("handgrad")
 
 DATASETS = ("digits", "iris", "wine", "breast-cancer", "xor", "regression")
-
-
-class DataError(HandgradError, ValueError):
-    """Data that cannot be trained on; the message says what and how to fix it."""
 
 
 def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,30 +1,41 @@
-"""The training loop: epochs of (shuffled) minibatches, history read back once per epoch.
+"""The training loop: epochs of (shuffled) minibatches, values read back once per epoch.
 
-One epoch: draw a permutation of the rows on the host (when batching), then for each batch
-gather that batch's rows (``xp.take`` of its indices, into one reused buffer where the
-namespace allows) and run ``forward -> backward -> update``. No shuffled copy of the data
-is made, and data already on the parameters' device with their dtype is used as it is.
-Host NumPy data with parameters elsewhere (CuPy, array-api-strict), and memory-mapped
-files on any backend (:func:`model.streaming.open_memmap`), are streamed: each batch is
-gathered on the host and copied to the device, double-buffered on CuPy
-(:func:`backends.transfer.host_batches`).
+One loop for one network and for R replica-stacked networks (:mod:`model.replicas`):
+the parameters' shapes say which. One epoch: draw a permutation of the rows on the host
+(one per replica) when batching, then for each batch gather that batch's rows (``xp.take``
+of its indices, into one reused buffer where the namespace allows) and make one step:
+
+    forward (training mode) -> loss -> backward -> optimizer update -> state renewed
+
+No shuffled copy of the data is made, and data already on the parameters' device with
+their dtype is used as it is. Host NumPy data with parameters elsewhere (CuPy,
+array-api-strict), and memory-mapped files on any backend
+(:func:`model.streaming.open_memmap`), are streamed: each batch is gathered on the host
+and copied to the device, double-buffered on CuPy (:func:`backends.transfer.host_batches`).
+
+The step folds the optimizer's :attr:`grad_scale` into the loss gradient (SGD's learning
+rate: every gradient comes out already scaled) and, on NumPy and CuPy, takes the
+operations' in-place variants (:mod:`model.variants`).
 
 The epoch's loss is accumulated on the device as sum_b C_b * n_b / N for mean losses
 (sum_b C_b for ``sse``), each C_b taken at the parameters before that batch's step
 (scikit-learn's ``loss_curve_`` convention). At the end of the epoch it is combined on the
-device with "every parameter is finite" into one value, ``where(all finite, loss, NaN)``,
-read back once together with the validation metrics. A non-finite value stops the fit
-with :class:`DivergenceError` before the epoch counts as done.
+device with "every parameter is finite" into where(all finite, loss, NaN), per replica,
+and read back once together with the validation scores. A non-finite value is a
+divergence, handled by the ``divergence`` policy: ``"raise"`` stops the fit with
+:class:`DivergenceError` before the epoch counts as done; ``"freeze"`` puts that network
+back to its last finite epoch and keeps it still from then on (its optimizer buffers 0,
+its learning rate 0, its gradients replaced by 0), while the others go on. Replicas never
+mix: every product and reduction is per replica.
 
 On NumPy, the fit runs with the BLAS threads :func:`backends.blas.blas_threads` picks for
-the step's largest matrix product (one thread for small ones; see that module), and a
-single network without a communicator takes the in-place step of :mod:`model.fast` (the
-same math as forward -> backward -> update, with less overhead per call).
+the step's largest matrix product (one thread for small ones; see that module).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 
@@ -32,37 +43,31 @@ from array_api_compat import array_namespace, device, is_numpy_namespace
 
 from backends import ConfigError, HandgradError, host_rng
 from backends.blas import blas_threads, limit_blas
-from backends.errors import check_number
-from backends.transfer import (
-    batch_bounds,
-    host_batches,
-    is_host,
-    is_streamed,
-    take_rows,
-    to_numpy,
-)
-from model.data import DataError
-from model.fast import fast_step
+from backends.transfer import batch_bounds, host_batches, is_streamed, take_rows, to_numpy
+from model.checks import EVAL_ROWS, check_inputs, check_schedule, param_layout
+from model.layers import Noise
+from model.replicas import Freezer
+from model.variants import writes_in_place
 
 __all__ = [
+    "DIVERGENCE",
     "EVAL_ROWS",
     "DivergenceError",
     "FitResult",
-    "check_inputs",
-    "check_schedule",
     "evaluate",
     "fit",
     "run_epoch",
+    "scores",
 ]
 
-EVAL_ROWS = 8192  # evaluate() works in chunks of this many rows: bounded activation memory
+DIVERGENCE = ("raise", "freeze")
 
 
 class DivergenceError(HandgradError, FloatingPointError):
     """The training loss or a parameter became NaN or infinite in ``epoch`` (from 1)."""
 
     def __init__(self, epoch: int, loss: float, lr: float | None):
-        smaller = lr / 10 if lr and math.isfinite(lr) else None
+        smaller = lr / 10 if isinstance(lr, float) and math.isfinite(lr) and lr else None
         hint = f" (e.g. {smaller:g})" if smaller else ""
         super().__init__(
             f"training diverged: loss is {loss} at epoch {epoch}; use a smaller learning rate"
@@ -76,11 +81,15 @@ class DivergenceError(HandgradError, FloatingPointError):
 
 @dataclasses.dataclass
 class FitResult:
-    """Trained parameters, final optimizer state, and per-epoch history (host floats)."""
+    """Trained parameters, final optimizer state and history (host floats): for one
+    network a dict of per-epoch lists; for R replicas a list of R such dicts (each
+    replica's finite epochs only) and ``diverged``, per replica the epoch (from 1) it
+    diverged in, or None."""
 
     params: dict
     state: dict
-    history: dict
+    history: dict | list
+    diverged: list | None = None
 
 
 def _batches(X, Y, order, batch: int, like, /, *, xp, bounds=None):
@@ -159,15 +168,17 @@ def _summed(values: dict, comm) -> dict:
 
 
 def run_epoch(
-    model, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None, comm=None
-):
+    net, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None, comm=None,
+    rng=None,
+):  # fmt: skip
     """One pass over (X, Y) in batches of ``batch_size`` (all rows when None), in row order
     or, when ``order`` (a host permutation of the rows) is given, batch k being the rows
     ``order[k*batch_size:(k+1)*batch_size]``. Returns ``(params, state, epoch_loss)``, the
-    loss a 0-d device array. No value is read back to the host here.
+    loss a 0-d device array ((R,) for replicas). No value is read back to the host here.
 
-    ``X``, ``Y`` on the parameters' device (``Y`` as from ``model.prepare_targets`` or
-    labels), or host NumPy arrays to stream (see the module docstring).
+    ``X``, ``Y`` on the parameters' device (``Y`` as from ``net.prepare_targets`` or
+    labels), or host NumPy arrays to stream (see the module docstring). ``rng``: the host
+    generator(s) of the steps' dropout masks, for a network that draws any.
 
     With a communicator ``comm`` (:mod:`backends.comm`), every rank passes the same
     ``order`` and computes the gradient g_r of its part (n_r of the batch's n_b rows, see
@@ -182,45 +193,64 @@ def run_epoch(
     parts = bounds if comm is None else batch_bounds(n, batch, comm.rank, comm.size)
     mine = [(a, b) for a, b in parts if b > a]
     rows = _batches(X, Y, order, batch, like, xp=xp, bounds=mine)
-    step = fast_step(model, optimizer, params, batch, xp=xp, comm=comm)
+    inplace = writes_in_place(xp)
+    scale = optimizer.grad_scale
     losses = []
     for (start, stop), (a, b) in zip(bounds, parts, strict=True):
-        grads = None
+        noise = Noise(rng, stop - start, (a - start, b - start)) if net.stochastic else None
+        grads, renewed = None, {}
         if b > a:
             xb, yb = next(rows)
-            yb = model.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
-            if step is not None:
-                params, state, loss = step(params, state, xb, yb)
-                losses.append(loss)
-                continue
-            _, cache = model.forward(params, xb, xp=xp)
-            losses.append(model.loss_from_cache(cache, yb, xp=xp))
-            grads = model.backward(params, cache, yb, xp=xp)
+            yb = net.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
+            _, cache = net.forward(params, xb, train=True, noise=noise, inplace=inplace, xp=xp)
+            losses.append(net.loss_from_cache(cache, yb, xp=xp))
+            grads = net.backward(params, cache, yb, scale=scale, inplace=inplace, xp=xp)
+            renewed = net.new_state(cache)
+        elif noise is not None:
+            net.skip_noise(noise)  # the same draws as the ranks that have rows
         if comm is not None:
-            weight = 1.0 if model.loss_spec.name == "sse" else (b - a) / (stop - start)
-            grads = comm.sum_arrays(grads, like=params, weight=weight)
-        params, state = optimizer.update(params, grads, state, xp=xp)
-    loss = _weighted_total(losses, mine, n, model.loss_spec.name, like, xp=xp)
+            weight = 1.0 if net.loss == "sse" else (b - a) / (stop - start)
+            grads = comm.sum_arrays(grads, like=_trained(net, params), weight=weight)
+        params, state = optimizer.update(
+            params, grads, state, decay=net.decayed, scale=scale, xp=xp
+        )
+        if renewed:
+            params.update(
+                optimizer.renew(params, renewed) if hasattr(optimizer, "renew") else renewed
+            )
+    loss = _weighted_total(losses, mine, n, net.loss, like, xp=xp)
     return params, state, _summed({"loss": loss}, comm)["loss"]
 
 
-def evaluate(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
-    """Loss and, for classifiers, accuracy on (X, Y) as host floats (one read-back each).
+def _trained(net, params) -> dict:
+    return {k: params[k] for k in net.trained}
+
+
+def evaluate(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
+    """Loss and, for classifiers, accuracy on (X, Y) as host floats (lists for replicas),
+    from one read-back; (X, Y) checked as :func:`fit` checks them.
 
     Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
     mean of the chunks' losses), so it also takes streamed host data. With ``comm``, each
     rank scores its contiguous share of the rows and the sums are allreduced."""
-    totals = scores(model, params, X, Y, xp=xp, comm=comm)
-    out = {"loss": float(totals["loss"]) + 0.0}  # a loss of -0.0 (all p = 1) reads 0.0
-    if model.is_classifier:
-        out["accuracy"] = float(totals["hits"]) / X.shape[0]
+    param_layout(net, params)
+    check_inputs(net, params, X, Y)
+    totals = scores(net, params, X, Y, xp=xp, comm=comm)
+    xp = array_namespace(totals["loss"])
+    host = (to_numpy(xp.stack(list(totals.values()))) + 0.0).tolist()  # -0.0 (all p = 1): 0.0
+    out = {"loss": host[0]}
+    if net.is_classifier:
+        hits = host[1]
+        out["accuracy"] = (
+            [h / X.shape[0] for h in hits] if isinstance(hits, list) else hits / X.shape[0]
+        )
     return out
 
 
-def scores(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
-    """The loss on (X, Y) and, for classifiers, ``hits`` (the number of rows classified
-    right) as device arrays: 0-d, or (R,) (one per replica) for replica-stacked
-    parameters; summed over the ranks of ``comm``. Nothing is read back."""
+def scores(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
+    """The loss on (X, Y) (evaluation mode) and, for classifiers, ``hits`` (the number of
+    rows classified right) as device arrays: 0-d, or (R,) (one per replica) for
+    replica-stacked parameters; summed over the ranks of ``comm``. Nothing is read back."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
@@ -229,198 +259,89 @@ def scores(model, params, X, Y, /, *, xp=None, comm=None) -> dict:
     bounds = [(s, min(s + batch, hi)) for s in range(lo, hi, batch)]
     losses, hits = [], []
     for xb, yb in _batches(X, Y, None, batch, like, xp=xp, bounds=bounds):
-        losses.append(model.loss_value(params, xb, yb, xp=xp))
-        if model.is_classifier:
+        out, cache = net.forward(params, xb, xp=xp)
+        losses.append(net.loss_from_cache(cache, yb, xp=xp))
+        if net.is_classifier:
             labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
-            hit = model.predict_class(params, xb, xp=xp) == xp.astype(labels, xp.int64)
+            predicted = _classes(net, out, xp)
+            hit = predicted == xp.astype(labels, xp.int64)
             hits.append(xp.sum(xp.astype(hit, like.dtype), axis=-1))
-    totals = {"loss": _weighted_total(losses, bounds, n, model.loss_spec.name, like, xp=xp)}
-    if model.is_classifier:
+    totals = {"loss": _weighted_total(losses, bounds, n, net.loss, like, xp=xp)}
+    if net.is_classifier:
         zero = xp.zeros((), dtype=like.dtype, device=device(like))  # a rank with no rows
         totals["hits"] = xp.sum(xp.stack(hits, axis=-1), axis=-1) if hits else zero
     return _summed(totals, comm)
 
 
-def _where(a) -> str:
-    """An array's library and device, for messages ("a numpy array on cpu")."""
-    try:
-        xp = array_namespace(a)
-    except TypeError:
-        return f"a {type(a).__name__}"
-    return f"a {xp.__name__.removeprefix('array_api_compat.')} array on {device(a)}"
+def _classes(net, out, xp):
+    """Predicted class indices from the network's output (as ``predict_class``)."""
+    if net.loss == "cross_entropy":
+        return xp.argmax(out, axis=-1)
+    return xp.astype(out[..., 0] > 0.5, xp.int64)
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).rpartition(".")[2]
-
-
-def check_schedule(epochs, batch_size, start_epoch) -> None:
-    """ConfigError unless ``0 <= start_epoch <= epochs`` are integers (equal: nothing left
-    to train) and ``batch_size`` is None or a positive integer."""
-    check_number("start_epoch", start_epoch, integer=True, low=0)
-    check_number("epochs", epochs, integer=True, low=start_epoch)
-    if batch_size is not None:
-        check_number("batch_size", batch_size, integer=True, low=1)
-
-
-def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
-    """Check that the parameters share one array namespace, device and floating dtype,
-    and that (X, Y) can train them: both on that device, X with that dtype and Y with it
-    too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,
-    cast per batch). Then their shapes and values (:func:`_check_values`). Returns True
-    for streamed data. Raises ConfigError naming the array that differs and the fix, or
-    DataError for values that cannot train."""
-    for name, a in zip(names, (X, Y), strict=True):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise ConfigError(
-                f"{name} is {_where(a)}, not an array; convert it with backend.asarray"
-            )
-    first_name, first = next(iter(params.items()))
-    fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
-    for name, p in params.items():
-        if _where(p) != _where(first):
-            raise ConfigError(
-                f"parameter {name} is {_where(p)} but {first_name} is {_where(first)}; {fix}"
-            )
-        xp = array_namespace(p)
-        if p.dtype != first.dtype or not xp.isdtype(p.dtype, "real floating"):
-            raise ConfigError(
-                f"parameter {name} is {_dtype_name(p.dtype)} and {first_name} is "
-                f"{_dtype_name(first.dtype)}; the "
-                f"parameters need one floating dtype: {fix}"
-            )
-    x_name, y_name = names
-    if X.shape[0] != Y.shape[0]:
-        raise ConfigError(
-            f"{x_name} has {X.shape[0]} rows but {y_name} has {Y.shape[0]}; they must match"
-        )
-    labels_ok = model.is_classifier
-    if is_streamed(X, xp) or is_streamed(Y, xp):
-        for name, a, other in ((x_name, X, y_name), (y_name, Y, x_name)):
-            if not is_host(a):
-                raise ConfigError(
-                    f"{name} is {_where(a)} but {other} is host NumPy "
-                    "data, streamed to the device batch by batch; pass both as host NumPy "
-                    "arrays, or move both with backend.asarray"
-                )
-            kinds = "fiu" if a is X or labels_ok else "f"
-            if a.dtype.kind not in kinds:
-                raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
-        _check_values(model, X, Y, names, streamed=True)
-        return True
-    move = "move it with backend.asarray (the parameters' backend)"
-    for name, a in ((x_name, X), (y_name, Y)):
-        if _where(a) != _where(first):
-            raise ConfigError(
-                f"{name} is {_where(a)} but the parameters are {_where(first)}; {move}"
-            )
-    dtype = _dtype_name(first.dtype)
-    if X.dtype != first.dtype:
-        raise ConfigError(
-            f"{x_name} is {_dtype_name(X.dtype)} but the parameters are {dtype}; {move}"
-        )
-    if xp.isdtype(Y.dtype, "integral") and not labels_ok:
-        raise ConfigError(
-            f"{y_name} holds integer labels, but the loss {model.loss_spec.name!r} needs "
-            f"{dtype} targets; {move}"
-        )
-    if not xp.isdtype(Y.dtype, "integral") and Y.dtype != first.dtype:
-        labels = " or pass integer class labels" if labels_ok else ""
-        raise ConfigError(
-            f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
-        )
-    _check_values(model, X, Y, names, streamed=False)
-    return False
-
-
-def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
-    """X of shape (n, d), n >= 1, for the model's d inputs; Y integer class labels of
-    shape (n,) within the model's classes (0..K-1; 0/1 for bce, also of shape (n, 1)), or
-    targets of shape (n, K) (also (n,) when K = 1), a classifier's within [0, 1]; X and Y
-    finite unless ``streamed`` (a file is checked a block at a time before training,
-    :func:`model.data.validate`: a pass here would read it again). Each check reads back
-    one value: a few synchronizations per call, none per epoch."""
-    (x_name, y_name), d, k = names, model.sizes[0], model.sizes[-1]
-    if X.ndim != 2 or X.shape[1] != d:
-        raise ConfigError(
-            f"{x_name} has shape {tuple(X.shape)} but the model takes {d} features per row; "
-            f"pass an array of shape (n, {d})"
-        )
-    if X.shape[0] == 0:
-        raise DataError(f"{x_name} has no rows; pass at least one")
-    xp = array_namespace(Y)
-    loss = model.loss_spec.name
-    labels = model.is_classifier and xp.isdtype(Y.dtype, "integral")
-    if labels:
-        ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
-        expected = "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
-    else:
-        ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
-        expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
-        if loss == "cross_entropy":
-            expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
-    if not ok:
-        fix = ""
-        if labels and Y.shape[1:] == (1,):
-            fix = "; pass the labels as one column of shape (n,): y.reshape(-1)"
-        elif model.is_classifier and Y.ndim == 1:  # labels as floats, likely
-            how = (
-                "np.asarray(y, dtype=np.int64)"
-                if streamed
-                else "backend.asarray(y, dtype=backend.xp.int64)"
-            )
-            fix = f"; make float labels integers: {how}"
-        raise ConfigError(
-            f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
-            f"{loss!r}) trains on {expected}{fix}"
-        )
-    if model.is_classifier:
-        lo, hi = to_numpy(xp.stack([xp.min(Y), xp.max(Y)])).tolist()
-        classes = 2 if loss == "bce" else k
-        if labels and (lo < 0 or hi >= classes):
-            raise DataError(
-                f"{y_name} holds labels from {lo} to {hi}, but the model has {classes} "
-                f"classes, labelled 0 to {classes - 1}; map the labels onto 0..{classes - 1} "
-                "(model.preprocessing.LabelEncoder does), or size the output layer for them"
-            )
-        if not labels and (lo < 0 or hi > 1):
-            raise DataError(
-                f"{y_name} holds targets from {lo:g} to {hi:g}, but the loss {loss!r} takes "
-                "probabilities in [0, 1] (0/1 values or one-hot rows); pass class labels as "
-                "integers, or use a regression loss (mse, sse)"
-            )
-    if not streamed:
-        for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):
-            if not _all_finite(a, xp):
-                raise DataError(
-                    f"{name} holds NaN or infinite values; drop or impute those rows before "
-                    "training"
-                )
-
-
-def _all_finite(a, xp) -> bool:
-    """Whether every value of ``a`` is finite: blocks of EVAL_ROWS rows (temporaries of
-    bounded size), one read-back."""
-    n = a.shape[0]
-    flags = [xp.all(xp.isfinite(a[i : min(i + EVAL_ROWS, n), ...])) for i in range(0, n, EVAL_ROWS)]
-    return bool(xp.all(xp.stack(flags))) if flags else True
-
-
-def _largest_product(params, batch: int) -> int:
+def _largest_product(net, batch: int) -> int:
     """Multiply-adds of the step's largest matrix product: batch x fan_in x fan_out."""
-    return max((batch * p.shape[0] * p.shape[1] for p in params.values() if p.ndim == 2), default=0)
+    return batch * max(a * b for a, b in itertools.pairwise(net.sizes))
 
 
-def _finite_loss(loss, params, /, *, xp):
-    """where(every parameter finite, loss, NaN): one 0-d value to read back per epoch."""
-    finite = xp.all(xp.isfinite(loss))
+def _epoch_values(net, params, loss, validation, stacked: bool, /, *, xp, comm):
+    """(k,) or (k, R) device array of the epoch's values: where(finite, C, NaN) (finite:
+    the loss and every parameter of that network) and the validation scores (loss, hits)
+    when given; and their names, in the same order."""
+    finite = xp.isfinite(loss)
     for p in params.values():
-        finite = xp.logical_and(finite, xp.all(xp.isfinite(p)))
-    return xp.where(finite, loss, math.nan)
+        axes = tuple(range(1 if stacked else 0, p.ndim))
+        finite = xp.logical_and(finite, xp.all(xp.isfinite(p), axis=axes))
+    rows, names = [xp.where(finite, loss, math.nan)], ["loss"]
+    if validation is not None:
+        for name, value in scores(net, params, *validation, xp=xp, comm=comm).items():
+            rows.append(xp.astype(value, loss.dtype))
+            names.append(f"val_{name}")
+    return xp.stack(rows), names
+
+
+def _generators(rng, count: int | None, needed: bool):
+    """The host generator(s) the fit draws from: one, or one per replica (each seeded 0
+    by default, as one network's fit)."""
+    if count is None:
+        if rng is not None and not hasattr(rng, "permutation"):
+            raise ConfigError(
+                f"rng must be a numpy.random.Generator (backends.host_rng(seed)), got "
+                f"{type(rng).__name__}",
+                setting="seed",
+            )
+        return host_rng(0) if rng is None and needed else rng
+    rngs = [host_rng(0) for _ in range(count)] if rng is None else rng
+    if not isinstance(rngs, list | tuple) or len(rngs) != count:
+        got = f"{len(rngs)} random generators" if isinstance(rngs, list | tuple) else "one"
+        raise ConfigError(
+            f"{got} given for {count} replicas; pass one generator per replica (rng=[...])"
+        )
+    return list(rngs)
+
+
+def _check_batches(net, n: int, batch: int, comm) -> None:
+    """A network with batch statistics needs at least 2 rows in every batch's part."""
+    if not net.batch_statistics:
+        return
+    if comm is not None and comm.size > 1:
+        raise ConfigError(
+            "batch normalization under several ranks would normalize each rank's part of "
+            "a batch by its own statistics and diverge from one process; use layer "
+            "normalization, or train in one process",
+            setting="norm",
+        )
+    if min(stop - start for start, stop in batch_bounds(n, batch)) < 2:
+        raise ConfigError(
+            f"batch normalization needs at least 2 rows in every batch, but {n} rows in "
+            f"batches of {batch} leave one of 1 row; choose another batch size",
+            setting="batch_size",
+        )
 
 
 def fit(
-    model,
+    net,
     params: dict,
     X,
     Y,
@@ -434,18 +355,30 @@ def fit(
     start_epoch: int = 0,
     callback: Callable | None = None,
     comm=None,
+    divergence: str = "raise",
+    diverged: list | None = None,
 ) -> FitResult:
-    """Train ``params`` (updated in place) for epochs ``start_epoch .. epochs - 1``.
+    """Train ``params`` (updated in the dict) for epochs ``start_epoch .. epochs - 1``.
+
+    ``params``: one network's (``net.init_params``) or R replicas' stacked along a leading
+    axis (:func:`model.replicas.init_replicas`); replica r then trains exactly as one fit
+    of ``replica(params, r)`` with ``rng[r]`` and lr[r], lambda[r] of ``optimizer`` (see
+    :func:`model.replicas.per_replica`).
 
     ``batch_size=None`` is full-batch gradient descent (no shuffling). Otherwise rows are
-    shuffled every epoch by ``rng`` (a host ``numpy.random.Generator``; default seed 0;
-    one ``rng.permutation(n)`` per epoch), so the same seed gives the same batches on
-    every backend. ``X``, ``Y`` (and ``validation=(X_val, Y_val)``) are on the parameters'
-    device, or host NumPy arrays to stream, memmaps included (see the module docstring and
-    :func:`check_inputs`). ``state`` resumes an optimizer. ``validation`` adds ``val_loss``
-    (and ``val_accuracy`` for classifiers) to the history. ``callback(epoch, params, state,
-    record)`` runs after each epoch whose loss and parameters are finite, ``record`` being
-    that epoch's host floats.
+    shuffled every epoch by ``rng`` (a host ``numpy.random.Generator``, or a list of one
+    per replica; default seed 0; one ``permutation(n)`` per epoch, then each step's dropout
+    masks), so the same seed gives the same batches on every backend. ``X``, ``Y`` (and
+    ``validation=(X_val, Y_val)``) are on the parameters' device, or host NumPy arrays to
+    stream, memmaps included (one network only; see the module docstring). ``state``
+    resumes an optimizer. ``validation`` adds ``val_loss`` (and ``val_accuracy`` for
+    classifiers) to the history. ``callback(epoch, params, state, record)`` runs after
+    each epoch, ``record`` being that epoch's host floats (for replicas a list of R
+    records, None for a diverged replica).
+
+    ``divergence``: ``"raise"`` (default) or ``"freeze"`` (see the module docstring);
+    ``diverged`` (from an earlier result) keeps those replicas frozen. Training stops
+    early when every network has diverged.
 
     ``comm`` (a :class:`backends.comm.Communicator`) trains data-parallel: rank 0's
     parameters are broadcast first; every rank passes the same data, draws the same
@@ -453,45 +386,59 @@ def fit(
     metrics are summed over the ranks, so every rank records the same history.
     """
     check_schedule(epochs, batch_size, start_epoch)
-    streamed = check_inputs(model, params, X, Y)
+    if divergence not in DIVERGENCE:
+        raise ConfigError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
+    count = param_layout(net, params)
+    streamed = check_inputs(net, params, X, Y)
     if validation is not None:
-        check_inputs(model, params, *validation, names=("X_val", "Y_val"))
+        streamed |= check_inputs(net, params, *validation, names=("X_val", "Y_val"))
+    if count is not None and streamed:
+        raise ConfigError(
+            "replicas train on data held on the parameters' device, not streamed from host "
+            "NumPy data; move it with backend.asarray"
+        )
     like = next(iter(params.values()))
     xp = array_namespace(like)
     n = X.shape[0]
-    targets = Y if streamed else model.prepare_targets(Y, dtype=like.dtype, xp=xp)
-    state = optimizer.init(params) if state is None else state
-    shuffle = batch_size is not None and batch_size < n
-    rng = host_rng(0) if rng is None and shuffle else rng
     batch = n if batch_size is None else min(batch_size, n)
+    _check_batches(net, n, batch, comm)
+    targets = Y if is_streamed(Y, xp) else net.prepare_targets(Y, dtype=like.dtype, xp=xp)
+    state = optimizer.init(_trained(net, params)) if state is None else state
+    shuffle = batch < n
+    rng = _generators(rng, count, shuffle or net.stochastic)
     if comm is not None:
         comm.broadcast_arrays(params)
     part = -(-batch // (1 if comm is None else comm.size))  # a rank's rows of a batch
-    threads = blas_threads(_largest_product(params, part)) if is_numpy_namespace(xp) else None
-    history: dict[str, list[float]] = {"loss": []}
+    threads = blas_threads(_largest_product(net, part)) if is_numpy_namespace(xp) else None
+    freezer = Freezer(optimizer, params, state, count, diverged, keep=divergence == "freeze")
     with limit_blas(threads):
         for epoch in range(start_epoch, epochs):
-            order = rng.permutation(n) if shuffle else None
+            if freezer.all_diverged:
+                break
+            freezer.remember(params)
+            order = None
+            if shuffle:
+                order = rng.permutation(n) if count is None else _stacked_orders(rng, n)
             params, state, loss = run_epoch(
-                model,
-                params,
-                state,
-                X,
-                targets,
-                optimizer,
-                batch_size=batch_size,
-                order=order,
-                xp=xp,
-                comm=comm,
+                net, params, state, X, targets, freezer.optimizer, batch_size=batch_size,
+                order=order, xp=xp, comm=comm, rng=rng,
+            )  # fmt: skip
+            values, names = _epoch_values(
+                net, params, loss, validation, count is not None, xp=xp, comm=comm
             )
-            record = {"loss": float(_finite_loss(loss, params, xp=xp)) + 0.0}  # -0.0 -> 0.0
-            if not math.isfinite(record["loss"]):
-                raise DivergenceError(epoch + 1, record["loss"], getattr(optimizer, "lr", None))
-            if validation is not None:
-                val = evaluate(model, params, *validation, xp=xp, comm=comm)
-                record.update({f"val_{k}": v for k, v in val.items()})
-            for k, v in record.items():
-                history.setdefault(k, []).append(v)
-            if callback is not None:
-                callback(epoch, params, state, record)
-    return FitResult(params, state, history)
+            host = (to_numpy(values) + 0.0).tolist()  # the epoch's one read-back; -0 -> 0
+            records = freezer.records(epoch, host, names, validation)
+            if any(freezer.newly) and divergence == "raise":
+                first = next(r for r, new in enumerate(freezer.newly) if new)
+                raise DivergenceError(epoch + 1, host[0] if count is None else host[0][first],
+                                      getattr(optimizer, "lr", None))  # fmt: skip
+            state = freezer.freeze(params, state, xp=xp)
+            if callback is not None and (count is not None or records[0] is not None):
+                callback(epoch, params, state, records if count is not None else records[0])
+    return FitResult(params, state, *freezer.result())
+
+
+def _stacked_orders(rngs, n: int):
+    """One host permutation of the rows per replica, as one (R, n) host array."""
+    orders = [g.permutation(n) for g in rngs]
+    return array_namespace(orders[0]).stack(orders)

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from backends.errors import ConfigError
-from model.checkpoint import CheckpointError, process_alive, read_meta, read_npz
+from model.checkpoint import CheckpointError, process_alive
+from model.files import read_meta
 
 __all__ = [
     "LOCK",
@@ -29,6 +30,7 @@ __all__ = [
     "make_run_dir",
     "refuse_replacing",
     "release_run_dir",
+    "remove_if_unused",
 ]
 
 
@@ -131,6 +133,12 @@ def _check_unheld(run_dir: Path, setting: str) -> None:
         )
 
 
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove ``run_dir`` if nothing is in it (a run that failed before its first file)."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
 def release_run_dir(run_dir: Path) -> None:
     """Remove ``run_dir``'s lock file if this process holds it (its training is over)."""
     lock = run_dir / LOCK
@@ -225,7 +233,7 @@ def is_run_folder(folder) -> bool:
     if (folder / LOCK).is_file():
         return True
     try:
-        meta = read_meta(read_npz(folder / "checkpoint.npz", ("meta",)), folder)
+        meta = read_meta(folder / "checkpoint.npz")
     except CheckpointError:
         return False
     return isinstance(meta, dict) and "training" in meta

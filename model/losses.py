@@ -48,9 +48,12 @@ def sse(y_hat, y, /, *, xp):
     return 0.5 * xp.sum(e * e, axis=(-2, -1))
 
 
-def sse_grad(y_hat, y, /, *, xp):
-    """dC/dy_hat = y_hat - y."""
-    return y_hat - y
+def sse_grad(y_hat, y, /, *, xp, scale=1.0):
+    """dC/dy_hat = y_hat - y (times ``scale``, see :func:`logit_grad`)."""
+    d = y_hat - y
+    if scale != 1.0:
+        d *= scale
+    return d
 
 
 def mse(y_hat, y, /, *, xp):
@@ -59,9 +62,9 @@ def mse(y_hat, y, /, *, xp):
     return xp.sum(e * e, axis=(-2, -1)) / _size(e)
 
 
-def mse_grad(y_hat, y, /, *, xp):
-    """dC/dy_hat = 2 (y_hat - y) / (N K)."""
-    return (y_hat - y) * (2.0 / _size(y_hat))
+def mse_grad(y_hat, y, /, *, xp, scale=1.0):
+    """dC/dy_hat = 2 (y_hat - y) / (N K) (times ``scale``, see :func:`logit_grad`)."""
+    return (y_hat - y) * (2.0 * scale / _size(y_hat))
 
 
 def bce(z, y, /, *, xp):
@@ -102,10 +105,14 @@ def cross_entropy_grad(z, y, /, *, xp):
     return logit_grad(softmax(z, xp=xp), _as_one_hot(z, y, xp=xp), xp=xp)
 
 
-def logit_grad(y_hat, y, /, *, xp):
-    """dC/dz = (y_hat - y) / N for bce (y_hat = sigma(z)) and cross_entropy (softmax)."""
-    d = y_hat - y
-    d *= 1.0 / y_hat.shape[-2]
+def logit_grad(y_hat, y, /, *, xp, scale=1.0, out=None):
+    """dC/dz = (y_hat - y) / N for bce (y_hat = sigma(z)) and cross_entropy (softmax).
+
+    ``scale`` multiplies the result (the training step folds an optimizer's learning rate
+    in here, once, instead of into every parameter's gradient); ``out`` (NumPy, CuPy: the
+    in-place variant) receives it, and may be ``y_hat`` itself."""
+    d = y_hat - y if out is None else xp.subtract(y_hat, y, out=out)
+    d *= scale / y_hat.shape[-2]
     return d
 
 

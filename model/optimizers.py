@@ -1,9 +1,12 @@
-"""Optimizers: ``update(params, grads, state) -> (params, state)``, the same math everywhere.
+"""Optimizers: ``init(params) -> state`` and ``update(params, grads, state) -> (params,
+state)`` pairs, the same math on every namespace.
 
-With L2 weight decay lambda the loss gains lambda/2 * sum ||W_l||^2 over the weight
-matrices (not the biases), so each weight gradient gains lambda * W_l:
+Weight decay is a masked transform applied to the gradients first (optax's
+``add_decayed_weights``): with L2 weight decay lambda the loss gains lambda/2 ||p||^2 for
+every parameter the network declares decayed (:attr:`model.network.Sequential.decayed`:
+the Dense weights, never biases or normalization parameters), so
 
-    g = dC/dp + lambda * p        (p a weight; g = dC/dp for a bias)
+    g = dC/dp + lambda p        (p decayed; g = dC/dp otherwise)
 
     gd / sgd   p <- p - lr g                                   (gd = sgd on the full batch)
     momentum   v <- mu v - lr g;  p <- p + v                   (classical)
@@ -12,26 +15,41 @@ matrices (not the biases), so each weight gradient gains lambda * W_l:
                p <- p - lr m_hat / (sqrt(s_hat) + eps),  m_hat = m / (1 - b1^t),
                s_hat = s / (1 - b2^t)
 
+``update`` takes gradients times a ``scale`` (default 1): a training step can fold an
+optimizer's :attr:`grad_scale` into the loss gradient once (SGD's: lr, so its step is
+one subtraction per parameter) instead of scaling every parameter's gradient.
+
 ``lr`` and ``weight_decay`` are Python numbers, or arrays of shape (R,) for R replica-stacked
 networks (parameters with a leading replica axis, see :mod:`model.replicas`): replica r
 then steps with lr[r] and lambda[r], each broadcast over its parameter's other axes.
 
-Parameters and optimizer buffers are updated in place (the only in-place writes of the
-portable step; :mod:`model.fast`, the in-place step, also writes its own temporaries);
-gradients are never modified. ``state`` is a dict of plain Python numbers and
-dicts of arrays, so it can be checkpointed. The step count t is a Python int: no value is
-read back from the device.
+Every result is stored back (``params[name] = p``, ``state["m"][name] = m``): on NumPy,
+CuPy and PyTorch the arithmetic happens in place, on immutable arrays (JAX) it makes new
+ones, and either way the dicts hold the new values. Gradients are never modified.
+``state`` is a dict of plain Python numbers and dicts of arrays, so it can be
+checkpointed; the step count t is a Python int: nothing is read back from the device.
+
+:data:`OPTIMIZERS` names the choices a run offers, each with its default learning rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 from array_api_compat import array_namespace
 
 from backends.errors import ConfigError, check_number
 
-__all__ = ["OPTIMIZERS", "SGD", "Adam", "make_optimizer", "replica_scale"]
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "Optimizer",
+    "add_decayed_weights",
+    "make_optimizer",
+    "replica_scale",
+]
 
 
 def replica_scale(value, p, xp):
@@ -42,11 +60,27 @@ def replica_scale(value, p, xp):
     return xp.reshape(value, (value.shape[0],) + (1,) * (p.ndim - 1))
 
 
-def _decayed(name: str, p, g, weight_decay, xp):
-    """g + lambda p for weight matrices (names W...), g for biases (and for lambda = 0)."""
-    if name.startswith("W") and not (isinstance(weight_decay, int | float) and not weight_decay):
-        return g + replica_scale(weight_decay, p, xp) * p
-    return g
+def _nonzero(value) -> bool:
+    """Whether a hyperparameter (number or per-replica array) may be nonzero."""
+    return not isinstance(value, int | float) or value != 0
+
+
+def add_decayed_weights(grads: dict, params: dict, weight_decay, decay, scale=1.0, *, xp) -> dict:
+    """g + scale lambda p for the parameters named in ``decay``, g for the others (new
+    arrays where changed; ``grads`` itself is left alone)."""
+    if not _nonzero(weight_decay):
+        return grads
+    if decay is None:
+        raise ConfigError(
+            "weight decay needs to know which parameters decay: pass decay=network.decayed "
+            "to update (fit does)"
+        )
+    out = dict(grads)
+    for name in decay:
+        if name in out:
+            p = params[name]
+            out[name] = out[name] + replica_scale(weight_decay, p, xp) * scale * p
+    return out
 
 
 def _check(optimizer, **bounds) -> None:
@@ -61,99 +95,160 @@ def _check(optimizer, **bounds) -> None:
         object.__setattr__(optimizer, name, check_number(name, value, **limits))
 
 
-def _zeros_like(params, xp):
-    return {k: xp.zeros_like(p) for k, p in params.items()}
+class Optimizer:
+    """What every optimizer has: ``lr``, ``weight_decay``, the state buffers it keeps per
+    parameter (:attr:`buffers`), and ``update`` over a dict of parameters, one
+    :meth:`_step` per parameter."""
+
+    lr: Any
+    weight_decay: Any
+
+    @property
+    def buffers(self) -> tuple[str, ...]:
+        """The names of the per-parameter state buffers (each the parameter's shape)."""
+        return ()
+
+    @property
+    def grad_scale(self):
+        """The factor a training step may fold into the gradients it passes to
+        :meth:`update` (with ``scale`` = this): 1 unless the step gets cheaper."""
+        return 1.0
+
+    def init(self, params) -> dict:
+        """Fresh state: step 0 and zero buffers."""
+        state: dict = {"step": 0}
+        if self.buffers:
+            xp = array_namespace(*params.values())
+            for b in self.buffers:
+                state[b] = {k: xp.zeros_like(p) for k, p in params.items()}
+        return state
+
+    def update(self, params, grads, state, /, *, decay=None, scale=1.0, xp=None):
+        """One step for every parameter named in ``grads`` (``scale`` times the gradients);
+        ``decay`` names the parameters weight decay applies to. See the module docstring."""
+        xp = xp or array_namespace(*grads.values())
+        grads = add_decayed_weights(grads, params, self.weight_decay, decay, scale, xp=xp)
+        state = {**state, "step": state["step"] + 1}
+        for name, g in grads.items():
+            params[name] = self._step(name, params[name], g, state, scale, xp)
+        return params, state
+
+    def _step(self, name, p, g, state, scale, xp):  # pragma: no cover - every optimizer has one
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
-class SGD:
+class SGD(Optimizer):
     """Gradient descent, plain (momentum 0), classical momentum or Nesterov."""
 
-    lr: float = 0.1
+    lr: Any = 0.1
     momentum: float = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: Any = 0.0
 
     def __post_init__(self):
         _check(self, lr={"low": 0, "low_open": True}, momentum={"low": 0, "high": 1},
                weight_decay={"low": 0})  # fmt: skip
 
-    def init(self, params) -> dict:
-        """Fresh state: step 0 and, with momentum, zero velocities."""
-        if not self.momentum:
-            return {"step": 0}
-        xp = array_namespace(*params.values())
-        return {"step": 0, "velocity": _zeros_like(params, xp)}
+    @property
+    def buffers(self) -> tuple[str, ...]:
+        return ("velocity",) if self.momentum else ()
 
-    def update(self, params, grads, state, /, *, xp=None):
-        """One step; see the module docstring for the equations."""
-        xp = xp or array_namespace(*params.values())
-        mu = self.momentum
-        for name, p in params.items():
-            g = _decayed(name, p, grads[name], self.weight_decay, xp)
-            lr = replica_scale(self.lr, p, xp)
-            if not mu:
-                p -= lr * g
-                continue
-            v = state["velocity"][name]
-            v *= mu
-            v -= lr * g
-            if self.nesterov:
-                p += mu * v - lr * g
-            else:
-                p += v
-        return params, {**state, "step": state["step"] + 1}
+    @property
+    def grad_scale(self):
+        """lr, when it is one number: the step then is p <- p - G for G = lr g."""
+        return self.lr if isinstance(self.lr, float) else 1.0
+
+    def _step(self, name, p, g, state, scale, xp):
+        if isinstance(self.lr, float) and scale == self.lr:
+            step = g  # G = lr g already
+        else:
+            step = replica_scale(self.lr, p, xp) * g
+            if scale != 1.0:
+                step *= 1.0 / scale
+        if not self.momentum:
+            p -= step
+            return p
+        v = state["velocity"][name]
+        v *= self.momentum
+        v -= step
+        state["velocity"][name] = v
+        if self.nesterov:
+            p += self.momentum * v - step
+        else:
+            p += v
+        return p
 
 
 @dataclasses.dataclass(frozen=True)
-class Adam:
+class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction."""
 
-    lr: float = 1e-3
+    lr: Any = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: Any = 0.0
+    buffers: ClassVar[tuple[str, ...]] = ("m", "s")  # type: ignore[misc]
 
     def __post_init__(self):
         beta = {"low": 0, "high": 1, "high_open": True}
         _check(self, lr={"low": 0, "low_open": True}, beta1=beta, beta2=beta,
                eps={"low": 0}, weight_decay={"low": 0})  # fmt: skip
 
-    def init(self, params) -> dict:
-        """Fresh state: step 0, zero first and second moments."""
-        xp = array_namespace(*params.values())
-        return {"step": 0, "m": _zeros_like(params, xp), "s": _zeros_like(params, xp)}
-
-    def update(self, params, grads, state, /, *, xp=None):
-        """One step; see the module docstring for the equations."""
-        xp = xp or array_namespace(*params.values())
-        t = state["step"] + 1
+    def _step(self, name, p, g, state, scale, xp):
+        t = state["step"]
         b1, b2 = self.beta1, self.beta2
-        step_size = self.lr / (1.0 - b1**t)
-        s_scale = 1.0 / (1.0 - b2**t)
-        for name, p in params.items():
-            g = _decayed(name, p, grads[name], self.weight_decay, xp)
-            m, s = state["m"][name], state["s"][name]
-            m *= b1
-            m += (1.0 - b1) * g
-            s *= b2
-            s += (1.0 - b2) * (g * g)
-            p -= replica_scale(step_size, p, xp) * m / (xp.sqrt(s * s_scale) + self.eps)
-        return params, {**state, "step": t}
+        if scale != 1.0:
+            g = g * (1.0 / scale)
+        m, s = state["m"][name], state["s"][name]
+        m *= b1
+        m += (1.0 - b1) * g
+        s *= b2
+        s += (1.0 - b2) * (g * g)
+        state["m"][name], state["s"][name] = m, s
+        step = s * (1.0 / (1.0 - b2**t))
+        step = xp.sqrt(step)
+        step += self.eps
+        step = m / step
+        step *= replica_scale(self.lr / (1.0 - b1**t), p, xp)
+        p -= step
+        return p
 
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam")
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One optimizer a run can name: how to make it, its default learning rate, and
+    whether it trains on the full batch only."""
+
+    make: Any
+    default_lr: float
+    options: dict = dataclasses.field(default_factory=dict)
+    full_batch: bool = False
+
+    def __call__(self, lr=None, *, weight_decay: float = 0.0, **options):
+        lr = self.default_lr if lr is None else lr
+        return self.make(lr, weight_decay=weight_decay, **{**self.options, **options})
+
+    def buffer_count(self) -> int:
+        return len(self(self.default_lr).buffers)
 
 
-def make_optimizer(name: str, lr: float, *, weight_decay: float = 0.0, momentum: float = 0.9):
-    """The optimizer called ``name`` (gd and sgd differ only in the batch size the fit uses)."""
-    if name in ("gd", "sgd"):
-        return SGD(lr, weight_decay=weight_decay)
-    if name in ("momentum", "nesterov"):
-        return SGD(lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=weight_decay)
-    if name == "adam":
-        return Adam(lr, weight_decay=weight_decay)
-    raise ConfigError(
-        f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}", setting="optimizer"
-    )
+OPTIMIZERS: dict[str, Choice] = {
+    "gd": Choice(SGD, 0.5, full_batch=True),
+    "sgd": Choice(SGD, 0.1),
+    "momentum": Choice(SGD, 0.05, {"momentum": 0.9}),
+    "nesterov": Choice(SGD, 0.05, {"momentum": 0.9, "nesterov": True}),
+    "adam": Choice(Adam, 0.01),
+}
+
+
+def make_optimizer(name: str, lr=None, *, weight_decay: float = 0.0, **options):
+    """The optimizer called ``name`` (:data:`OPTIMIZERS`; gd and sgd differ only in the
+    batch size the fit uses), with its default learning rate unless ``lr`` is given."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(
+            f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}",
+            setting="optimizer",
+        )
+    return OPTIMIZERS[name](lr, weight_decay=weight_decay, **options)

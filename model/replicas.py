@@ -30,20 +30,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_numpy_namespace
+from array_api_compat import array_namespace, device
 
-from backends import ConfigError, host_rng
-from backends.blas import blas_threads, limit_blas
-from backends.transfer import to_numpy
-from model.fit import check_inputs, check_schedule, run_epoch, scores
+from backends import ConfigError
+from model.checks import param_layout
 from model.optimizers import replica_scale
 
 __all__ = [
-    "ReplicaFitResult",
-    "fit_replicas",
+    "Freezer",
     "init_replicas",
     "per_replica",
     "replica",
@@ -67,20 +64,14 @@ def replica(params: dict, r: int, /) -> dict:
 def replica_count(model, params: dict, /) -> int:
     """R, the leading axis of replica-stacked ``params``; a ConfigError when the
     parameters are not ``model``'s shapes with one leading axis shared by all."""
-    shapes = model.param_shapes()
-    counts = {p.shape[0] if p.ndim else None for p in params.values()}
-    if (
-        set(params) != set(shapes)
-        or len(counts) != 1
-        or any(tuple(params[k].shape[1:]) != s for k, s in shapes.items())
-    ):
-        got = {k: tuple(p.shape) for k, p in params.items()}
+    count = param_layout(model, params)
+    if count is None:
         raise ConfigError(
             f"replica-stacked parameters need {model.sizes}'s shapes with one leading "
-            f"replica axis (W1: (R, {model.sizes[0]}, {model.sizes[1]}), ...), got {got}; "
-            "make them with init_replicas or stack_params"
+            f"replica axis (W1: (R, {model.sizes[0]}, {model.sizes[1]}), ...), got one "
+            "network's; make them with init_replicas or stack_params"
         )
-    return counts.pop()
+    return count
 
 
 def init_replicas(model, backend, rngs: Sequence, init: str = "auto") -> dict:
@@ -117,145 +108,104 @@ def per_replica(optimizer, *, lr=None, weight_decay=None, like):
 @dataclasses.dataclass(frozen=True)
 class _Frozen:
     """``optimizer`` (learning rate already 0 for the frozen replicas) with the gradients
-    of the replicas where ``active`` is False replaced by 0: g_r <- where(active_r, g_r, 0)."""
+    of the replicas where ``active`` is False replaced by 0, g_r <- where(active_r, g_r, 0),
+    and their state parameters kept as they are."""
 
     optimizer: object
     active: object
 
-    def update(self, params, grads, state, /, *, xp=None):
+    @property
+    def grad_scale(self):
+        return 1.0
+
+    def update(self, params, grads, state, /, *, decay=None, scale=1.0, xp=None):
         xp = xp or array_namespace(self.active)
         masked = {k: xp.where(replica_scale(self.active, g, xp), g, 0.0) for k, g in grads.items()}
-        return self.optimizer.update(params, masked, state, xp=xp)
+        return self.optimizer.update(params, masked, state, decay=decay, scale=scale, xp=xp)
+
+    def renew(self, params, renewed: dict) -> dict:
+        xp = array_namespace(self.active)
+        return {
+            k: xp.where(replica_scale(self.active, v, xp), v, params[k]) for k, v in renewed.items()
+        }
 
 
-def _freeze(optimizer, params, state, last, active, newly, /, *, xp):
-    """Freeze the replicas of the (R,) mask ``newly``: p_r <- last_r (the epoch's start),
-    every optimizer buffer of r <- 0. Returns the optimizer that keeps the inactive
-    replicas still: lr_r <- lr_r * active_r and their gradients masked (:class:`_Frozen`)."""
-    for k, p in params.items():
-        p[...] = xp.where(replica_scale(newly, p, xp), last[k], p)
-    for buffers in state.values():
-        if isinstance(buffers, dict):
-            for v in buffers.values():
-                v[...] = xp.where(replica_scale(newly, v, xp), 0.0, v)
-    like = next(iter(params.values()))
-    lr = xp.astype(active, like.dtype) * optimizer.lr  # x1.0 is exact: active lrs unchanged
-    return _Frozen(dataclasses.replace(optimizer, lr=lr), active)
+class Freezer:
+    """The fit's bookkeeping of divergence, per network (one, or R replicas): its history
+    (finite epochs only), the epoch it diverged in (``diverged``), and with ``keep`` (the
+    "freeze" policy) its parameters at the start of each epoch, to put it back there and
+    hold it still (:class:`_Frozen`) once it diverges. ``optimizer`` is the one to step
+    with: the given one until a replica is frozen."""
 
+    def __init__(self, optimizer, params, state, count, diverged, *, keep: bool):
+        self.base, self.optimizer, self.keep = optimizer, optimizer, keep
+        self.single = count is None
+        n = 1 if count is None else count
+        self.diverged = [None] * n if diverged is None else list(diverged)
+        if len(self.diverged) != n:
+            raise ConfigError(f"diverged lists {len(self.diverged)} replicas for {n}")
+        self.history: list[dict] = [{"loss": []} if self.single else {} for _ in range(n)]
+        self.newly = [False] * n
+        self.last = None
+        if any(d is not None for d in self.diverged):  # resumed: keep those frozen
+            self._hold(params, state, params, [d is not None for d in self.diverged])
 
-@dataclasses.dataclass
-class ReplicaFitResult:
-    """Trained replica-stacked parameters and optimizer state; per replica its history
-    (host floats, its finite epochs only) and the epoch (from 1) it diverged in, or None."""
+    @property
+    def all_diverged(self) -> bool:
+        return all(d is not None for d in self.diverged)
 
-    params: dict
-    state: dict
-    history: list[dict]
-    diverged: list[int | None]
+    def remember(self, params) -> None:
+        """Keep the parameters at the start of an epoch (the "freeze" policy only)."""
+        if self.keep:
+            self.last = {k: array_namespace(p).asarray(p, copy=True) for k, p in params.items()}
 
+    def records(self, epoch: int, host, names, validation) -> list:
+        """Per network the epoch's record (host floats), None once diverged; a network
+        whose loss is not finite diverged in this epoch (``newly``)."""
+        columns = [[v] for v in host] if self.single else host
+        records = []
+        for r in range(len(self.diverged)):
+            record = {name: row[r] for name, row in zip(names, columns, strict=True)}
+            self.newly[r] = self.diverged[r] is None and not math.isfinite(record["loss"])
+            if self.newly[r]:
+                self.diverged[r] = epoch + 1
+            if self.diverged[r] is not None:
+                records.append(None)
+                continue
+            if "val_hits" in record:
+                record["val_accuracy"] = record.pop("val_hits") / validation[0].shape[0]
+            for k, v in record.items():
+                self.history[r].setdefault(k, []).append(v)
+            records.append(record)
+        return records
 
-def _epoch_values(model, params, loss, validation, /, *, xp):
-    """(k, R) device array of the epoch's per-replica values: where(finite, C_r, NaN) and
-    the validation scores (loss, hits) when given; names in the same order."""
-    finite = xp.isfinite(loss)
-    for p in params.values():
-        finite = xp.logical_and(finite, xp.all(xp.isfinite(p), axis=tuple(range(1, p.ndim))))
-    rows, names = [xp.where(finite, loss, math.nan)], ["loss"]
-    if validation is not None:
-        for name, value in scores(model, params, *validation, xp=xp).items():
-            rows.append(xp.astype(value, loss.dtype))
-            names.append(f"val_{name}")
-    return xp.stack(rows), names
+    def freeze(self, params, state, /, *, xp):
+        """Put the networks that diverged in this epoch back to its start and hold them
+        still from now on; returns ``state``, their buffers zeroed."""
+        if any(self.newly):
+            self._hold(params, state, self.last, self.newly)
+        return state
 
+    def _hold(self, params, state, last, newly) -> None:
+        like = next(iter(params.values()))
+        xp = array_namespace(like)
+        if self.single:  # one network: nothing goes on training
+            for k in params:
+                params[k] = last[k]
+            return
+        mask = xp.asarray(newly, device=device(like))
+        for k, p in params.items():
+            params[k] = xp.where(replica_scale(mask, p, xp), last[k], p)
+        for buffers in state.values():
+            if isinstance(buffers, dict):
+                for k, v in buffers.items():
+                    buffers[k] = xp.where(replica_scale(mask, v, xp), 0.0, v)
+        active = xp.asarray([d is None for d in self.diverged], device=device(like))
+        lr = xp.astype(active, like.dtype) * self.base.lr  # x1.0 is exact: active lrs unchanged
+        self.optimizer = _Frozen(dataclasses.replace(self.base, lr=lr), active)
 
-def fit_replicas(
-    model,
-    params: dict,
-    X,
-    Y,
-    *,
-    optimizer,
-    epochs: int,
-    batch_size: int | None = None,
-    rngs: Sequence | None = None,
-    state: dict | None = None,
-    validation: tuple | None = None,
-    start_epoch: int = 0,
-    diverged: Sequence[int | None] | None = None,
-    callback: Callable | None = None,
-) -> ReplicaFitResult:
-    """Train the R replicas of ``params`` (replica-stacked, updated in place) for epochs
-    ``start_epoch .. epochs - 1``, replica r exactly as ``fit`` trains ``replica(params, r)``
-    with ``rng=rngs[r]`` and lr[r], lambda[r] of ``optimizer`` (see :func:`per_replica`).
-
-    ``X``, ``Y`` (and ``validation``) on the parameters' device, shared by all replicas.
-    ``rngs``: one host generator per replica (default: each seeded 0, as ``fit``).
-    ``diverged`` (from a previous result) keeps those replicas frozen. ``callback(epoch,
-    params, state, records)`` runs after every epoch, ``records[r]`` being replica r's
-    host floats, or None once it has diverged. Training stops early when every replica
-    has diverged. See the module docstring for divergence and freezing.
-    """
-    check_schedule(epochs, batch_size, start_epoch)
-    r_count = replica_count(model, params)
-    for name, data in (("X, Y", (X, Y)), ("validation", validation)):
-        if data is not None and check_inputs(model, params, *data):
-            raise ConfigError(
-                f"replicas train on {name} held on the parameters' device, not streamed from "
-                "host NumPy data; move them with backend.asarray"
-            )
-    like = next(iter(params.values()))
-    xp = array_namespace(like)
-    n = X.shape[0]
-    targets = model.prepare_targets(Y, dtype=like.dtype, xp=xp)
-    state = optimizer.init(params) if state is None else state
-    shuffle = batch_size is not None and batch_size < n
-    if shuffle:
-        rngs = [host_rng(0) for _ in range(r_count)] if rngs is None else list(rngs)
-        if len(rngs) != r_count:
-            raise ConfigError(f"{len(rngs)} random generators given for {r_count} replicas")
-    diverged = [None] * r_count if diverged is None else list(diverged)
-    active = xp.asarray([d is None for d in diverged], device=device(like))
-    step = optimizer
-    if not all(d is None for d in diverged):  # resumed: keep the diverged ones frozen
-        step = _freeze(optimizer, params, state, params, active, ~active, xp=xp)
-    last = {k: xp.asarray(p, copy=True) for k, p in params.items()}
-    batch = n if batch_size is None else min(batch_size, n)
-    product = batch * max(a * b for a, b in zip(model.sizes[:-1], model.sizes[1:], strict=True))
-    threads = blas_threads(product) if is_numpy_namespace(xp) else None
-    history: list[dict] = [{} for _ in range(r_count)]
-    with limit_blas(threads):
-        for epoch in range(start_epoch, epochs):
-            if all(d is not None for d in diverged):
-                break
-            for k, p in params.items():
-                last[k][...] = p
-            order = None
-            if shuffle:
-                orders = [rng.permutation(n) for rng in rngs]
-                order = array_namespace(orders[0]).stack(orders)  # host (R, n)
-            params, state, loss = run_epoch(
-                model, params, state, X, targets, step, batch_size=batch_size, order=order, xp=xp
-            )
-            values, names = _epoch_values(model, params, loss, validation, xp=xp)
-            host = (to_numpy(values) + 0.0).tolist()  # the epoch's one read-back; -0 -> 0
-            newly = [d is None and not math.isfinite(host[0][r]) for r, d in enumerate(diverged)]
-            records = []
-            for r in range(r_count):
-                if newly[r]:
-                    diverged[r] = epoch + 1
-                if diverged[r] is not None:
-                    records.append(None)
-                    continue
-                record = {name: row[r] for name, row in zip(names, host, strict=True)}
-                if "val_hits" in record:
-                    record["val_accuracy"] = record.pop("val_hits") / validation[0].shape[0]
-                for k, v in record.items():
-                    history[r].setdefault(k, []).append(v)
-                records.append(record)
-            if any(newly):
-                active = xp.asarray([d is None for d in diverged], device=device(like))
-                mask = xp.asarray(newly, device=device(like))
-                step = _freeze(optimizer, params, state, last, active, mask, xp=xp)
-            if callback is not None:
-                callback(epoch, params, state, records)
-    return ReplicaFitResult(params, state, history, diverged)
+    def result(self):
+        """``(history, diverged)`` as :class:`model.fit.FitResult` holds them."""
+        if self.single:
+            return self.history[0], (self.diverged if self.keep else None)
+        return self.history, self.diverged

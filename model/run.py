@@ -3,29 +3,36 @@
     run = Run.start(RunConfig(dataset="digits", epochs=50), "runs/a")   # checks, no device yet
     result = run.train(get_backend("auto", run.config.dtype))          # writes runs/a/...
     run = Run.resume("runs/a", epochs=100, lr=1e-3)                     # continues it exactly
+    sweep = Run.start(RunConfig(epochs=50), "runs/s", sweep={"lr": [0.01, 0.1], "seed": [0, 1]})
+
+A run's grid has one point, or many: ``sweep`` (see :mod:`model.sweep`) makes one point
+per combination of its values, each trained as a replica of one batched pass
+(:mod:`model.replicas`), replica r being the single run with those values. Everything
+else is the same code: checks, data, folder, checkpoints, interrupts, resume.
 
 Order of work: every setting and output path is checked, then the data is loaded and
 checked on the host, then the run folder is created (atomically, and claimed: two runs
 never share one, see :mod:`model.folders`), and only then does anything reach a device.
 A run folder holds ``checkpoint.npz`` (a model file with the training state, see
-:mod:`model.trained`), ``metrics.json`` and ``loss.png``; the checkpoint is written every
+:mod:`model.files`), ``metrics.json`` and ``loss.png``; the checkpoint is written every
 ``checkpoint_every`` epochs and when the run ends, is interrupted (Ctrl-C, or SIGTERM
 inside :func:`model.signals.sigterm_as_interrupt`) or diverges, so a killed process loses
 at most ``checkpoint_every`` epochs.
 
-Between checkpoints nothing is copied to the host but the epoch's loss: the last
+Between checkpoints nothing is copied to the host but the epoch's values: the last
 completed epoch's parameters and optimizer state are kept on the device, in buffers
 allocated once, for an interrupt or a divergence to save.
 
 Data-parallel (``comm``, a :class:`backends.comm.Communicator`): every rank makes the
 same Run and trains it with :func:`model.fit.fit`'s ``comm``; rank 0 alone creates the
 run folder (its name is broadcast) and writes every file. A checkpoint holds nothing
-about the ranks, so a run resumes with any number of them.
+about the ranks, so a run resumes with any number of them. A sweep trains in one process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import time
@@ -38,23 +45,10 @@ from array_api_compat import array_namespace
 from backends import Backend, get_backend, host_rng
 from backends.blas import blas_threads
 from backends.comm import on_root
-from backends.errors import ConfigError, HandgradError, about, check_number
-from model.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    host_copy,
-    load_host_params,
-)
-from model.config import (
-    PreparedData,
-    RunConfig,
-    build_model,
-    check_memory,
-    prepare_data,
-)
-from model.data import DataError
-from model.fast import ENV_VAR as FAST_ENV
-from model.fast import fast_enabled, uses_fast_step
+from backends.errors import ConfigError, DataError, HandgradError, about, check_number
+from model.checkpoint import CheckpointError, WriteError, atomic_write, host_copy
+from model.config import PreparedData, RunConfig, build_model, check_memory, prepare_data
+from model.files import ModelFile, load_host_params, read_model_file, write_model_file
 from model.fit import DivergenceError, fit
 from model.folders import (
     check_creatable,
@@ -63,12 +57,17 @@ from model.folders import (
     checkpoint_source,
     make_run_dir,
     release_run_dir,
+    remove_if_unused,
 )
-from model.mlp import MLP
+from model.network import Sequential
 from model.optimizers import make_optimizer
+from model.replicas import per_replica, stack_params
 from model.report import plot_history, progress_bar, score_text, strict_json
 from model.signals import deferred_interrupts
-from model.trained import TrainedModel, load_checkpoint
+from model.sweep import check_save_all, describe_grid, sweep_grid, sweep_results
+from model.trained import TrainedModel
+from model.variants import ENV_VAR as FAST_ENV
+from model.variants import fast_enabled, step_name
 
 __all__ = ["CHECKPOINT_EVERY", "RESUMABLE", "Run"]
 
@@ -93,12 +92,10 @@ class _DeviceSnapshot:
         self.history = {k: list(v) for k, v in history.items()}
 
     def take(self, params, state, epoch: int, record: dict) -> None:
-        for k, p in params.items():
-            self.params[k][...] = p
+        self.params = {k: _into(self.params[k], p) for k, p in params.items()}
         for key, value in state.items():
             if isinstance(value, dict):
-                for k, v in value.items():
-                    self.state[key][k][...] = v
+                self.state[key] = {k: _into(self.state[key][k], v) for k, v in value.items()}
             else:
                 self.state[key] = value
         self.epoch, self.rng_state = epoch, _rng_state(self.rng)
@@ -108,6 +105,15 @@ class _DeviceSnapshot:
 
 def _copy(a):
     return array_namespace(a).asarray(a, copy=True)
+
+
+def _into(buffer, value):
+    """``value`` copied into ``buffer`` where arrays can be written, else a new copy."""
+    try:
+        buffer[...] = value
+    except (TypeError, ValueError):  # immutable arrays (JAX)
+        return _copy(value)
+    return buffer
 
 
 def _copy_tree(value):
@@ -137,6 +143,21 @@ def _restore_rng(state, source):
     return rng
 
 
+def _check_keywords(method: str, given: dict, valid) -> None:
+    """A ConfigError for a keyword ``method`` does not take, naming the closest valid one:
+    raised before any work, never as a TypeError after the data has loaded."""
+    for name in given:
+        close = difflib.get_close_matches(name, list(valid), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{method}() has no setting {name!r}{hint} (it takes: {', '.join(valid)})"
+        )
+
+
+_START_KEYWORDS = ("run_dir", "sweep", "init", "save", "save_all", "overwrite",
+                   "checkpoint_every", "root", "comm")  # fmt: skip
+
+
 @dataclasses.dataclass(eq=False)
 class Run:
     """A training run in its folder. Make one with :meth:`start` or :meth:`resume` (both
@@ -145,13 +166,15 @@ class Run:
     ``epoch`` counts completed epochs; ``changes`` lists the settings changed on resume
     (as recorded in metrics.json), ``resumed`` being this resume's entry of it, if it made
     one; ``params`` / ``state`` are host arrays to start from (None: drawn from ``rng`` /
-    fresh).
+    fresh). A sweep has ``grid`` (one dict of swept values per replica; None for one
+    network), ``rng`` one generator per replica, ``diverged`` per replica the epoch (from
+    1) it diverged in, or None, and ``save_all`` a folder for every replica's model file.
     """
 
     config: RunConfig
     dir: Path
     data: PreparedData
-    model: MLP
+    model: Sequential
     rng: Any
     params: dict | None = None
     state: dict | None = None
@@ -166,6 +189,9 @@ class Run:
     comm: Any = None
     step: str | None = None  # the training step, "in-place" or "portable", once chosen
     summary: dict | None = None  # what train() returned and metrics.json holds, once written
+    grid: list | None = None
+    diverged: list = dataclasses.field(default_factory=list)
+    save_all: Path | None = None
 
     @property
     def writes(self) -> bool:
@@ -176,6 +202,15 @@ class Run:
     def checkpoint(self) -> Path:
         return self.dir / "checkpoint.npz"
 
+    @property
+    def replicas(self) -> int | None:
+        """How many networks a sweep trains; None for one network."""
+        return None if self.grid is None else len(self.grid)
+
+    def replica_config(self, r: int) -> RunConfig:
+        """The RunConfig of replica r of a sweep: ``config`` with its swept values."""
+        return dataclasses.replace(self.config, **(self.grid or [{}])[r])
+
     # ------------------------------------------------------------------ making a run
 
     @classmethod
@@ -184,18 +219,23 @@ class Run:
         config: RunConfig,
         run_dir=None,
         *,
+        sweep: dict | None = None,
         init=None,
         save=None,
+        save_all=None,
         overwrite: bool = False,
         checkpoint_every: int = CHECKPOINT_EVERY,
         root="runs",
         comm=None,
-        **fields,
+        **unknown,
     ) -> Run:
         """Check ``config`` and every path, load and check the data on the host, then
         create the run folder (``run_dir``, or ``root/<timestamp>``; an existing one is an
-        error unless ``overwrite``). ``init``: a parameter file, model file or checkpoint
-        to start from. ``save``: also write the final model file there.
+        error unless ``overwrite``). ``sweep``: setting -> values (lr, seed,
+        weight_decay), trained as replicas in one pass. ``init``: a parameter file, model
+        file or checkpoint to start from (every replica of a sweep). ``save``: also write
+        the final model file there (a sweep's best replica); ``save_all``: a folder for
+        every replica's model file.
 
         ``checkpoint_every`` (epochs, default 10): a checkpoint costs one device-to-host
         copy of the parameters and optimizer state plus an fsync'd file, ~1 ms for a
@@ -203,41 +243,50 @@ class Run:
         few percent of a small run and bounds what a kill -9 loses to 10 epochs.
 
         ``comm``: every rank calls this; rank 0 creates the folder, the others get its
-        name. ``fields``: the further fields of a subclass (a :class:`model.sweep.Sweep`'s)."""
+        name."""
+        _check_keywords("Run.start", unknown, _START_KEYWORDS)
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         _check_environment()
+        grid = None if sweep is None else sweep_grid(config, sweep)
+        _check_one_process(grid, comm)
+        if save_all is not None and grid is None:
+            raise ConfigError(
+                "save_all saves the replicas of a sweep; give a sweep", setting="save_all"
+            )
         if init is not None and not str(init).strip():
             raise ConfigError("the init path is empty", setting="init")
         if save is not None:
             save = check_save(save, (config.data, init), run_dir, overwrite)
+        save_all = check_save_all(save_all, save, overwrite)
         if run_dir is not None and _root(comm):
             check_run_dir(run_dir, overwrite)
         elif _root(comm):
             check_creatable(root, "run_dir")  # runs/<timestamp> goes there
-        data = prepare_data(config, stream=cls._stream(comm), comm=comm)
+        data = prepare_data(config, stream=_stream(comm, grid), comm=comm)
         model = build_model(config, data.X.shape[1], data.targets)
         params = None
         if init is not None:
             with about("init"):
                 params = load_host_params(checkpoint_source(init), model)  # a folder too
+            if grid is not None:
+                params = stack_params([params] * len(grid))
         rows = data.X.shape[0] + _rows(data.X_val)
-        check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
-        _log_setup(config, data, model, swept=cls._swept(fields))
+        check_memory(model, config, rows, 1 if grid is None else len(grid), streamed=data.streamed)
+        _log_setup(config, data, model, swept=tuple(sweep or ()))
+        if grid is not None:
+            logger.info("sweep: %d replicas in one pass: %s", len(grid), describe_grid(sweep))
         run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, root=root))
-        return cls(
-            config,
-            run_dir,
-            data,
-            model,
-            host_rng(config.seed),
-            params=params,
-            save_path=save,
-            checkpoint_every=checkpoint_every,
-            comm=comm,
-            **fields,
+        seeds = (
+            [config.seed] if grid is None else [dataclasses.replace(config, **g).seed for g in grid]
         )
+        rng = [host_rng(s) for s in seeds]
+        return cls(
+            config, run_dir, data, model, rng[0] if grid is None else rng, params=params,
+            save_path=save, checkpoint_every=checkpoint_every, comm=comm, grid=grid,
+            diverged=[None] * (1 if grid is None else len(grid)), save_all=save_all,
+        )  # fmt: skip
 
     @classmethod
     def resume(
@@ -248,54 +297,53 @@ class Run:
         lr: float | None = None,
         run_dir=None,
         save=None,
+        save_all=None,
         overwrite: bool = False,
         checkpoint_every: int = CHECKPOINT_EVERY,
         comm=None,
         **fixed,
     ) -> Run:
         """Continue the run whose folder (or checkpoint file) is ``path`` up to ``epochs``
-        in total, bit for bit as if it had not stopped. ``epochs`` and ``lr`` may change
-        (the change is recorded); any other RunConfig field given in ``fixed`` must equal
-        the stored one, since a resumed run continues the same model on the same data; but
-        a data file that moved may be given at its new path (``data``), and is accepted when
-        its fingerprint is the run's (the move is recorded).
+        in total, bit for bit as if it had not stopped. ``epochs`` and ``lr`` (not a
+        sweep's) may change (the change is recorded); any other RunConfig field given in
+        ``fixed`` must equal the stored one, since a resumed run continues the same model
+        on the same data; but a data file that moved may be given at its new path
+        (``data``), and is accepted when its fingerprint is the run's (the move is
+        recorded). A run whose checkpoint holds all its epochs but whose metrics.json or
+        loss.png a kill left unwritten is finished: those are written, nothing trains.
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = checkpoint_source(path)
+        _check_keywords("Run.resume", {k: v for k, v in fixed.items() if k in RESUMABLE or
+                        k not in RunConfig.__dataclass_fields__}, _resume_keywords())  # fmt: skip
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         _check_environment()
         with about("resume"):
-            trained, info, state = cls._load_checkpoint(source)
+            stored = read_model_file(source)
+            info = _training_of(stored, source)
             config = RunConfig.from_json(info["config"], source)
+            grid = _grid_of(info, stored.replicas, source)
+        _check_one_process(grid, comm)
+        if grid is not None and lr is not None:
+            raise ConfigError(
+                "a sweep's learning rates cannot change on resume; start a new sweep", setting="lr"
+            )
+        if save_all is not None and grid is None:
+            raise ConfigError(f"save_all saves a sweep's replicas; {path} is not a sweep",
+                              setting="save_all")  # fmt: skip
         if save is not None:
             inputs = (config.data, fixed.get("data"), source)  # the data, where it moved to too
             save = check_save(save, inputs, run_dir or source.parent, overwrite)
-        names = {f.name for f in dataclasses.fields(RunConfig)}
-        moved = None  # the data file's new path, when it moved: its fingerprint must match
-        for name, value in fixed.items():
-            if name not in names or name in RESUMABLE:
-                raise TypeError(f"Run.resume() got an unexpected keyword argument {name!r}")
-            # what the run used: the inferred loss, the data file where no dataset was set
-            used = {"loss": trained.model.loss, "dataset": config.data, "data": config.dataset}
-            stored = getattr(config, name)
-            if stored is None:
-                stored = used.get(name)
-            same_file = name == "data" and Path(str(value)).resolve() == Path(str(stored))
-            if name == "data" and config.data is not None and value and not same_file:
-                moved = str(Path(str(value)).resolve())
-                continue
-            if value is not None and value != stored and not same_file:
-                raise ConfigError(
-                    f"{name} cannot change when resuming (the run was made with "
-                    f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can (the "
-                    "device and the outputs are chosen anew), so start a new run for this",
-                    setting=name,
-                )
+        save_all = check_save_all(save_all, save, overwrite)
+        moved = _fixed_settings(config, stored.network, fixed)
         done = info["epoch"]
-        changes = {"epochs": [config.epochs, epochs], "lr": [config.lr, lr]}
-        changes["data"] = [config.data, moved]  # the same data, checked by its fingerprint
+        changes = {
+            "epochs": [config.epochs, epochs],
+            "lr": [config.lr, lr],
+            "data": [config.data, moved],
+        }
         new = {k: v for k, (old, v) in changes.items() if v is not None and v != old}
         config = dataclasses.replace(config, **new)  # re-checked by __post_init__
-        if config.epochs <= done:
+        if config.epochs <= done and not _unfinished(source, done, config.epochs):
             raise ConfigError(
                 f"the run has already trained {done} epochs; to continue it, ask for more "
                 f"epochs in total than that (e.g. {2 * done})",
@@ -303,112 +351,39 @@ class Run:
                 suggestion=2 * done,
             )
         in_place = run_dir is None  # the run's own folder: errors about it name --resume
-        if in_place:
-            run_dir = source.parent
+        run_dir = source.parent if in_place else run_dir
         if Path(run_dir).resolve() == source.parent.resolve():
             overwrite = True
         if _root(comm):
             check_run_dir(run_dir, overwrite, "resume" if in_place else "run_dir")
-        if config.data is not None and not Path(config.data).is_file():
-            raise DataError(
-                f"the run's data file {config.data} is gone; if it moved, give its new path "
-                "(the run checks that it holds the same data)",
-                setting="data",
-            )
-        data = prepare_data(
-            config,
-            labels=trained.labels,
-            standardizer=trained.standardizer,
-            stream=cls._stream(comm),
-            comm=comm,
-        )
-        if info.get("data_sha256") not in (None, data.fingerprint):
-            raise CheckpointError(
-                f"the data of {config.data or config.dataset} changed since the run was made "
-                "(its fingerprint differs), so the run cannot continue bit for bit; restore "
-                "the data (or give the path it moved to), or start a new run on the new data",
-                setting="data",
-            )
+        data = _resumed_data(config, stored, info, comm, grid)
         model = build_model(config, data.X.shape[1], data.targets)
-        if model != trained.model:
+        if model != stored.network:
             raise CheckpointError(
-                f"{source}: its model {trained.model.sizes} does not fit the data "
+                f"{source}: its model {stored.network.sizes} does not fit the data "
                 f"({model.sizes}); the data file changed since the run was made"
             )
-        rng = _restore_rng(info["rng"], source)
-        history = {k: list(v) for k, v in info["history"].items()}
         changes_made = list(info.get("changes", []))
         resumed = {"at_epoch": done, **{k: changes[k] for k in new}} if new else None
         if new:
             changes_made.append(resumed)
-            logger.info(
-                "resuming at epoch %d with %s",
-                done,
-                ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new),
-            )
-        fields = cls._fields_from(info, source)
+            said = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new)
+            logger.info("resuming at epoch %d with %s", done, said)
         rows = data.X.shape[0] + _rows(data.X_val)
-        check_memory(model, config, rows, cls._replica_count(fields), streamed=data.streamed)
-        _log_setup(config, data, model, swept=cls._swept(fields))
+        count = 1 if grid is None else len(grid)
+        check_memory(model, config, rows, count, streamed=data.streamed)
+        _log_setup(config, data, model, swept=tuple(grid[0]) if grid else ())
         setting = "resume" if in_place else "run_dir"
         run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, setting=setting))
+        diverged = info.get("diverged") if grid is not None else [None]
         return cls(
-            config,
-            run_dir,
-            data,
-            model,
-            rng,
-            params=trained.params,
-            state=state,
-            epoch=done,
-            history=history,
-            save_path=save,
-            checkpoint_every=checkpoint_every,
-            changes=changes_made,
-            resumed=resumed,
-            comm=comm,
-            step=info.get("step"),
-            **fields,
-        )
-
-    # Hooks a subclass (model.sweep.Sweep) overrides: whether it streams its data, what a
-    # run's checkpoint holds, how many networks it trains, how they start, step and report.
-
-    @staticmethod
-    def _swept(fields: dict) -> tuple:
-        """The settings that vary between the networks trained: none for one run."""
-        return ()
-
-    @staticmethod
-    def _stream(comm) -> bool | None:
-        """``prepare_data``'s ``stream``: by size alone, and whenever the file allows when
-        there are several ranks, so that each reads only its own rows of each batch."""
-        return True if comm is not None and comm.size > 1 else None
-
-    @staticmethod
-    def _load_checkpoint(source):
-        return load_checkpoint(source)
-
-    @staticmethod
-    def _fields_from(info: dict, source) -> dict:
-        return {}
-
-    @staticmethod
-    def _replica_count(fields: dict) -> int:
-        return 1
-
-    def _init_params(self, backend) -> dict:
-        return self.model.init_params(backend, self.rng)
-
-    def _optimizer(self, params):
-        config = self.config
-        return make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
-
-    def _fit(self, *args, **kwargs):
-        return fit(*args, **kwargs)
-
-    def _progress(self, record: dict) -> dict:
-        return {k: f"{v:.4g}" for k, v in record.items()}
+            config, run_dir, data, model, _restore_rng(info["rng"], source),
+            params=stored.params, state=stored.state, epoch=done,
+            history={k: list(v) for k, v in info["history"].items()}, save_path=save,
+            checkpoint_every=checkpoint_every, changes=changes_made, resumed=resumed,
+            comm=comm, step=info.get("step"), grid=grid, diverged=list(diverged or [None] * count),
+            save_all=save_all,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ training
 
@@ -416,6 +391,74 @@ class Run:
         """Train on ``backend`` up to ``config.epochs``; returns the summary that is also
         written to metrics.json. An interrupt or divergence saves the last completed
         epoch (checkpoint, metrics.json, loss.png) and is re-raised."""
+        backend = self._backend(backend)
+        config, model, data = self.config, self.model, self.data
+        params, optimizer, state = self._start_training(backend)
+        label_dtype = backend.xp.int64 if model.is_classifier else None
+
+        def put(X, y):  # read only: data already in place is not copied again
+            if data.streamed:  # fit reads it from the file batch by batch
+                return X, y
+            return backend.asarray(X, copy=False), backend.asarray(y, label_dtype, copy=False)
+
+        X, Y = put(data.X, data.y)
+        validation = None if data.X_val is None else put(data.X_val, data.y_val)
+        snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
+        self.backend, self._snap = backend, snap
+        bar = None
+        if progress and self.writes:
+            bar = progress_bar(config.epochs, initial=self.epoch, desc=backend.spec)
+
+        def on_epoch(epoch, params, state, record):
+            if self.grid is not None:
+                record = self._per_key(epoch, record)
+            snap.take(params, state, epoch + 1, record)
+            if (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < config.epochs:
+                self._write_checkpoint()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(self._progress(record))
+
+        start = time.perf_counter()
+        self.status = "running"
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is raised below
+                fit(
+                    model, params, X, Y, optimizer=optimizer, epochs=config.epochs,
+                    batch_size=config.batch_size, rng=self.rng, state=state,
+                    validation=validation, start_epoch=self.epoch, callback=on_epoch,
+                    comm=self.comm, divergence="raise" if self.grid is None else "freeze",
+                    diverged=None if self.grid is None else list(self.diverged),
+                )  # fmt: skip
+            self._check_some_replica_trained()
+            backend.synchronize()
+            self.status = "completed"
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            raise
+        except DivergenceError:
+            self.status = "diverged"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.wall_seconds = time.perf_counter() - start
+            self._close()
+        return self.summary
+
+    def _close(self) -> None:
+        """After training (however it ended): save what there is to save, and free the
+        folder; a folder this run made and never wrote into is removed."""
+        try:
+            if self.status != "running":  # a bug's traceback is not covered by saving
+                with deferred_interrupts():  # a second Ctrl-C waits for the save
+                    self.summary = self._finish()
+        finally:
+            release_run_dir(self.dir)  # training here is over: the folder is free to resume
+            if self.writes and self.saved_epoch is None and self.epoch == 0:
+                remove_if_unused(self.dir)
+
+    def _backend(self, backend) -> Backend:
         if backend is None or isinstance(backend, str):
             backend = get_backend(backend, self.config.dtype)
         if not isinstance(backend, Backend):
@@ -430,21 +473,31 @@ class Run:
                 f"{self.config.dtype}; use get_backend(device, {self.config.dtype!r})",
                 setting="dtype",
             )
-        config, model, data = self.config, self.model, self.data
-        if self.params is None:
-            params = self._init_params(backend)
-        else:
+        return backend
+
+    def _start_training(self, backend):
+        """(params, optimizer, state) on ``backend``: the run's own, or drawn fresh; the
+        step it takes, recorded when a resume switches it."""
+        config, model = self.config, self.model
+        if self.params is not None:
             params = {k: backend.asarray(v) for k, v in self.params.items()}
-        optimizer = self._optimizer(params)
-        step = (
-            "in-place"
-            if uses_fast_step(model, optimizer, params, xp=backend.xp, comm=self.comm)
-            else "portable"
-        )
-        if step == "in-place":
-            logger.info(
-                "step: in-place %s step (%s=0 runs the portable one)", config.optimizer, FAST_ENV
+        elif self.grid is None:
+            params = model.init_params(backend, self.rng)
+        else:
+            params = stack_params([model.init_params(backend, g) for g in self.rng])
+        optimizer = make_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+        if self.grid is not None:
+            configs = [self.replica_config(r) for r in range(len(self.grid))]
+            like = params[next(iter(model.trained))]
+            optimizer = per_replica(
+                optimizer,
+                lr=[c.lr for c in configs],
+                weight_decay=[c.weight_decay for c in configs],
+                like=like,
             )
+        step = step_name(backend.xp)
+        if step == "in-place":
+            logger.info("step: in-place variants (%s=0 runs the portable code)", FAST_ENV)
         if self.step is not None and step != self.step:  # the same math, to rounding
             if self.resumed is None:  # else one entry with this resume's other changes
                 self.resumed = {"at_epoch": self.epoch}
@@ -453,83 +506,59 @@ class Run:
             logger.info("step: %s -> %s", self.step, step)
         self.step = step
         if self.state is None:
-            state = optimizer.init(params)
+            state = optimizer.init({k: params[k] for k in model.trained})
         else:
             state = {
                 k: v if isinstance(v, int) else {n: backend.asarray(a) for n, a in v.items()}
                 for k, v in self.state.items()
             }
-        label_dtype = backend.xp.int64 if model.is_classifier else None
+        return params, optimizer, state
 
-        def put(X, y):  # read only: data already in place is not copied again
-            if data.streamed:  # fit reads it from the file batch by batch
-                return X, y
-            return backend.asarray(X, copy=False), backend.asarray(y, label_dtype, copy=False)
+    def _per_key(self, epoch: int, records: list) -> dict:
+        """A sweep's epoch records (one per replica, None once diverged) as one record of
+        per-replica lists; a newly diverged replica is marked before a checkpoint can
+        record the epoch."""
+        for r, rec in enumerate(records):
+            if rec is None and self.diverged[r] is None:
+                self.diverged[r] = epoch + 1
+        keys = dict.fromkeys(k for rec in records if rec for k in rec)
+        return {k: [rec and rec[k] for rec in records] for k in keys}
 
-        X, Y = put(data.X, data.y)
-        validation = None if data.X_val is None else put(data.X_val, data.y_val)
-        snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
-        self.backend, self._snap = backend, snap
-        bar = (
-            progress_bar(config.epochs, initial=self.epoch, desc=backend.spec)
-            if progress and self.writes
-            else None
-        )
+    def _check_some_replica_trained(self) -> None:
+        """A sweep whose every replica diverged is a DivergenceError, naming the sweep."""
+        if self.grid is None or any(d is None for d in self.diverged):
+            return
+        lr = min(self.replica_config(r).lr for r in range(len(self.grid)))
+        error = DivergenceError(max(self.diverged), math.nan, lr)
+        error.setting, error.suggestion = "sweep", f"lr={lr / 10:g},..."  # not --lr
+        raise error
 
-        def on_epoch(epoch, params, state, record):
-            snap.take(params, state, epoch + 1, record)
-            if (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < config.epochs:
-                self._write_checkpoint()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(self._progress(record))
+    def _progress(self, record: dict) -> dict:
+        if self.grid is None:
+            return {k: f"{v:.4g}" for k, v in record.items()}
+        losses = [v for v in record.get("loss", []) if v is not None]
+        out = {"best loss": f"{min(losses):.4g}"} if losses else {}
+        return {**out, "diverged": sum(d is not None for d in self.diverged)}
 
-        start = time.perf_counter()
-        self.status = "running"
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is raised below
-                self._fit(
-                    model,
-                    params,
-                    X,
-                    Y,
-                    optimizer=optimizer,
-                    epochs=config.epochs,
-                    batch_size=config.batch_size,
-                    rng=self.rng,
-                    state=state,
-                    validation=validation,
-                    start_epoch=self.epoch,
-                    callback=on_epoch,
-                    comm=self.comm,
-                )
-            backend.synchronize()
-            self.status = "completed"
-        except KeyboardInterrupt:
-            self.status = "interrupted"
-            raise
-        except DivergenceError:
-            self.status = "diverged"
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            self.wall_seconds = time.perf_counter() - start
-            try:
-                if self.status != "running":  # a bug's traceback is not covered by saving
-                    with deferred_interrupts():  # a second Ctrl-C waits for the save
-                        self.summary = self._finish()
-            finally:
-                release_run_dir(self.dir)  # training here is over: the folder is free to resume
-        return self.summary
+    # ------------------------------------------------------------------ reporting
 
     def describe(self, summary: dict) -> str:
         """The summary of :meth:`train` as one line: device, epochs, wall time, training
-        loss, validation score, run folder."""
+        loss (a sweep: its best replica's values) and validation score, run folder."""
+        head = f"{summary['device']} | "
+        if self.grid is None:
+            return (
+                f"{head}{summary['epochs']} epochs | {summary['wall_seconds']:.2f} s | "
+                f"training loss {summary['final_train_loss']:.4g} | "
+                f"{score_text(summary['metrics']['validation'])} | {self.dir}"
+            )
+        best = summary["best"]  # the sweep completed: some replica did not diverge
+        values = ", ".join(f"{k}={best[k]:g}" for k in self.grid[0])
+        validation = summary["replicas"][best["replica"]]["validation"]
         return (
-            f"{summary['device']} | {summary['epochs']} epochs | "
-            f"{summary['wall_seconds']:.2f} s | training loss {summary['final_train_loss']:.4g}"
-            f" | {score_text(summary['metrics']['validation'])} | {self.dir}"
+            f"{head}{len(summary['replicas'])} replicas | {summary['epochs']} epochs | "
+            f"{summary['wall_seconds']:.2f} s | best {values}: {score_text(validation)} | "
+            f"{summary['diverged']} diverged | {self.dir}"
         )
 
     def unwritten(self) -> dict:
@@ -537,16 +566,16 @@ class Run:
         completes, if this one did not: a resume writes them only when asked again."""
         if self.status == "completed":
             return {}
-        return {k: v for k, v in self._model_outputs().items() if v is not None}
-
-    def _model_outputs(self) -> dict:
-        return {"save": self.save_path}
+        asked = {"save": self.save_path, "save_all": self.save_all}
+        return {k: v for k, v in asked.items() if v is not None}
 
     def kept(self) -> str:
         """What a diverged run's checkpoint holds, for its message; when that epoch's loss
         is already over 100 times the first epoch's, or its validation loss is not finite
         (the step after the loss was taken blew the parameters up), that resuming it will
         not help."""
+        if self.grid is not None:
+            return "every replica's last finite epoch"
         losses = self.history.get("loss", [])
         val = self.history.get("val_loss", [])
         if len(losses) > 1 and losses[-1] > 100 * abs(losses[0]):
@@ -560,6 +589,29 @@ class Run:
             "rather than resume it),"
         )
 
+    def best(self) -> int | None:
+        """A sweep's best replica (:func:`model.sweep.best_replica`)."""
+        from model.sweep import best_replica
+
+        return best_replica(self._snap.history, self.diverged)
+
+    def trained_model(self, r: int | None = None) -> TrainedModel:
+        """The model as last checkpointed (after :meth:`train`: its last completed epoch),
+        with its preprocessing, as host arrays; for a sweep replica r's (default: the
+        best)."""
+        if self.params is None:
+            raise HandgradError("the run has no parameters yet; call train() first")
+        params = self.params
+        if self.grid is not None:
+            r = self.best() if r is None else r
+            if r is None:
+                raise ConfigError("the sweep has no trained replica yet; call train() first")
+            params = {k: v[r] for k, v in params.items()}
+        return TrainedModel(self.model, params, self.config.dtype, self.data.standardizer,
+                            self.data.targets.labels)  # fmt: skip
+
+    # ------------------------------------------------------------------ files
+
     def _write_checkpoint(self, *, collective: bool = True) -> str:
         """Copy the snapshot to the host (the only copies between epochs) and save it (on
         the rank that writes); the host copies become this Run's ``params`` and ``state``.
@@ -567,20 +619,21 @@ class Run:
         is the one each rank can report as saved (``saved_epoch``)."""
         self.params = host_copy(self._snap.params, self.backend)
         self.state = host_copy(self._snap.state, self.backend)
-        path = self._write(self.checkpoint, self._save_checkpoint)
+        if self.writes:
+            with about("run_dir"):
+                try:
+                    write_model_file(self.checkpoint, self._checkpoint_file())
+                except WriteError as exc:
+                    kept = f"epoch {self.saved_epoch}" if self.saved_epoch else "nothing"
+                    raise WriteError(f"{exc}; the checkpoint on disk holds {kept}") from None
         if self.writes or collective:
             self.saved_epoch = self._snap.epoch
-        return path
+        return str(self.checkpoint)
 
-    def _save_checkpoint(self) -> None:
-        """Write the host ``params`` and ``state`` with the training meta as the run's
-        checkpoint (a model file that can resume)."""
-        self.trained_model().save(self.checkpoint, training=self._training(), state=self.state)
-
-    def _training(self) -> dict:
-        """The checkpoint's ``training`` meta: what a resume needs beyond the arrays."""
+    def _checkpoint_file(self) -> ModelFile:
+        """The run's checkpoint: the model with the training meta a resume needs."""
         snap = self._snap
-        return {
+        training = {
             "config": self.config.to_json(),
             "epoch": snap.epoch,
             "rng": snap.rng_state,
@@ -589,25 +642,12 @@ class Run:
             "data_sha256": self.data.fingerprint,
             "step": self.step,
         }
-
-    def _write(self, path: Path, write) -> str:
-        """``write()`` when this process writes the run's files; ``path`` as text."""
-        if self.writes:
-            write()
-        return str(path)
-
-    def trained_model(self) -> TrainedModel:
-        """The model as last checkpointed (after :meth:`train`: its last completed epoch),
-        with its preprocessing, as host arrays."""
-        if self.params is None:
-            raise HandgradError("the run has no parameters yet; call train() first")
-        return TrainedModel(
-            self.model,
-            self.params,
-            self.config.dtype,
-            self.data.standardizer,
-            self.data.targets.labels,
-        )
+        if self.grid is not None:
+            training.update(grid=self.grid, diverged=self.diverged)
+        return ModelFile(
+            self.model, self.params, self.config.dtype, self.data.standardizer,
+            self.data.targets.labels, self.replicas, training, self.state,
+        )  # fmt: skip
 
     def _finish(self) -> dict:
         """Write checkpoint, model file (when asked, on completion), loss.png and
@@ -618,29 +658,16 @@ class Run:
         # An interrupt may reach one rank only; completion and divergence reach them all.
         collective = self.status in ("completed", "diverged")
         paths = {"checkpoint": self._write_checkpoint(collective=collective)}
-        results = self._results(paths)
+        results = self._results(paths) if self.grid is None else self._sweep_results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
-        targets = self.data.targets
         summary = {
             "status": self.status,
             "config": self.config.to_json(),
             "device": self.backend.spec,
             "dtype": self.backend.dtype_name,
             "step": self.step,
-            "data": {
-                "source": self.data.source,
-                "rows": int(self.data.X.shape[0]),
-                "validation_rows": _rows(self.data.X_val),
-                "features": int(self.data.X.shape[1]),
-                "standardized": self.data.standardizer is not None,
-                "streamed": self.data.streamed,
-            },
-            "loss": {
-                "name": targets.loss,
-                "chosen": targets.reason,
-                "outputs": targets.outputs,
-                "classes": None if targets.labels is None else targets.labels.to_json(),
-            },
+            "data": self._data_summary(),
+            "loss": self._loss_summary(),
             "model": list(self.model.sizes),
             "epochs": snap.epoch,
             **results,
@@ -649,17 +676,38 @@ class Run:
             "paths": paths,
         }
         text = strict_json(summary, indent=2).encode()
-        self._write(
-            paths["metrics"], lambda: atomic_write(paths["metrics"], lambda f: f.write(text))
-        )
+        if self.writes:
+            with about("run_dir"):
+                atomic_write(paths["metrics"], lambda f: f.write(text))
         return summary
+
+    def _data_summary(self) -> dict:
+        data = self.data
+        return {
+            "source": data.source,
+            "rows": int(data.X.shape[0]),
+            "validation_rows": _rows(data.X_val),
+            "features": int(data.X.shape[1]),
+            "standardized": data.standardizer is not None,
+            "streamed": data.streamed,
+        }
+
+    def _loss_summary(self) -> dict:
+        targets = self.data.targets
+        return {
+            "name": targets.loss,
+            "chosen": targets.reason,
+            "outputs": targets.outputs,
+            "classes": None if targets.labels is None else targets.labels.to_json(),
+        }
 
     def _results(self, paths: dict) -> dict:
         """Write the model file (when asked, on completion) and loss.png, adding their
         paths to ``paths``; the summary's training results. Only on the writing rank."""
         history = self._snap.history
         if self.writes and self.save_path is not None and self.status == "completed":
-            paths["model"] = str(self.trained_model().save(self.save_path))
+            with about("save"):
+                paths["model"] = str(self.trained_model().save(self.save_path))
         if self.writes and history.get("loss"):
             paths["plot"] = str(plot_history(self.dir / "loss.png", history, self.model.loss))
         validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
@@ -667,6 +715,125 @@ class Run:
             "final_train_loss": history["loss"][-1] if history.get("loss") else None,
             "metrics": {"validation": validation, "history": history},
         }
+
+    def _sweep_results(self, paths: dict) -> dict:
+        """A sweep's results (:func:`model.sweep.sweep_results`), its model files written
+        when it completed."""
+        by = (
+            "val_accuracy"
+            if self.model.is_classifier and self.data.X_val is not None
+            else ("val_loss" if self.data.X_val is not None else "loss")
+        )
+        models = None
+        if self.status == "completed":
+            models = [self.trained_model(r) for r in range(len(self.grid))]
+        return sweep_results(
+            self.grid, self.diverged, self._snap.history, by, models, paths,
+            save=self.save_path, save_all=self.save_all, folder=self.dir, loss=self.model.loss,
+        )  # fmt: skip
+
+
+def _resume_keywords():
+    return ("epochs", "lr", "run_dir", "save", "save_all", "overwrite", "checkpoint_every",
+            "comm", *(f for f in RunConfig.__dataclass_fields__ if f not in RESUMABLE))  # fmt: skip
+
+
+def _training_of(stored: ModelFile, source) -> dict:
+    """The training meta of a checkpoint; a CheckpointError for a model file without it."""
+    info = stored.training
+    if not isinstance(info, dict) or not {"config", "epoch", "rng", "history"} <= set(info):
+        raise CheckpointError(
+            f"{source} is a model file without training state; it can be used for prediction "
+            "or to start a new run (init), not resumed"
+        )
+    return info
+
+
+def _grid_of(info: dict, replicas: int | None, source) -> list | None:
+    """A sweep checkpoint's grid (one dict of swept values per replica); None for one
+    network's checkpoint."""
+    if replicas is None:
+        return None
+    grid, diverged = info.get("grid"), info.get("diverged")
+    if not isinstance(grid, list) or not isinstance(diverged, list) or len(grid) != replicas:
+        raise CheckpointError(f"{source}: its sweep grid is missing")
+    return grid
+
+
+def _fixed_settings(config: RunConfig, network, fixed: dict) -> str | None:
+    """Check that the settings a resume names (``fixed``) are the run's own; returns the
+    data file's new path when it moved (its fingerprint is checked later), else None."""
+    moved = None
+    # what the run used: the inferred loss, the data file where no dataset was set
+    used = {"loss": network.loss, "dataset": config.data, "data": config.dataset}
+    for name, value in fixed.items():
+        stored = getattr(config, name)
+        if stored is None:
+            stored = used.get(name)
+        same_file = name == "data" and Path(str(value)).resolve() == Path(str(stored))
+        if name == "data" and config.data is not None and value and not same_file:
+            moved = str(Path(str(value)).resolve())
+            continue
+        if value is not None and value != stored and not same_file:
+            raise ConfigError(
+                f"{name} cannot change when resuming (the run was made with "
+                f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can (the "
+                "device and the outputs are chosen anew), so start a new run for this",
+                setting=name,
+            )
+    return moved
+
+
+def _unfinished(source: Path, done: int, epochs: int) -> bool:
+    """Whether a run that trained all its epochs (``done`` >= ``epochs``) lacks what it
+    writes last: metrics.json of a completed run, or loss.png (a kill between the final
+    checkpoint and those files). Resuming it then writes them."""
+    import json
+
+    folder = source.parent
+    try:
+        status = json.loads((folder / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    return done == epochs and (status != "completed" or not (folder / "loss.png").is_file())
+
+
+def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> PreparedData:
+    """The resumed run's data, prepared with its classes and standardization, and checked
+    to be the data it trained on (present, and the same fingerprint)."""
+    if config.data is not None and not Path(config.data).is_file():
+        raise DataError(
+            f"the run's data file {config.data} is gone; if it moved, give its new path "
+            "(the run checks that it holds the same data)",
+            setting="data",
+        )
+    data = prepare_data(config, labels=stored.labels, standardizer=stored.standardizer,
+                        stream=_stream(comm, grid), comm=comm)  # fmt: skip
+    if info.get("data_sha256") not in (None, data.fingerprint):
+        raise CheckpointError(
+            f"the data of {config.data or config.dataset} changed since the run was made "
+            "(its fingerprint differs), so the run cannot continue bit for bit; restore "
+            "the data (or give the path it moved to), or start a new run on the new data",
+            setting="data",
+        )
+    return data
+
+
+def _check_one_process(grid, comm) -> None:
+    if grid is not None and comm is not None:
+        raise ConfigError(
+            "a sweep trains its replicas in one process; run it without mpiexec",
+            setting="sweep",
+        )
+
+
+def _stream(comm, grid) -> bool | None:
+    """``prepare_data``'s ``stream``: never for a sweep (replicas train on data held on
+    their device); by size alone for one process; whenever the file allows for several
+    ranks, so that each reads only its own rows of each batch."""
+    if grid is not None:
+        return False
+    return True if comm is not None and comm.size > 1 else None
 
 
 def _check_environment() -> None:
@@ -685,7 +852,7 @@ def _rows(X) -> int:
     return 0 if X is None else int(X.shape[0])
 
 
-def _log_setup(config: RunConfig, data: PreparedData, model: MLP, swept=()) -> None:
+def _log_setup(config: RunConfig, data: PreparedData, model: Sequential, swept=()) -> None:
     """The data, loss and model lines; a setting in ``swept`` is said to be swept."""
     targets = data.targets
     classes = "" if targets.labels is None else f", classes {_short(targets.labels.to_json())}"
@@ -701,10 +868,17 @@ def _log_setup(config: RunConfig, data: PreparedData, model: MLP, swept=()) -> N
     logger.info(
         "loss: %s (%s), %d output(s)%s", targets.loss, targets.reason, targets.outputs, classes
     )
+    extras = "".join(
+        f", {text}"
+        for text, on in ((f"{config.norm} norm", config.norm != "none"),
+                         (f"dropout {config.dropout:g}", config.dropout > 0))
+        if on
+    )  # fmt: skip
     logger.info(
-        "model: %s, %s, optimizer %s lr %s, %s, %s",
+        "model: %s, %s%s, optimizer %s lr %s, %s, %s",
         "-".join(map(str, model.sizes)),
         "/".join(model.layer_activations),
+        extras,
         config.optimizer,
         "swept" if "lr" in swept else f"{config.lr:g}",
         config.dtype,

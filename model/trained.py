@@ -1,19 +1,9 @@
 """A trained model as a file you can use: the network, its parameters, and the
 preprocessing its inputs went through, saved together and applied together.
 
-The model file (``.npz``, see :mod:`model.checkpoint`) holds the parameters and one JSON
-``meta`` entry::
-
-    format, format_version   "handgrad-model", 2
-    handgrad_version         the version that wrote it
-    model                    sizes, activation, output, loss, bias (an :class:`MLP`)
-    dtype                    the training dtype, "float32" or "float64"
-    classes                  the class labels in output order (classifiers), else null
-    preprocessing            {"standardize": {"mean": [...], "sd": [...]} or null}
-    training                 checkpoints only: config, epoch, optimizer step, RNG, history
-
-Loading checks every field and shape and raises :class:`CheckpointError` naming what is
-wrong. Prediction standardizes raw rows exactly as training did, runs the network on any
+The file is a model file (:mod:`model.files` has the format). Loading checks every
+field and shape and raises :class:`CheckpointError` naming what is wrong. Prediction
+standardizes raw rows exactly as training did, runs the network (evaluation mode) on any
 backend, and maps output indices back to the class labels (a model trained on labels
 {3, 7, 9} predicts 3, 7 and 9).
 """
@@ -21,46 +11,22 @@ backend, and maps output indices back to the class labels (a model trained on la
 from __future__ import annotations
 
 import dataclasses
-import json
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from backends import DTYPES, get_backend
-from backends.errors import HandgradError
-from model.checkpoint import (
-    CheckpointError,
-    from_file_names,
-    read_meta,
-    read_npz,
-    to_file_names,
-    write_npz,
-)
-from model.data import DataError, check_finite, check_range
+from backends import get_backend
+from backends.errors import DataError, HandgradError
+from model.checkpoint import CheckpointError
+from model.data import check_finite, check_range
+from model.files import ModelFile, read_meta, read_model_file, write_model_file
 from model.folders import check_model_file, check_output_file, checkpoint_path
-from model.mlp import MLP
+from model.network import Sequential
 from model.preprocessing import LabelEncoder, Standardizer
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "TrainedModel",
-    "load_checkpoint",
-    "predictions_csv",
-    "training_progress",
-]
+__all__ = ["TrainedModel", "load_checkpoint", "predictions_csv", "training_progress"]
 
-FORMAT, FORMAT_VERSION = "handgrad-model", 2
-_MODEL_KEYS = {"sizes", "activation", "output", "loss", "bias"}
 _CHUNK_ROWS = 65536  # rows per forward pass at prediction time: bounded device memory
-
-
-def _version() -> str:
-    try:
-        return metadata.version("handgrad")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,7 +35,7 @@ class TrainedModel:
     was trained in, and its preprocessing: a :class:`Standardizer` for the inputs (or
     None) and a :class:`LabelEncoder` for the classes (classifiers only)."""
 
-    model: MLP
+    model: Sequential
     params: dict
     dtype: str = "float32"
     standardizer: Standardizer | None = None
@@ -77,35 +43,17 @@ class TrainedModel:
 
     # ------------------------------------------------------------------ files
 
-    def meta(self) -> dict:
-        """The JSON ``meta`` entry of this model's file (without ``training``)."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "handgrad_version": _version(),
-            "model": {k: _jsonable(v) for k, v in dataclasses.asdict(self.model).items()},
-            "dtype": self.dtype,
-            "classes": None if self.labels is None else self.labels.to_json(),
-            "preprocessing": {
-                "standardize": None if self.standardizer is None else self.standardizer.to_json()
-            },
-        }
-
     def save(self, path, *, training: dict | None = None, state: dict | None = None) -> Path:
         """Write the model file (atomically). ``training`` and the host optimizer ``state``
         make it a checkpoint that a run can resume from."""
         path = check_output_file(path, "save")
         if training is None:  # a model file: never in place of a run's own files
             path = check_model_file(path)
-        arrays = to_file_names(self.model, self.params)
-        meta = self.meta()
-        if training is not None:
-            meta["training"] = {**training, "optimizer_step": (state or {}).get("step", 0)}
-            for buffer, values in (state or {}).items():
-                if isinstance(values, dict):
-                    arrays.update({f"opt.{buffer}.{k}": v for k, v in values.items()})
-        arrays["meta"] = np.array(json.dumps(meta))
-        return write_npz(path, arrays)
+        return write_model_file(path, self._file(training=training, state=state))
+
+    def _file(self, **fields) -> ModelFile:
+        return ModelFile(self.model, self.params, self.dtype, self.standardizer, self.labels,
+                         **fields)  # fmt: skip
 
     @classmethod
     def load(cls, path) -> TrainedModel:
@@ -192,10 +140,18 @@ class TrainedModel:
         (``confusion[i][j]``: rows of class ``classes[i]`` predicted as ``classes[j]``),
         from one forward pass."""
         backend = backend or get_backend("cpu", self.dtype)
-        y = np.asarray(y)
-        if y.shape[0] != np.shape(X)[0]:
-            raise DataError(f"X has {np.shape(X)[0]} rows but y has {y.shape[0]}; they must match")
         inputs = backend.asarray(self._checked_inputs(X, backend))
+        y = np.asarray(y)
+        wanted = "class labels" if self.labels is not None else "target values"
+        if y.ndim == 0 or y.dtype.kind not in "biuf":
+            got = f"a single {y.dtype} value" if y.ndim == 0 else f"{y.dtype} values"
+            raise DataError(f"y holds {got}; pass one row of numbers ({wanted}) per row of X")
+        if y.shape[0] != inputs.shape[0] or not y.shape[0]:
+            raise DataError(
+                f"X has {inputs.shape[0]} rows and y {y.shape[0]}; pass the same number, at "
+                "least one"
+            )
+        check_finite(y, "y")
         if self.labels is None:
             target = backend.asarray(y[:, None] if y.ndim == 1 else y)
         else:
@@ -245,104 +201,34 @@ def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=No
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
 def load_checkpoint(path, *, training: bool = True):
-    """Read a model file or checkpoint: ``(TrainedModel, training meta, host optimizer
-    state)``. With ``training=True`` the file must be a checkpoint."""
-    arrays = read_npz(path)
-    meta = read_meta(arrays, path)
-    if meta is None:
-        raise CheckpointError(
-            f"{path} holds no model description (no 'meta' entry), so it is not a model "
-            "file or checkpoint; if it holds a network's parameters (W1, b1, ...), it can "
-            "start a training run (init)"
-        )
-    if meta.get("format") == "handgrad-checkpoint-1":
-        raise CheckpointError(
-            f"{path} was written by handgrad 0.1 (format handgrad-checkpoint-1), which this "
-            "version cannot resume or predict with; start a new run from its parameters "
-            "(init) instead"
-        )
-    if meta.get("format") == "handgrad-sweep":
+    """Read one network's model file or checkpoint: ``(TrainedModel, training meta, host
+    optimizer state)``. With ``training=True`` the file must be a checkpoint."""
+    f = read_model_file(path)
+    if f.replicas is not None:
         raise CheckpointError(
             f"{path} holds a sweep of several models (one per replica); resume it as a sweep, "
             "or take one replica out of it (model.sweep.load_sweep, or scripts/export.py)"
         )
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is not a handgrad model file (format {meta.get('format')!r}, version "
-            f"{meta.get('format_version')!r}; this version reads {FORMAT!r} {FORMAT_VERSION})"
-        )
-    trained = _model_from_meta(meta, arrays, str(path))
+    trained = TrainedModel(f.network, f.params, f.dtype, f.standardizer, f.labels)
     if not training:
         return trained, None, None
-    info = meta.get("training")
-    if not isinstance(info, dict) or not {"config", "epoch", "rng", "history"} <= set(info):
+    if f.training is None or not {"config", "epoch", "rng", "history"} <= set(f.training):
         raise CheckpointError(
             f"{path} is a model file without training state; it can be used for prediction "
             "or to start a new run (init), not resumed"
         )
-    state = {"step": info.get("optimizer_step", 0)}
-    for key in [k for k in arrays if k.startswith("opt.")]:
-        _, buffer, name = key.split(".", 2)
-        state.setdefault(buffer, {})[name] = arrays[key]
-    for buffer, values in state.items():
-        if buffer != "step":
-            state[buffer] = from_file_names(trained.model, values, f"{path} (optimizer {buffer})")
-    return trained, info, state
+    return trained, f.training, f.state
 
 
 def training_progress(path) -> str | None:
     """ "epoch E of N" for a checkpoint (E completed of the N it was to train); None for a
     model file without training state."""
-    info = (read_meta(read_npz(path, ("meta",)), path) or {}).get("training")
+    info = (read_meta(path) or {}).get("training")
     try:
         return f"epoch {int(info['epoch'])} of {int(info['config']['epochs'])}"
     except (TypeError, KeyError, ValueError):
         return None
-
-
-def _model_from_meta(meta: dict, arrays: dict, source: str) -> TrainedModel:
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or set(spec) != _MODEL_KEYS:
-        raise CheckpointError(f"{source}: 'model' must have exactly the keys {sorted(_MODEL_KEYS)}")
-    try:
-        if not isinstance(spec["sizes"], list) or not isinstance(spec["bias"], bool):
-            raise TypeError("sizes must be a list and bias true or false")
-        activation = spec["activation"]
-        model = MLP(
-            tuple(spec["sizes"]),
-            activation=tuple(activation) if isinstance(activation, list) else activation,
-            output=spec["output"],
-            loss=spec["loss"],
-            bias=spec["bias"],
-        )
-    except (HandgradError, TypeError) as exc:
-        raise CheckpointError(f"{source}: the model description is invalid: {exc}") from None
-    if meta.get("dtype") not in DTYPES:
-        raise CheckpointError(f"{source}: dtype must be one of {DTYPES}, got {meta.get('dtype')!r}")
-    params = {k: v for k, v in arrays.items() if not k.startswith("opt.")}
-    host = from_file_names(model, params, source)
-    labels = None
-    try:
-        if model.is_classifier:
-            count = 2 if model.loss == "bce" else model.sizes[-1]
-            labels = LabelEncoder.from_json(meta.get("classes"), count, source)
-        elif meta.get("classes") is not None:
-            raise DataError(f"{source}: a {model.loss} model has no classes")
-        pre = meta.get("preprocessing")
-        if not isinstance(pre, dict) or set(pre) != {"standardize"}:
-            raise DataError(f"{source}: 'preprocessing' must be {{'standardize': ... or null}}")
-        scale = pre["standardize"]
-        standardizer = (
-            None if scale is None else Standardizer.from_json(scale, model.sizes[0], source)
-        )
-    except DataError as exc:
-        raise CheckpointError(str(exc)) from None
-    return TrainedModel(model, host, meta["dtype"], standardizer, labels)
 
 
 def _finite(out: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ step's matrix products alone, cuBLAS sgemm through CuPy); each row shows the fra
 that floor it reaches.
 
 Replica cases: R networks with their own seeds and learning rates (lr log-spaced over
-[0.01, 1]), trained in one batched pass (model.replicas.fit_replicas) against the same R
+[0.01, 1]), trained in one batched pass (model.fit.fit on replica-stacked parameters) against the same R
 trained one after another (model.fit.fit), each replica's shuffles and initial weights
 drawn from its own seed; accuracy is the mean training accuracy over the R replicas
 (the same for both: the results agree). CPU: R = 64 digits 64-64-10, sigmoid, softmax
@@ -85,7 +85,7 @@ from model.checkpoint import atomic_write
 from model.data import load_dataset
 from model.fit import run_epoch
 from model.folders import check_creatable, check_output_file, refuse_replacing
-from model.replicas import fit_replicas, init_replicas, per_replica, replica
+from model.replicas import init_replicas, per_replica, replica
 from model.streaming import open_memmap
 
 BUSY_CORES = 0.25  # other processes' average CPU use above which a case is marked busy
@@ -614,8 +614,8 @@ def replica_case(case, sizes, activation, loss, count, batch, epochs, data, back
         rngs = [host_rng(seed + r) for r in range(count)]
         params = init_replicas(model, backend, rngs)
         opt = per_replica(SGD(0.1), lr=lrs, like=params["W1"])
-        fit_replicas(model, params, Xd, yd, optimizer=opt, epochs=epochs, batch_size=batch,
-                     rngs=rngs)  # fmt: skip
+        fit(model, params, Xd, yd, optimizer=opt, epochs=epochs, batch_size=batch, rng=rngs,
+            divergence="freeze")  # fmt: skip
         return statistics.fmean(accuracy(replica(params, r)) for r in range(count))
 
     def one_by_one(seed):

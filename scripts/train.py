@@ -30,11 +30,12 @@ from model.config import DEFAULT_LR, MODELS, RunConfig
 from model.data import DATASETS
 from model.fit import DivergenceError
 from model.losses import LOSSES
+from model.mlp import NORMS
 from model.optimizers import OPTIMIZERS
 from model.report import strict_json
 from model.run import CHECKPOINT_EVERY, Run
 from model.signals import Terminated
-from model.sweep import SWEEPABLE, Sweep, is_sweep, parse_sweep
+from model.sweep import SWEEPABLE, parse_sweep
 
 FLAGS = {"run_dir": "--out"}  # setting -> flag, where the flag is not --<setting>
 CONFIG_FLAGS = [f.name for f in RunConfig.__dataclass_fields__.values()]
@@ -58,6 +59,19 @@ def parse_args(argv):
     p.add_argument(
         "--activation",
         help="mlp hidden activation: identity, sigmoid, tanh, relu, softmax (default: relu)",
+    )
+    p.add_argument(
+        "--norm",
+        choices=tuple(NORMS),
+        help="mlp: normalize each hidden layer before its activation: none (default), layer "
+        "(per row) or batch (per feature over the batch)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help="mlp: drop each hidden activation with probability P in training, 0 <= P < 1 "
+        "(default: 0)",
     )
     p.add_argument(
         "--loss",
@@ -192,28 +206,19 @@ def start_run(args, comm=None):
     }
     config = None if args.resume is not None else RunConfig(**given)
     sweep = None if args.sweep is None else parse_sweep(args.sweep)
-    resuming_sweep = args.resume is not None and is_sweep(args.resume)
-    if comm is not None and (sweep is not None or resuming_sweep):
-        raise HandgradError("a sweep trains its replicas in one process; run it without mpiexec")
     both = sorted(set(sweep or ()) & set(given))
     if both:
         raise HandgradError(
             f"--{both[0].replace('_', '-')} and --sweep {both[0]}=... both set it; keep one"
         )
-    if args.save_all is not None and args.resume is not None and not resuming_sweep:
-        raise HandgradError(f"--save-all saves a sweep's replicas; {args.resume} is not a sweep")
     device = args.device
     if comm is not None:
         device = rank_device(device, comm.local_rank, probe_cuda()[1])
     backend = get_backend(device, "float32")
-    if resuming_sweep:
-        run = Sweep.resume(args.resume, save_all=args.save_all, **common, **given)
-    elif config is None:
-        run = Run.resume(args.resume, **common, **given)
-    elif sweep is not None:
-        run = Sweep.start(config, sweep, init=args.init, save_all=args.save_all, **common)
+    if config is None:
+        run = Run.resume(args.resume, save_all=args.save_all, **common, **given)
     else:
-        run = Run.start(config, init=args.init, **common)
+        run = Run.start(config, sweep=sweep, init=args.init, save_all=args.save_all, **common)
     return run, backend.with_dtype(run.config.dtype)
 
 

@@ -1,0 +1,220 @@
+"""Checks of what the training loop is given, made before it trains: one error naming
+the argument and the fix, never a raw NumPy error halfway through (see
+:func:`model.fit.fit`). Each check reads back at most a few values: a few
+synchronizations per call, none per epoch."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from backends.errors import ConfigError, DataError, check_number
+from backends.transfer import is_host, is_streamed, to_numpy
+
+__all__ = ["EVAL_ROWS", "check_inputs", "check_schedule", "param_layout"]
+
+EVAL_ROWS = 8192  # rows per block of a check (and of evaluate): bounded temporaries
+
+
+def param_layout(net, params) -> int | None:
+    """None for one network's parameters, R for parameters stacked along a leading axis
+    of R networks (:mod:`model.replicas`); a ConfigError naming what is wrong otherwise
+    (a missing or unknown name, a shape that fits neither, a value that is not an array)."""
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(
+            f"params must be a dict of arrays (network name -> array), got "
+            f"{type(params).__name__}; draw them with network.init_params(backend, rng)"
+        )
+    shapes = net.param_shapes()
+    missing, unknown = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    if missing or unknown:
+        what = f"lacks {', '.join(missing)}" if missing else f"has unknown {', '.join(unknown)}"
+        raise ConfigError(
+            f"params {what}; this network's parameters are {', '.join(shapes)}: draw them "
+            "with network.init_params(backend, rng)"
+        )
+    counts = set()
+    for name, p in params.items():
+        shape = getattr(p, "shape", None)
+        if shape is None or not hasattr(p, "dtype"):
+            raise ConfigError(
+                f"parameter {name} is {_where(p)}, not an array; move it with backend.asarray"
+            )
+        shape = tuple(shape)
+        if shape == shapes[name]:
+            counts.add(None)
+        elif len(shape) == len(shapes[name]) + 1 and shape[1:] == shapes[name]:
+            counts.add(shape[0])
+        else:
+            counts.add("bad")
+        if "bad" in counts or len(counts) > 1:
+            raise ConfigError(
+                f"parameter {name} has shape {shape}, but this network needs "
+                f"{shapes[name]} (or, for R replicas stacked, (R, *{shapes[name]}), the same R "
+                "for every parameter); draw them with network.init_params (init_replicas)"
+            )
+    return counts.pop()
+
+
+def _where(a) -> str:
+    """An array's library and device, for messages ("a numpy array on cpu")."""
+    try:
+        xp = array_namespace(a)
+    except TypeError:
+        return f"a {type(a).__name__}"
+    return f"a {xp.__name__.removeprefix('array_api_compat.')} array on {device(a)}"
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).rpartition(".")[2]
+
+
+def check_schedule(epochs, batch_size, start_epoch) -> None:
+    """ConfigError unless ``0 <= start_epoch <= epochs`` are integers (equal: nothing left
+    to train) and ``batch_size`` is None or a positive integer."""
+    check_number("start_epoch", start_epoch, integer=True, low=0)
+    check_number("epochs", epochs, integer=True, low=start_epoch)
+    if batch_size is not None:
+        check_number("batch_size", batch_size, integer=True, low=1)
+
+
+def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
+    """Check that the parameters share one array namespace, device and floating dtype,
+    and that (X, Y) can train them: both on that device, X with that dtype and Y with it
+    too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,
+    cast per batch). Then their shapes and values (:func:`_check_values`). Returns True
+    for streamed data. Raises ConfigError naming the array that differs and the fix, or
+    DataError for values that cannot train."""
+    for name, a in zip(names, (X, Y), strict=True):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise ConfigError(
+                f"{name} is {_where(a)}, not an array; convert it with backend.asarray"
+            )
+    first_name, first = next(iter(params.items()))
+    fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
+    for name, p in params.items():
+        if _where(p) != _where(first):
+            raise ConfigError(
+                f"parameter {name} is {_where(p)} but {first_name} is {_where(first)}; {fix}"
+            )
+        xp = array_namespace(p)
+        if p.dtype != first.dtype or not xp.isdtype(p.dtype, "real floating"):
+            raise ConfigError(
+                f"parameter {name} is {_dtype_name(p.dtype)} and {first_name} is "
+                f"{_dtype_name(first.dtype)}; the "
+                f"parameters need one floating dtype: {fix}"
+            )
+    x_name, y_name = names
+    if X.shape[0] != Y.shape[0]:
+        raise ConfigError(
+            f"{x_name} has {X.shape[0]} rows but {y_name} has {Y.shape[0]}; they must match"
+        )
+    labels_ok = model.is_classifier
+    if is_streamed(X, xp) or is_streamed(Y, xp):
+        for name, a, other in ((x_name, X, y_name), (y_name, Y, x_name)):
+            if not is_host(a):
+                raise ConfigError(
+                    f"{name} is {_where(a)} but {other} is host NumPy "
+                    "data, streamed to the device batch by batch; pass both as host NumPy "
+                    "arrays, or move both with backend.asarray"
+                )
+            kinds = "fiu" if a is X or labels_ok else "f"
+            if a.dtype.kind not in kinds:
+                raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
+        _check_values(model, X, Y, names, streamed=True)
+        return True
+    move = "move it with backend.asarray (the parameters' backend)"
+    for name, a in ((x_name, X), (y_name, Y)):
+        if _where(a) != _where(first):
+            raise ConfigError(
+                f"{name} is {_where(a)} but the parameters are {_where(first)}; {move}"
+            )
+    dtype = _dtype_name(first.dtype)
+    if X.dtype != first.dtype:
+        raise ConfigError(
+            f"{x_name} is {_dtype_name(X.dtype)} but the parameters are {dtype}; {move}"
+        )
+    if xp.isdtype(Y.dtype, "integral") and not labels_ok:
+        raise ConfigError(
+            f"{y_name} holds integer labels, but the loss {model.loss_spec.name!r} needs "
+            f"{dtype} targets; {move}"
+        )
+    if not xp.isdtype(Y.dtype, "integral") and Y.dtype != first.dtype:
+        labels = " or pass integer class labels" if labels_ok else ""
+        raise ConfigError(
+            f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
+        )
+    _check_values(model, X, Y, names, streamed=False)
+    return False
+
+
+def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
+    """X of shape (n, d), n >= 1, for the model's d inputs; Y integer class labels of
+    shape (n,) within the model's classes (0..K-1; 0/1 for bce, also of shape (n, 1)), or
+    targets of shape (n, K) (also (n,) when K = 1), a classifier's within [0, 1]; X and Y
+    finite unless ``streamed`` (a file is checked a block at a time before training,
+    :func:`model.data.validate`: a pass here would read it again). Each check reads back
+    one value: a few synchronizations per call, none per epoch."""
+    (x_name, y_name), d, k = names, model.sizes[0], model.sizes[-1]
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ConfigError(
+            f"{x_name} has shape {tuple(X.shape)} but the model takes {d} features per row; "
+            f"pass an array of shape (n, {d})"
+        )
+    if X.shape[0] == 0:
+        raise DataError(f"{x_name} has no rows; pass at least one")
+    xp = array_namespace(Y)
+    loss = model.loss_spec.name
+    labels = model.is_classifier and xp.isdtype(Y.dtype, "integral")
+    if labels:
+        ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
+        expected = "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
+    else:
+        ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
+        expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
+        if loss == "cross_entropy":
+            expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
+    if not ok:
+        fix = ""
+        if labels and Y.shape[1:] == (1,):
+            fix = "; pass the labels as one column of shape (n,): y.reshape(-1)"
+        elif model.is_classifier and Y.ndim == 1:  # labels as floats, likely
+            how = (
+                "np.asarray(y, dtype=np.int64)"
+                if streamed
+                else "backend.asarray(y, dtype=backend.xp.int64)"
+            )
+            fix = f"; make float labels integers: {how}"
+        raise ConfigError(
+            f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
+            f"{loss!r}) trains on {expected}{fix}"
+        )
+    if model.is_classifier:
+        lo, hi = to_numpy(xp.stack([xp.min(Y), xp.max(Y)])).tolist()
+        classes = 2 if loss == "bce" else k
+        if labels and (lo < 0 or hi >= classes):
+            raise DataError(
+                f"{y_name} holds labels from {lo} to {hi}, but the model has {classes} "
+                f"classes, labelled 0 to {classes - 1}; map the labels onto 0..{classes - 1} "
+                "(model.preprocessing.LabelEncoder does), or size the output layer for them"
+            )
+        if not labels and (lo < 0 or hi > 1):
+            raise DataError(
+                f"{y_name} holds targets from {lo:g} to {hi:g}, but the loss {loss!r} takes "
+                "probabilities in [0, 1] (0/1 values or one-hot rows); pass class labels as "
+                "integers, or use a regression loss (mse, sse)"
+            )
+    if not streamed:
+        for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):
+            if not _all_finite(a, xp):
+                raise DataError(
+                    f"{name} holds NaN or infinite values; drop or impute those rows before "
+                    "training"
+                )
+
+
+def _all_finite(a, xp) -> bool:
+    """Whether every value of ``a`` is finite: blocks of EVAL_ROWS rows (temporaries of
+    bounded size), one read-back."""
+    n = a.shape[0]
+    flags = [xp.all(xp.isfinite(a[i : min(i + EVAL_ROWS, n), ...])) for i in range(0, n, EVAL_ROWS)]
+    return bool(xp.all(xp.stack(flags))) if flags else True

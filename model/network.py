@@ -1,0 +1,382 @@
+"""A network: a sequence of layers and the loss it trains with.
+
+    A_0 = X,   A_i = layer_i(A_{i-1}),   output A_L
+    backward: dC/dA_L from the loss (or dC/dZ_L for a loss on logits), then each layer's
+              backward in reverse order (model.layers)
+
+Parameters live in one dict under the network's names: a layer's own name followed by
+the number of the Dense layer it is or follows (``W1, b1`` for the first Dense layer,
+``gamma1, beta1`` for a normalization after it, ``running_mean1, running_var1`` for
+BatchNorm's state, ``W2, b2`` ...). The roles come from the layers (:class:`Param`):
+:attr:`Sequential.trained` (what the optimizer updates), :attr:`Sequential.decayed`
+(what weight decay applies to).
+
+Every formula holds unchanged for replica-stacked parameters (see :mod:`model.replicas`):
+each parameter with a leading axis of R networks, X shared (N, n_0) or per replica
+(R, N, n_0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+from array_api_compat import array_namespace
+
+from backends.errors import ConfigError
+from model.layers import Activation, Dense, Layer, Param, layer_from_json
+from model.losses import get_loss, logit_grad, one_hot
+
+__all__ = ["INITS", "Sequential"]
+
+INITS = ("auto", "xavier", "he", "uniform", "zeros")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequential:
+    """Layers applied in order, trained with ``loss``. Instances hold configuration
+    only; parameters are passed in and returned. A loss on logits (``bce``,
+    ``cross_entropy``) needs the last layer to end in its link (sigmoid, softmax): a Dense
+    layer with that activation, or that Activation layer."""
+
+    layers: tuple
+    loss: str = "mse"
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise ConfigError(
+                f"a network is a non-empty sequence of layers (Dense, Activation, Dropout, "
+                f"LayerNorm, BatchNorm), got {self.layers!r}"
+            )
+        if not any(isinstance(layer, Dense) for layer in layers):
+            raise ConfigError("a network needs at least one Dense layer")
+        width = None
+        for layer in layers:
+            width = layer.width(width)
+        loss = get_loss(self.loss)
+        last = layers[-1]
+        link = getattr(last, "activation", getattr(last, "name", None))
+        if loss.on_logits and link != loss.link:
+            raise ConfigError(
+                f"loss {loss.name!r} includes its own {loss.link} output: end the network "
+                f"with a Dense layer of activation {loss.link!r} (or leave the output unset "
+                f"in MLP), or pick loss 'mse' or 'sse'"
+            )
+        outputs = self.sizes[-1]
+        if loss.name == "cross_entropy" and outputs < 2:
+            raise ConfigError(
+                "cross_entropy needs at least 2 outputs (one per class); "
+                "for 2 classes with 1 output use loss 'bce'"
+            )
+        if loss.name == "bce" and outputs != 1:
+            raise ConfigError(
+                f"bce is the binary loss: it needs 1 output, got {outputs}; for "
+                f"{outputs} classes use loss 'cross_entropy'"
+            )
+        seen: dict[str, int] = {}
+        for i, names in enumerate(self._names):
+            for name in names.values():
+                if name in seen:
+                    raise ConfigError(
+                        f"layers {seen[name]} and {i} both have a parameter {name!r}: one "
+                        "normalization per Dense layer"
+                    )
+                seen[name] = i
+
+    # ------------------------------------------------------------------ structure
+
+    @functools.cached_property
+    def _names(self) -> tuple[dict[str, str], ...]:
+        """Per layer, its parameters' names -> the network's names."""
+        out, dense = [], 0
+        for layer in self.layers:
+            dense += isinstance(layer, Dense)
+            out.append({k: f"{k}{dense}" for k in layer.params()})
+        return tuple(out)
+
+    @functools.cached_property
+    def specs(self) -> dict[str, Param]:
+        """Every parameter's network name -> its :class:`Param` (shape and role), in
+        layer order."""
+        return {
+            names[k]: p
+            for layer, names in zip(self.layers, self._names, strict=True)
+            for k, p in layer.params().items()
+        }
+
+    @functools.cached_property
+    def trained(self) -> frozenset[str]:
+        """The parameters the optimizer updates."""
+        return frozenset(k for k, p in self.specs.items() if p.trained)
+
+    @functools.cached_property
+    def decayed(self) -> frozenset[str]:
+        """The parameters weight decay applies to (the Dense weights)."""
+        return frozenset(k for k, p in self.specs.items() if p.decay)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter, in order W1, b1, ..., W2, b2, ..."""
+        return {k: p.shape for k, p in self.specs.items()}
+
+    @functools.cached_property
+    def _dense(self) -> tuple[Dense, ...]:
+        return tuple(layer for layer in self.layers if isinstance(layer, Dense))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The input width, then each Dense layer's width."""
+        return (self._dense[0].inputs, *(d.outputs for d in self._dense))
+
+    @property
+    def depth(self) -> int:
+        """Number of Dense (weight) layers L."""
+        return len(self._dense)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def bias(self) -> bool:
+        """Whether every Dense layer has a bias."""
+        return all(d.bias for d in self._dense)
+
+    @functools.cached_property
+    def layer_activations(self) -> tuple[str, ...]:
+        """Per Dense layer, the activation its block applies: its own, or (after a
+        normalization) the Activation layer that follows it."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Dense):
+                continue
+            act = layer.activation
+            for after in self.layers[i + 1 :]:
+                if isinstance(after, Dense):
+                    break
+                if act == "identity" and isinstance(after, Activation):
+                    act = after.name
+            out.append(act)
+        return tuple(out)
+
+    @property
+    def loss_spec(self):
+        """The :class:`model.losses.Loss` this network is trained with."""
+        return get_loss(self.loss)
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for the losses whose targets are classes (bce, cross_entropy)."""
+        return self.loss_spec.on_logits
+
+    @functools.cached_property
+    def batch_statistics(self) -> bool:
+        """Whether a training step mixes the rows of a batch (BatchNorm)."""
+        return any(layer.batch_statistics for layer in self.layers)
+
+    @functools.cached_property
+    def stochastic(self) -> bool:
+        """Whether a training step draws random numbers (dropout)."""
+        return any(getattr(layer, "rate", 0.0) > 0 for layer in self.layers)
+
+    def to_json(self) -> dict:
+        """The description a model file stores (:meth:`from_json` reads it back)."""
+        return {"loss": self.loss, "layers": [layer.to_json() for layer in self.layers]}
+
+    @classmethod
+    def from_json(cls, data) -> Sequential:
+        """The network a :meth:`to_json` dict describes; a ConfigError for anything else."""
+        if not isinstance(data, dict) or set(data) != {"loss", "layers"}:
+            raise ConfigError("a network description has exactly the keys 'loss' and 'layers'")
+        if not isinstance(data["layers"], list):
+            raise ConfigError("a network's 'layers' is a list of layer descriptions")
+        return cls(tuple(layer_from_json(d) for d in data["layers"]), data["loss"])
+
+    # ------------------------------------------------------------------ parameters
+
+    def init_params(self, backend, rng, init: str = "auto") -> dict:
+        """Initial parameters, drawn on the host with ``rng`` and moved to ``backend``.
+
+        Dense weights: ``auto``: He normal N(0, 2/fan_in) where the block's activation is
+        relu, Xavier/Glorot uniform U(+-sqrt(6/(fan_in+fan_out))) elsewhere; ``he``,
+        ``xavier``; ``uniform``: U[0, 1), drawn layer by layer as seed 004's
+        ``np.random.rand`` does; ``zeros``: all zeros. Biases, shifts and running means
+        start at 0, scales and running variances at 1."""
+        if init not in INITS:
+            raise ConfigError(f"unknown init {init!r}; use one of: {', '.join(INITS)}")
+        try:
+            draw_uniform = rng.random
+        except AttributeError:
+            raise ConfigError(
+                f"rng must be a numpy.random.Generator (backends.host_rng(seed)), got "
+                f"{type(rng).__name__}",
+                setting="seed",
+            ) from None
+        xp, params = backend.xp, {}
+        activations = iter(self.layer_activations)
+        for name, spec in self.specs.items():
+            if spec.fill == "weight":
+                kind = init
+                if kind == "auto":
+                    kind = "he" if next(activations) == "relu" else "xavier"
+                if kind != "zeros":
+                    params[name] = backend.asarray(_draw(kind, spec.shape, rng, draw_uniform))
+                    continue
+            fill = xp.ones if spec.fill == "ones" else xp.zeros
+            params[name] = fill(spec.shape, dtype=backend.dtype, device=backend.device)
+        return params
+
+    # ------------------------------------------------------------------ the passes
+
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
+        """Forward pass: ``(A_L, cache)``. ``train``: training mode (batch statistics,
+        dropout, whose masks ``noise`` draws; see :class:`model.layers.Noise`).
+        ``inplace``: layers may overwrite the arrays the pass makes (NumPy, CuPy; see
+        :mod:`model.variants`), and :meth:`backward` then the cache."""
+        xp = xp or array_namespace(X)
+        self._check_features(X)
+        caches, A, own = [], X, False  # own: A is this pass's to overwrite (X is not)
+        loss = self.loss_spec
+        last = len(self.layers) - 1
+        for i, (layer, names) in enumerate(zip(self.layers, self._names, strict=True)):
+            needs_logits = i == last and loss.on_logits and loss.value_from_output is None
+            # A Dense layer writes into its own product only; the others into their input.
+            write = inplace and (own or isinstance(layer, Dense)) and not needs_logits
+            out, cache = layer.forward(
+                {k: params[g] for k, g in names.items()}, A, train=train, noise=noise,
+                inplace=write,
+            )  # fmt: skip
+            own = (out is not A or own) and not layer.caches_output
+            caches.append(cache)
+            A = out
+        return A, (caches, A)
+
+    def backward(self, params, cache, Y, /, *, scale=1.0, inplace=False, xp=None) -> dict:
+        """Gradients of the loss (times ``scale``) with respect to every trained
+        parameter (new arrays). ``Y`` as from :meth:`prepare_targets`; raw labels are
+        prepared here, at some cost per call. ``inplace`` as the forward pass was."""
+        caches, A_L = cache
+        xp = xp or array_namespace(A_L)
+        Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
+        grads: dict = {}
+        last = len(self.layers) - 1
+        head = self.layers[last]
+        local = self._local(params, last)
+        loss = self.loss_spec
+        if loss.on_logits:
+            dZ = logit_grad(A_L, Y, xp=xp, scale=scale, out=A_L if inplace else None)
+            dX, g = head.backward_z(local, caches[last], dZ, input_grad=last > 0)
+        else:
+            dA = loss.grad(A_L, Y, xp=xp, scale=scale)
+            dX, g = head.backward(local, caches[last], dA, inplace=inplace, input_grad=last > 0)
+        self._collect(grads, g, last)
+        for i in range(last - 1, -1, -1):
+            layer = self.layers[i]
+            dX, g = layer.backward(
+                self._local(params, i), caches[i], dX, inplace=inplace, input_grad=i > 0
+            )
+            self._collect(grads, g, i)
+        return grads
+
+    @functools.cached_property
+    def _widths(self) -> tuple:
+        """Each layer's input width (None where no earlier layer fixes it)."""
+        widths, width = [], None
+        for layer in self.layers:
+            widths.append(width)
+            width = layer.width(width)
+        return tuple(widths)
+
+    def skip_noise(self, noise) -> None:
+        """Draw what a training step's forward pass draws, and nothing else: a rank with
+        no rows in a batch keeps its generator in step with the others."""
+        for layer, width in zip(self.layers, self._widths, strict=True):
+            if getattr(layer, "rate", 0.0) > 0:
+                noise.uniform(width)
+
+    def new_state(self, cache) -> dict:
+        """The state parameters a training-mode forward pass renewed (BatchNorm's running
+        statistics), under the network's names."""
+        out = {}
+        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache[0], strict=True)):
+            for k, v in layer.new_state(layer_cache).items():
+                out[self._names[i][k]] = v
+        return out
+
+    def _local(self, params, i: int) -> dict:
+        return {k: params[g] for k, g in self._names[i].items()}
+
+    def _collect(self, grads: dict, layer_grads: dict, i: int) -> None:
+        names = self._names[i]
+        for k, g in layer_grads.items():
+            grads[names[k]] = g
+
+    def _check_features(self, X) -> None:
+        shape = getattr(X, "shape", None)
+        if shape is None or len(shape) not in (2, 3) or shape[-1] != self.n_inputs:
+            d = self.n_inputs
+            got = f"shape {tuple(shape)}" if shape is not None else f"a {type(X).__name__}"
+            raise ConfigError(
+                f"X has {got} but the network takes {d} features per row; pass an array of "
+                f"shape (n, {d})"
+            )
+
+    # ------------------------------------------------------------------ loss, prediction
+
+    def prepare_targets(self, Y, /, *, dtype, xp=None):
+        """Targets in the form backward expects, as floats of ``dtype``: one-hot rows for
+        cross_entropy labels, a column for 1-D targets of the other losses (bce's 0/1
+        labels included). Do it once, outside the training loop."""
+        xp = xp or array_namespace(Y)
+        if self.loss == "cross_entropy" and Y.ndim == 1:
+            return one_hot(Y, self.n_outputs, dtype=dtype, xp=xp)
+        if Y.ndim == 1:
+            Y = xp.reshape(Y, (Y.shape[0], 1))
+        return Y if Y.dtype == dtype else xp.astype(Y, dtype)
+
+    def loss_from_cache(self, cache, Y, /, *, xp=None):
+        """The loss value (a 0-d array, (R,) for replicas) of the forward pass that made
+        ``cache``. ``Y`` as from :meth:`prepare_targets`; raw labels are prepared here."""
+        caches, A_L = cache
+        xp = xp or array_namespace(A_L)
+        loss = self.loss_spec
+        Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
+        if loss.value_from_output is not None:
+            return loss.value_from_output(A_L, Y, xp=xp)
+        z = self.layers[-1].logits(caches[-1]) if loss.on_logits else A_L
+        return loss.value(z, Y, xp=xp)
+
+    def loss_value(self, params, X, Y, /, *, train=False, noise=None, xp=None):
+        """C(params; X, Y) as a 0-d array (evaluation mode unless ``train``)."""
+        _, cache = self.forward(params, X, train=train, noise=noise, xp=xp)
+        return self.loss_from_cache(cache, Y, xp=xp)
+
+    def predict(self, params, X, /, *, xp=None):
+        """Network output A_L (evaluation mode): probabilities for classifiers, values
+        otherwise."""
+        return self.forward(params, X, xp=xp)[0]
+
+    def predict_class(self, params, X, /, *, xp=None):
+        """Class labels: argmax of the softmax, or sigma(z) > 1/2 for bce (as int64)."""
+        xp = xp or array_namespace(X)
+        out = self.predict(params, X, xp=xp)
+        if self.loss == "cross_entropy":
+            return xp.argmax(out, axis=-1)
+        return xp.astype(out[..., 0] > 0.5, xp.int64)
+
+
+def _draw(kind: str, shape, rng, uniform):
+    """Host weights of ``shape`` (fan_in, fan_out) drawn as ``kind`` says."""
+    if kind == "uniform":
+        return uniform(shape)
+    fan_in, fan_out = shape
+    if kind == "he":
+        return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, shape)

@@ -13,6 +13,22 @@ Device strings
                        logged (and warned about when CuPy is installed but unusable).
 ``strict``             array-api-strict on its default device (tests: proves the code uses
 ``strict:DEVICE``      only the standard), e.g. ``strict:device1``, its emulated 2nd device.
+``torch``              PyTorch on the CPU (``torch:cpu`` too); needs ``handgrad[torch]``.
+``torch:cuda[:N]``     PyTorch on CUDA device N (0 by default): a CUDA build of PyTorch.
+``torch:mps``          PyTorch on Apple's GPU (Metal); float32 only (MPS has no float64).
+``jax``                JAX on its default device (a GPU when JAX has one, else the CPU);
+``jax:cpu``            needs ``handgrad[jax]``; ``jax:gpu:N`` (0 by default) needs JAX with
+``jax:gpu[:N]``        GPU support.
+
+A JAX backend turns on ``jax_enable_x64``: without it JAX computes a float64 request in
+float32 and int64 labels and indices in int32 (warning on every such array). The switch
+is process-global: from then on JAX's own defaults (``jnp.asarray(1.0)``, ``jnp.arange``)
+are 64-bit in the whole process, for other code using JAX too. handgrad passes ``dtype=``
+everywhere, so its float32 runs stay float32 (tested).
+
+PyTorch goes through array-api-compat's wrapper (``array_api_compat.torch``); JAX's
+``jax.numpy`` is itself an array API namespace (what ``array_namespace`` returns for a JAX
+array). JAX arrays are immutable: code that updates arrays in place is a silent no-op there.
 
 The ``HANDGRAD_DEVICE`` environment variable sets the default device string.
 
@@ -25,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import os
 import warnings
@@ -52,11 +69,19 @@ __all__ = [
 logger = logging.getLogger("handgrad")
 
 DTYPES = ("float32", "float64")
-VALID_DEVICES = "cpu, cuda, cuda:N, auto, strict, strict:device1"
+VALID_DEVICES = (
+    "cpu, cuda, cuda:N, auto, strict, strict:device1, torch, torch:cuda, torch:cuda:N, "
+    "torch:mps, jax, jax:cpu, jax:gpu, jax:gpu:N"
+)
 CUDA_EXTRAS = (
     "pip install -e '.[train,cuda12]' (CUDA 12) or -e '.[train,cuda13]' (CUDA 13) in the "
     "handgrad checkout"
 )
+# What each optional library is called in messages, and the extra that installs it.
+LIBRARIES = {
+    "torch": ("PyTorch", "pip install -e '.[torch]' in the handgrad checkout"),
+    "jax": ("JAX", "pip install -e '.[jax]' in the handgrad checkout"),
+}
 STRICT_API_VERSION = "2024.12"  # Python scalars in maximum/where/logaddexp
 
 
@@ -64,9 +89,10 @@ STRICT_API_VERSION = "2024.12"  # Python scalars in maximum/where/logaddexp
 class Backend:
     """One array library on one device with one floating dtype.
 
-    ``xp`` is the array API namespace (array-api-compat's wrapper for NumPy and CuPy,
-    array-api-strict itself). ``device`` is that library's device object and ``dtype`` its
-    dtype object, ready to pass as ``device=`` and ``dtype=``.
+    ``xp`` is the array API namespace (array-api-compat's wrapper for NumPy, CuPy and
+    PyTorch; array-api-strict and ``jax.numpy`` themselves). ``device`` is that library's
+    device object and ``dtype`` its dtype object, ready to pass as ``device=`` and
+    ``dtype=``.
     """
 
     name: str
@@ -113,7 +139,20 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait until queued device work is done (no-op on the host); use it around timings."""
-        if self.is_gpu:
+        if not self.is_gpu:
+            return
+        if self.name == "torch":
+            import torch
+
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            else:
+                torch.mps.synchronize()
+        elif self.name == "jax":
+            # JAX has no device-wide barrier: wait for a tiny computation queued behind
+            # the earlier ones on the device (XLA runs a device's computations in order).
+            (self.xp.zeros((), device=self.device) + 1).block_until_ready()
+        else:
             self.device.synchronize()
 
 
@@ -165,6 +204,10 @@ def _resolve(spec: str, dtype: str) -> Backend:
         return _cuda_backend(spec, dtype)
     if spec == "strict" or spec.startswith("strict:"):
         return _strict_backend(spec, dtype)
+    if spec == "torch" or spec.startswith("torch:"):
+        return _torch_backend(spec, dtype)
+    if spec == "jax" or spec.startswith("jax:"):
+        return _jax_backend(spec, dtype)
     raise ConfigError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device")
 
 
@@ -173,6 +216,8 @@ def _dtype(xp, name: str):
         raise ConfigError(
             f"unknown dtype {name!r}; use one of: {', '.join(DTYPES)}", setting="dtype"
         )
+    if array_api_compat.is_jax_namespace(xp):
+        _enable_x64()
     return getattr(xp, name)
 
 
@@ -266,3 +311,137 @@ def _strict_backend(spec: str, dtype: str) -> Backend:
             f"unknown array-api-strict device {spec!r}; valid: strict, {valid}", setting="device"
         )
     return Backend("array_api_strict", xp, devices[name.lower()], _dtype(xp, dtype), False, spec)
+
+
+def _unknown(spec: str) -> ConfigError:
+    return ConfigError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device")
+
+
+def _import_library(name: str, spec: str):
+    """Import ``torch`` or ``jax`` for device ``spec``, or raise the error naming its extra."""
+    label, extra = LIBRARIES[name]
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # not installed, or a broken install (missing libraries, ...)
+        reason = (
+            "it is not installed"
+            if isinstance(exc, ModuleNotFoundError)
+            else f"it failed to import ({type(exc).__name__}: {exc})"
+        )
+        raise DeviceUnavailableError(
+            f"device {spec!r} needs {label}: {reason}. Install it with {extra}, or use device "
+            "'cpu'",
+            setting="device",
+        ) from exc
+
+
+def _device_index(text: str, spec: str) -> int:
+    """N of a ``...:N`` suffix ("" means 0); anything but digits is an unknown device."""
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise _unknown(spec)
+    return int(text)
+
+
+def _torch_backend(spec: str, dtype: str) -> Backend:
+    kind, _, index_text = spec.partition(":")[2].partition(":")
+    if (
+        spec.endswith(":")
+        or kind not in ("", "cpu", "cuda", "mps")
+        or (index_text and kind != "cuda")
+    ):
+        raise _unknown(spec)
+    index = _device_index(index_text, spec)
+    torch = _import_library("torch", spec)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = (
+                "this PyTorch is a CPU-only build"
+                if torch.version.cuda is None
+                else "PyTorch finds no usable CUDA GPU or driver"
+            )
+            raise DeviceUnavailableError(
+                f"device {spec!r}: {why}. Install a CUDA build of PyTorch and check the GPU with "
+                "nvidia-smi, or use device 'torch' (the CPU)",
+                setting="device",
+            )
+        if index >= count:
+            raise DeviceUnavailableError(
+                f"device {spec!r}: only {count} CUDA device(s) found; use torch:cuda:0"
+                + (f" to torch:cuda:{count - 1}" if count > 1 else ""),
+                setting="device",
+            )
+        device, canonical = torch.device("cuda", index), f"torch:cuda:{index}"
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceUnavailableError(
+                f"device {spec!r}: PyTorch finds no MPS device (an Apple silicon GPU, macOS "
+                "12.3 or later, a PyTorch built with MPS); use device 'torch' (the CPU)",
+                setting="device",
+            )
+        if dtype == "float64":
+            raise ConfigError(
+                f"device {spec!r} has no float64 (Apple's MPS computes in float32 at most); "
+                "use dtype float32, or device 'torch' (the CPU) for float64",
+                setting="dtype",
+            )
+        device, canonical = torch.device("mps"), "torch:mps"
+    else:
+        device, canonical = torch.device("cpu"), "torch:cpu"
+    xp = array_api_compat.array_namespace(torch.empty(0))
+    return Backend("torch", xp, device, _dtype(xp, dtype), kind in ("cuda", "mps"), canonical)
+
+
+def _jax_backend(spec: str, dtype: str) -> Backend:
+    platform, _, index_text = spec.partition(":")[2].partition(":")
+    if (
+        spec.endswith(":")
+        or platform not in ("", "cpu", "gpu")
+        or (index_text and platform != "gpu")
+    ):
+        raise _unknown(spec)
+    index = _device_index(index_text, spec)
+    jax = _import_library("jax", spec)
+    if platform == "":
+        device = jax.devices()[0]  # the default backend's first device
+        platform = device.platform
+        index = jax.devices(platform).index(device) if platform == "gpu" else 0
+    else:
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as exc:  # "Unknown backend: 'gpu' requested, but no platforms..."
+            raise DeviceUnavailableError(
+                f"device {spec!r}: JAX finds no GPU ({str(exc).splitlines()[0]}). Install JAX "
+                "with GPU support (the jax[cuda12] or jax[cuda13] extra of jax) and check the "
+                "GPU with nvidia-smi, or use device 'jax' (the CPU here)",
+                setting="device",
+            ) from None
+        if index >= len(devices):
+            raise DeviceUnavailableError(
+                f"device {spec!r}: only {len(devices)} JAX GPU device(s) found; use jax:gpu:0"
+                + (f" to jax:gpu:{len(devices) - 1}" if len(devices) > 1 else ""),
+                setting="device",
+            )
+        device = devices[index]
+    canonical = {"cpu": "jax:cpu", "gpu": f"jax:gpu:{index}"}.get(platform, f"jax:{platform}")
+    xp = array_api_compat.array_namespace(jax.numpy.empty(0, device=device))  # jax.numpy
+    return Backend("jax", xp, device, _dtype(xp, dtype), platform != "cpu", canonical)
+
+
+def _enable_x64() -> None:
+    """Turn on ``jax_enable_x64`` for a JAX backend (process-global: see the module
+    docstring), without which JAX silently computes float64 in float32 and int64 in int32;
+    refuse the backend if JAX does not honour it."""
+    import jax
+
+    if jax.config.jax_enable_x64:
+        return
+    jax.config.update("jax_enable_x64", True)
+    if jax.numpy.zeros(1, dtype=jax.numpy.float64).dtype != jax.numpy.float64:
+        raise DeviceUnavailableError(
+            "JAX ignores jax_enable_x64 here and would compute float64 in float32 and int64 "
+            "in int32; set JAX_ENABLE_X64=1 before Python starts",
+            setting="device",
+        )

@@ -18,7 +18,9 @@ from array_api_compat import (
     array_namespace,
     is_array_api_strict_namespace,
     is_cupy_namespace,
+    is_jax_namespace,
     is_numpy_namespace,
+    is_torch_namespace,
 )
 
 __all__ = [
@@ -117,19 +119,31 @@ def row_chunks(a, nbytes: int = 2**25):
 
 def to_numpy(array) -> np.ndarray:
     """A new host NumPy copy of an array of any backend (one device-to-host copy). The
-    only way arrays cross to the host: CuPy refuses implicit conversion."""
+    only way arrays cross to the host: CuPy refuses implicit conversion.
+
+    Each library through its own conversion (CuPy ``.get()``, PyTorch ``.numpy()`` of
+    the host tensor, JAX's ``__array__``, which fetches from its device); any other
+    namespace through DLPack, never ``np.array`` on an array it does not know."""
     xp = array_namespace(array)
+    if is_numpy_namespace(xp):
+        return np.array(array, copy=True)
     if is_cupy_namespace(xp):
         return array.get()
+    if is_torch_namespace(xp):
+        host = array.detach().cpu()  # the tensor itself when it is on the CPU: copy below
+        return np.array(host.numpy(), copy=True)
+    if is_jax_namespace(xp):
+        return np.array(array, copy=True)  # JAX's own device-to-host transfer
     if is_array_api_strict_namespace(xp):
         array = array.to_device(xp.Device("CPU_DEVICE"))
-    return np.array(array, copy=True)
+    return np.array(np.from_dlpack(array), copy=True)
 
 
 def take_rows(a, indices, /, *, xp, out=None):
     """``a[indices]`` along the first axis (``xp.take``). NumPy and CuPy write the rows into
     ``out`` (shape ``(len(indices), ...)``, a's dtype) when it is given, so a loop can reuse
-    one buffer; other namespaces return a new array. Same values either way."""
+    one buffer; other namespaces (PyTorch, JAX, array-api-strict) ignore ``out`` and return
+    a new array: use the result, never ``out``. Same values either way."""
     if out is not None and (is_numpy_namespace(xp) or is_cupy_namespace(xp)):
         return a.take(indices, axis=0, out=out)  # the method: no wrappers around it, per batch
     return xp.take(a, indices, axis=0)

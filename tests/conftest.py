@@ -1,6 +1,11 @@
 """One backend grid for every test: numpy, array-api-strict (default device and its
-emulated ``device1``), and cupy. Without a usable GPU the cupy cases skip with CUDA's
-reason; ``HANDGRAD_REQUIRE_GPU=1`` turns that skip into a failure (``ci/gpu.sh``).
+emulated ``device1``), cupy, PyTorch (CPU; CUDA and MPS) and JAX (CPU; GPU). Without a
+usable GPU the cupy cases skip with CUDA's reason; ``HANDGRAD_REQUIRE_GPU=1`` turns that
+skip into a failure (``ci/gpu.sh``). The PyTorch and JAX cases skip with the backend
+switch's own message (the library is not installed: the extra to install; no such
+device) whatever HANDGRAD_REQUIRE_GPU says; ``torch-mps`` always skips in this float64
+grid, MPS having no float64. The jax cases of the tests in ``JAX_XFAIL`` are expected to
+fail (strict), each for the mutation in model/ that it names.
 
 Fixtures: ``backend`` (every device of the grid), ``other_backend`` (every device but
 numpy, for comparisons with the NumPy reference) and ``numpy_backend`` (long training
@@ -8,13 +13,14 @@ runs, whose results are checked once: the backends' agreement is tested over sho
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from backends import get_backend, probe_cuda
+from backends import ConfigError, DeviceUnavailableError, get_backend, probe_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -24,17 +30,98 @@ DEVICES = [
     pytest.param("strict", id="strict"),
     pytest.param("strict:device1", id="strict-device1"),
     pytest.param("cuda", id="cupy", marks=pytest.mark.gpu),
+    pytest.param("torch", id="torch"),
+    pytest.param("jax:cpu", id="jax"),
+    pytest.param("torch:cuda", id="torch-cuda", marks=pytest.mark.gpu),
+    pytest.param("torch:mps", id="torch-mps", marks=pytest.mark.gpu),
+    pytest.param("jax:gpu", id="jax-gpu", marks=pytest.mark.gpu),
 ]
 
 
+# Tests that fail on JAX today because code in model/ relies on mutation, which JAX's
+# immutable arrays do not allow (item assignment raises TypeError; ``p -= g`` rebinds the
+# name and leaves the dict's array as it was, so training is a silent no-op). Each is
+# marked xfail(strict=True) on the jax cases only: when the core rewrite fixes its cause,
+# the XPASS fails the run, and its entry here is to be deleted.
+JAX_XFAIL = {
+    **dict.fromkeys(
+        (
+            "test_activation_backward_matches_finite_differences",
+            "test_loss_gradient_matches_finite_differences",
+            "test_seed_models_pass_gradcheck",
+            "test_gradcheck_catches_a_wrong_gradient",
+            "test_weight_decay_is_the_gradient_of_the_l2_penalty",
+        ),
+        "model/gradcheck.py:57 q[idx] = q[idx] + delta: item assignment (TypeError)",
+    ),
+    **dict.fromkeys(
+        (
+            "test_same_seed_same_parameters_on_every_backend",
+            "test_sgd_variants_match_sklearn",
+            "test_adam_matches_sklearn",
+            "test_history_records_loss_and_validation_each_epoch",
+            "test_minibatch_epoch_loss_weights_the_short_last_batch",
+            "test_divergence_names_the_epoch_and_a_smaller_learning_rate",
+            "test_batches_gathered_per_batch_match_a_numpy_reference",
+        ),
+        "model/optimizers.py:96-104, 138-142 update in place (p -= lr * g, v *= mu, m *= b1): "
+        "a silent no-op on immutable arrays, the parameters never change",
+    ),
+    **dict.fromkeys(
+        (
+            "test_replica_r_equals_a_separate_run_with_its_seed_lr_and_decay",
+            "test_float32_replicas_stay_float32_and_full_batch_shares_the_rows",
+        ),
+        "model/replicas.py:231 last[k][...] = p: item assignment (TypeError)",
+    ),
+    "test_a_streamed_run_trains_the_parameters_of_a_loaded_one": (
+        "model/run.py:97 self.params[k][...] = p (_DeviceSnapshot.take): item assignment "
+        "(TypeError)"
+    ),
+}
+
+
+# Not a grid case: the benchmark's quick pipeline runs a PyTorch contender whenever torch
+# is installed, and scripts/bench.py has a bug on that path (not strict: bench.py is being
+# reworked elsewhere; delete this entry once the test passes with torch installed).
+TORCH_INSTALLED_XFAIL = {
+    "test_quick_pipeline_measures_every_contender_in_a_subprocess": (
+        "scripts/bench.py:383 calls _torch_digits(..., epochs, 0)[1]: 9 arguments for 8, and "
+        "it returns run(seed), not a tuple (TypeError in the worker)"
+    ),
+}
+
+
+def _grid_device(item) -> str:
+    """The device string of a test's grid case ("" when it has none)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return str(params.get("device_spec") or params.get("other_backend") or "")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        reason = JAX_XFAIL.get(getattr(item, "originalname", item.name))
+        if reason and _grid_device(item).startswith("jax"):
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"on JAX: {reason}"))
+        reason = TORCH_INSTALLED_XFAIL.get(item.name)
+        if reason and importlib.util.find_spec("torch") is not None:
+            item.add_marker(pytest.mark.xfail(strict=False, reason=f"with torch: {reason}"))
+
+
 def require_device(spec: str) -> str:
-    """Skip (or, with HANDGRAD_REQUIRE_GPU=1, fail) a cuda case when no GPU is usable."""
+    """Skip (or, with HANDGRAD_REQUIRE_GPU=1, fail) a cuda case when no GPU is usable; skip
+    a torch or jax case when the library or its device is missing, with the reason."""
     if spec.startswith("cuda"):
         _, count, reason = probe_cuda()
         if not count:
             if os.environ.get("HANDGRAD_REQUIRE_GPU") == "1":
                 pytest.fail(f"HANDGRAD_REQUIRE_GPU=1 but no usable CUDA GPU: {reason}")
             pytest.skip(f"no usable CUDA GPU: {reason}")
+    elif spec.startswith(("torch", "jax")):
+        try:
+            get_backend(spec, "float64")
+        except (DeviceUnavailableError, ConfigError) as exc:  # ConfigError: MPS's float64
+            pytest.skip(str(exc))
     return spec
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_array_api_obj
+
+from backends import to_numpy
 
 
 def assert_on(backend, array, dtype=None):
@@ -18,8 +20,17 @@ def tolerance(backend) -> float:
     return 1e-12 if backend.dtype_name == "float64" else 1e-5
 
 
+def host(a) -> np.ndarray:
+    """``a`` as a NumPy array: device arrays of any backend through ``backends.to_numpy``
+    (never ``np.asarray`` on them: CuPy refuses it, others may copy silently or not at all),
+    host data (NumPy arrays, Python numbers and lists) as it is."""
+    if is_array_api_obj(a) and not isinstance(a, np.ndarray | np.generic):
+        return to_numpy(a)
+    return np.asarray(a)
+
+
 def assert_close(actual, expected, rtol, atol=0.0):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(host(actual), host(expected), rtol=rtol, atol=atol)
 
 
 def random_targets(backend, loss, shape, rng):

@@ -19,7 +19,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from array_api_compat import array_namespace
+import numpy as np
+from array_api_compat import array_namespace, device
 
 __all__ = ["gradcheck", "gradcheck_model"]
 
@@ -53,8 +54,12 @@ def gradcheck(
 
 
 def _shifted(loss, params, name, idx, delta, xp) -> float:
-    q = xp.asarray(params[name], copy=True)
-    q[idx] = q[idx] + delta
+    """C with ``params[name][idx]`` moved by ``delta``: p + delta e_idx, a new array (no
+    item assignment, so immutable arrays take it too; p + 0 leaves the others exact)."""
+    p = params[name]
+    unit = np.zeros(p.shape)
+    unit[idx] = 1.0
+    q = p + delta * xp.asarray(unit, dtype=p.dtype, device=device(p))
     return float(loss({**params, name: q}))
 
 

@@ -27,6 +27,7 @@ from array_api_compat import array_namespace
 from backends.errors import ConfigError
 from model.layers import Activation, Dense, Layer, Param, layer_from_json
 from model.losses import get_loss, logit_grad, one_hot
+from model.optimizers import replica_scale
 
 __all__ = ["INITS", "Sequential"]
 
@@ -108,14 +109,15 @@ class Sequential:
         }
 
     @functools.cached_property
-    def trained(self) -> frozenset[str]:
-        """The parameters the optimizer updates."""
-        return frozenset(k for k, p in self.specs.items() if p.trained)
+    def trained(self) -> tuple[str, ...]:
+        """The parameters the optimizer updates, in layer order (an order every process
+        shares: ranks lay gradients out by it)."""
+        return tuple(k for k, p in self.specs.items() if p.trained)
 
     @functools.cached_property
-    def decayed(self) -> frozenset[str]:
-        """The parameters weight decay applies to (the Dense weights)."""
-        return frozenset(k for k, p in self.specs.items() if p.decay)
+    def decayed(self) -> tuple[str, ...]:
+        """The parameters weight decay applies to (the Dense weights), in layer order."""
+        return tuple(k for k, p in self.specs.items() if p.decay)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter, in order W1, b1, ..., W2, b2, ..."""
@@ -258,12 +260,14 @@ class Sequential:
         return A, (caches, A)
 
     def backward(self, params, cache, Y, /, *, scale=1.0, inplace=False, xp=None) -> dict:
-        """Gradients of the loss (times ``scale``) with respect to every trained
-        parameter (new arrays). ``Y`` as from :meth:`prepare_targets`; raw labels are
-        prepared here, at some cost per call. ``inplace`` as the forward pass was."""
+        """Gradients of the loss (times ``scale``, a number or one per replica) with respect
+        to every trained parameter (new arrays). ``Y`` as from :meth:`prepare_targets`; raw
+        labels are prepared here, at some cost per call. ``inplace`` as the forward pass
+        was."""
         caches, A_L = cache
         xp = xp or array_namespace(A_L)
         Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
+        scale = replica_scale(scale, A_L, xp)  # per replica: (R, 1, 1)
         grads: dict = {}
         last = len(self.layers) - 1
         head = self.layers[last]

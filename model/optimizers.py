@@ -60,6 +60,10 @@ def replica_scale(value, p, xp):
     return xp.reshape(value, (value.shape[0],) + (1,) * (p.ndim - 1))
 
 
+def _is_one(scale) -> bool:
+    return isinstance(scale, int | float) and scale == 1.0
+
+
 def _nonzero(value) -> bool:
     """Whether a hyperparameter (number or per-replica array) may be nonzero."""
     return not isinstance(value, int | float) or value != 0
@@ -79,7 +83,10 @@ def add_decayed_weights(grads: dict, params: dict, weight_decay, decay, scale=1.
     for name in decay:
         if name in out:
             p = params[name]
-            out[name] = out[name] + replica_scale(weight_decay, p, xp) * scale * p
+            decay_p = replica_scale(weight_decay, p, xp) * p
+            out[name] = out[name] + (
+                decay_p if _is_one(scale) else replica_scale(scale, p, xp) * decay_p
+            )
     return out
 
 
@@ -156,16 +163,16 @@ class SGD(Optimizer):
 
     @property
     def grad_scale(self):
-        """lr, when it is one number: the step then is p <- p - G for G = lr g."""
-        return self.lr if isinstance(self.lr, float) else 1.0
+        """lr (a number, or one per replica): the step then is p <- p - G for G = lr g."""
+        return self.lr
 
     def _step(self, name, p, g, state, scale, xp):
-        if isinstance(self.lr, float) and scale == self.lr:
+        if scale is self.lr or (isinstance(self.lr, float) and scale == self.lr):
             step = g  # G = lr g already
         else:
             step = replica_scale(self.lr, p, xp) * g
-            if scale != 1.0:
-                step *= 1.0 / scale
+            if not _is_one(scale):
+                step /= replica_scale(scale, p, xp)
         if not self.momentum:
             p -= step
             return p
@@ -199,8 +206,8 @@ class Adam(Optimizer):
     def _step(self, name, p, g, state, scale, xp):
         t = state["step"]
         b1, b2 = self.beta1, self.beta2
-        if scale != 1.0:
-            g = g * (1.0 / scale)
+        if not _is_one(scale):
+            g = g / replica_scale(scale, p, xp)
         m, s = state["m"][name], state["s"][name]
         m *= b1
         m += (1.0 - b1) * g

@@ -116,7 +116,7 @@ class _Frozen:
 
     @property
     def grad_scale(self):
-        return 1.0
+        return self.optimizer.grad_scale
 
     def update(self, params, grads, state, /, *, decay=None, scale=1.0, xp=None):
         xp = xp or array_namespace(self.active)

@@ -115,7 +115,7 @@ def explain(problem: Problem, lr: float, backend) -> str:
     xp = backend.xp
     y_hat, cache = model.forward(params, X)
     grads = model.backward(params, cache, Y)
-    acts, _ = cache
+    acts = [X] + [layer[2] for layer in cache[0]]  # A_0 .. A_L (each Dense layer's (X, Z, A))
     h = backend.to_numpy
     loss = model.loss_spec
     act = model.layer_activations[-1]

@@ -4,8 +4,7 @@ usable GPU the cupy cases skip with CUDA's reason; ``HANDGRAD_REQUIRE_GPU=1`` tu
 skip into a failure (``ci/gpu.sh``). The PyTorch and JAX cases skip with the backend
 switch's own message (the library is not installed: the extra to install; no such
 device) whatever HANDGRAD_REQUIRE_GPU says; ``torch-mps`` always skips in this float64
-grid, MPS having no float64. The jax cases of the tests in ``JAX_XFAIL`` are expected to
-fail (strict), each for the mutation in model/ that it names.
+grid, MPS having no float64.
 
 Fixtures: ``backend`` (every device of the grid), ``other_backend`` (every device but
 numpy, for comparisons with the NumPy reference) and ``numpy_backend`` (long training
@@ -38,49 +37,6 @@ DEVICES = [
 ]
 
 
-# Tests that fail on JAX today because code in model/ relies on mutation, which JAX's
-# immutable arrays do not allow (item assignment raises TypeError; ``p -= g`` rebinds the
-# name and leaves the dict's array as it was, so training is a silent no-op). Each is
-# marked xfail(strict=True) on the jax cases only: when the core rewrite fixes its cause,
-# the XPASS fails the run, and its entry here is to be deleted.
-JAX_XFAIL = {
-    **dict.fromkeys(
-        (
-            "test_activation_backward_matches_finite_differences",
-            "test_loss_gradient_matches_finite_differences",
-            "test_seed_models_pass_gradcheck",
-            "test_gradcheck_catches_a_wrong_gradient",
-            "test_weight_decay_is_the_gradient_of_the_l2_penalty",
-        ),
-        "model/gradcheck.py:57 q[idx] = q[idx] + delta: item assignment (TypeError)",
-    ),
-    **dict.fromkeys(
-        (
-            "test_same_seed_same_parameters_on_every_backend",
-            "test_sgd_variants_match_sklearn",
-            "test_adam_matches_sklearn",
-            "test_history_records_loss_and_validation_each_epoch",
-            "test_minibatch_epoch_loss_weights_the_short_last_batch",
-            "test_divergence_names_the_epoch_and_a_smaller_learning_rate",
-            "test_batches_gathered_per_batch_match_a_numpy_reference",
-        ),
-        "model/optimizers.py:96-104, 138-142 update in place (p -= lr * g, v *= mu, m *= b1): "
-        "a silent no-op on immutable arrays, the parameters never change",
-    ),
-    **dict.fromkeys(
-        (
-            "test_replica_r_equals_a_separate_run_with_its_seed_lr_and_decay",
-            "test_float32_replicas_stay_float32_and_full_batch_shares_the_rows",
-        ),
-        "model/replicas.py:231 last[k][...] = p: item assignment (TypeError)",
-    ),
-    "test_a_streamed_run_trains_the_parameters_of_a_loaded_one": (
-        "model/run.py:97 self.params[k][...] = p (_DeviceSnapshot.take): item assignment "
-        "(TypeError)"
-    ),
-}
-
-
 # Not a grid case: the benchmark's quick pipeline runs a PyTorch contender whenever torch
 # is installed, and scripts/bench.py has a bug on that path (not strict: bench.py is being
 # reworked elsewhere; delete this entry once the test passes with torch installed).
@@ -92,17 +48,8 @@ TORCH_INSTALLED_XFAIL = {
 }
 
 
-def _grid_device(item) -> str:
-    """The device string of a test's grid case ("" when it has none)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    return str(params.get("device_spec") or params.get("other_backend") or "")
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        reason = JAX_XFAIL.get(getattr(item, "originalname", item.name))
-        if reason and _grid_device(item).startswith("jax"):
-            item.add_marker(pytest.mark.xfail(strict=True, reason=f"on JAX: {reason}"))
         reason = TORCH_INSTALLED_XFAIL.get(item.name)
         if reason and importlib.util.find_spec("torch") is not None:
             item.add_marker(pytest.mark.xfail(strict=False, reason=f"with torch: {reason}"))

@@ -75,23 +75,31 @@ def test_weight_decay_is_the_gradient_of_the_l2_penalty(backend, name):
     params = model.init_params(backend, host_rng(0))
     params = {k: v + 0.1 for k, v in params.items()}  # non-zero biases
 
+    assert model.decayed == ("W1", "W2")  # the weights, by their declared role
+
     def penalized(p):
-        return model.loss_value(p, X, Y) + lam / 2 * sum(
-            xp.sum(p[k] * p[k]) for k in p if k.startswith("W")
-        )
+        return model.loss_value(p, X, Y) + lam / 2 * sum(xp.sum(p[k] * p[k]) for k in ("W1", "W2"))
 
     _, cache = model.forward(params, X)
     grads = model.backward(params, cache, Y)
-    decayed = {k: g + lam * params[k] if k.startswith("W") else g for k, g in grads.items()}
+    decayed = {k: g + lam * params[k] if k in ("W1", "W2") else g for k, g in grads.items()}
     assert max(gradcheck(penalized, params, decayed).values()) < 1e-8
 
     plain, with_decay = make_optimizer(name, 0.1), make_optimizer(name, 0.1, weight_decay=lam)
     expected = {k: xp.asarray(v, copy=True) for k, v in params.items()}
     # the returned parameters, not the dicts passed in: immutable arrays are not updated
     expected, _ = plain.update(expected, decayed, plain.init(expected))
-    params, _ = with_decay.update(params, grads, with_decay.init(params))
+    params, _ = with_decay.update(params, grads, with_decay.init(params), decay=model.decayed)
     for k in params:
         assert_close(backend.to_numpy(params[k]), backend.to_numpy(expected[k]), 1e-12)
+
+
+def test_weight_decay_without_its_mask_is_refused(numpy_backend):
+    """Which parameters decay is declared by the network, never guessed from names."""
+    params = {"W1": numpy_backend.asarray(np.ones((2, 2)))}
+    opt = make_optimizer("sgd", 0.1, weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"pass decay=network\.decayed"):
+        opt.update(params, {"W1": params["W1"]}, opt.init(params))
 
 
 def test_unknown_optimizer_lists_the_valid_ones():

@@ -9,9 +9,7 @@ from helpers import assert_close, assert_on, tolerance
 
 from backends import ConfigError, get_backend, host_rng
 from model import MLP, DivergenceError, fit, gradcheck, make_optimizer
-from model.fast import ENV_VAR as FAST_ENV
 from model.replicas import (
-    fit_replicas,
     init_replicas,
     per_replica,
     replica,
@@ -93,8 +91,8 @@ def test_replica_r_equals_a_separate_run_with_its_seed_lr_and_decay(backend, nam
     rngs = [host_rng(s) for s in SEEDS]
     params = init_replicas(model, backend, rngs)
     opt = per_replica(make_optimizer(name, 1.0), lr=LRS, weight_decay=DECAYS, like=params["W1"])
-    result = fit_replicas(model, params, X, y, optimizer=opt, epochs=4, batch_size=8, rngs=rngs,
-                          validation=validation)  # fmt: skip
+    result = fit(model, params, X, y, optimizer=opt, epochs=4, batch_size=8, rng=rngs,
+                 validation=validation, divergence="freeze")  # fmt: skip
     assert result.diverged == [None] * 3
     for r, (seed, lr, decay) in enumerate(zip(SEEDS, LRS, DECAYS, strict=True)):
         single, history = _separate(model, backend, name, seed, lr, decay, X, y, validation, 4)
@@ -107,15 +105,10 @@ def test_replica_r_equals_a_separate_run_with_its_seed_lr_and_decay(backend, nam
 
 
 @pytest.mark.parametrize("name,huge", [("sgd", 1e10), ("momentum", 1e10), ("adam", 1e200)])
-def test_a_diverging_replica_is_frozen_and_changes_no_other(numpy_backend, name, huge, monkeypatch):
+def test_a_diverging_replica_is_frozen_and_changes_no_other(numpy_backend, name, huge):
     """A huge lr on a regression: that replica diverges in the epoch a separate run raises
     DivergenceError in (4 for sgd and momentum, 1 for adam), keeps the parameters of the
-    epoch before, and the other two still equal their separate runs.
-
-    The separate runs take the portable step, as the replica pass does: the in-place step
-    (model.fast) scales its intermediate products by lr, so at lr 1e10 they overflow an
-    epoch sooner."""
-    monkeypatch.setenv(FAST_ENV, "0")
+    epoch before, and the other two still equal their separate runs."""
     b = numpy_backend
     rng = np.random.default_rng(2)
     X, y = b.asarray(rng.normal(size=(37, 4))), b.asarray(rng.normal(size=(37, 1)))
@@ -125,8 +118,8 @@ def test_a_diverging_replica_is_frozen_and_changes_no_other(numpy_backend, name,
     params = init_replicas(model, b, rngs)
     opt = per_replica(make_optimizer(name, 1.0), lr=lrs, like=params["W1"])
     with np.errstate(all="ignore"):
-        result = fit_replicas(model, params, X, y, optimizer=opt, epochs=6, batch_size=8,
-                              rngs=rngs)  # fmt: skip
+        result = fit(model, params, X, y, optimizer=opt, epochs=6, batch_size=8, rng=rngs,
+                     divergence="freeze")  # fmt: skip
         with pytest.raises(DivergenceError) as info:
             _separate(model, b, name, SEEDS[1], lrs[1], 0.0, X, y, None, 6)
     epoch = info.value.epoch
@@ -149,8 +142,8 @@ def test_every_replica_diverging_stops_the_fit():
     params = init_replicas(model, b, [host_rng(0), host_rng(1)])
     epochs = []
     with np.errstate(all="ignore"):
-        result = fit_replicas(model, params, X, y, optimizer=make_optimizer("sgd", 1e4),
-                              epochs=50, callback=lambda e, *_: epochs.append(e))  # fmt: skip
+        result = fit(model, params, X, y, optimizer=make_optimizer("sgd", 1e4), epochs=50,
+                     callback=lambda e, *_: epochs.append(e), divergence="freeze")  # fmt: skip
     assert all(d is not None for d in result.diverged)
     assert len(epochs) == max(result.diverged) < 50
     assert all(np.all(np.isfinite(p)) for p in params.values())  # last finite epochs kept
@@ -164,7 +157,7 @@ def test_float32_replicas_stay_float32_and_full_batch_shares_the_rows(backend):
     model = MLP((4, 5, 3), activation="relu", loss="cross_entropy")
     params = init_replicas(model, b, [host_rng(0), host_rng(1)])
     opt = per_replica(make_optimizer("gd", 0.5), lr=[0.5, 0.1], like=params["W1"])
-    result = fit_replicas(model, params, X, y, optimizer=opt, epochs=3)
+    result = fit(model, params, X, y, optimizer=opt, epochs=3)
     params = result.params  # not the dict passed in: immutable arrays are not updated
     for p in [*params.values(), *result.state.get("velocity", {}).values()]:
         assert_on(b, p)
@@ -185,11 +178,9 @@ def test_bad_replica_input_is_refused_with_the_fix():
     assert replica_count(model, params) == 2
     opt = make_optimizer("sgd", 0.1)
     with pytest.raises(ConfigError, match="3 random generators given for 2 replicas"):
-        fit_replicas(model, params, X, y, optimizer=opt, epochs=1, batch_size=8,
-                     rngs=[host_rng(0)] * 3)  # fmt: skip
-    with pytest.raises(ConfigError, match=r"move them with backend\.asarray"):
-        fit_replicas(model, params, b.to_numpy(X).view(np.memmap), b.to_numpy(y), optimizer=opt,
-                     epochs=1)  # fmt: skip
+        fit(model, params, X, y, optimizer=opt, epochs=1, batch_size=8, rng=[host_rng(0)] * 3)
+    with pytest.raises(ConfigError, match=r"move it with backend\.asarray"):
+        fit(model, params, b.to_numpy(X).view(np.memmap), b.to_numpy(y), optimizer=opt, epochs=1)
     like = params["W1"]
     got = per_replica(opt, lr=np.array([0.1, 0.2]), weight_decay=np.float64(0.01), like=like)
     assert got.weight_decay == 0.01 and b.to_numpy(got.lr).tolist() == [0.1, 0.2]

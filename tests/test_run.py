@@ -213,7 +213,7 @@ def test_json_reports_a_diverged_or_interrupted_run_as_metrics_json_does(tmp_pat
     assert summary == json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("where", ["model.run.Run.start", "model.run.uses_fast_step",
+@pytest.mark.parametrize("where", ["model.run.Run.start", "model.run.step_name",
                                    "model.run.Run.resume"])  # fmt: skip
 def test_json_reports_an_interrupt_before_the_first_save(tmp_path, capsys, monkeypatch, where):
     """Ctrl-C while the data loads (no run yet) or while training sets up (a run folder,

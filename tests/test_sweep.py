@@ -18,7 +18,7 @@ from backends.errors import ConfigError
 from model.checkpoint import CheckpointError
 from model.config import RunConfig
 from model.run import Run
-from model.sweep import Sweep, choose_replica, load_sweep_checkpoint
+from model.sweep import choose_replica, load_sweep_checkpoint
 from model.trained import TrainedModel, load_checkpoint
 
 SMALL = {"dataset": "iris", "hidden": (6,), "batch_size": 16, "optimizer": "momentum",
@@ -39,8 +39,8 @@ def _separate(tmp_path, name, **settings):
 def test_each_replica_of_a_sweep_equals_its_separate_run(tmp_path):
     """lr x weight decay on a shared split: parameters, history and validation scores of
     a replica equal the Run with its settings (float64, shuffled minibatches)."""
-    sweep = Sweep.start(RunConfig(**SMALL), {"lr": [0.05, 0.3], "weight_decay": [0.0, 0.02]},
-                        tmp_path / "s", save_all=tmp_path / "all")  # fmt: skip
+    grid = {"lr": [0.05, 0.3], "weight_decay": [0.0, 0.02]}
+    sweep = Run.start(RunConfig(**SMALL), tmp_path / "s", sweep=grid, save_all=tmp_path / "all")
     summary = sweep.train(get_backend("cpu", "float64"))
     assert [(r["lr"], r["weight_decay"]) for r in summary["replicas"]] == [
         (0.05, 0.0), (0.05, 0.02), (0.3, 0.0), (0.3, 0.02)]  # fmt: skip
@@ -119,9 +119,9 @@ def test_a_resumed_sweep_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
     cpu = get_backend("cpu", "float64")
     values = {"seed": [2, 3], "lr": [0.1, 0.02]}
     config = RunConfig(**{**SMALL, "optimizer": "adam", "epochs": 6})
-    Sweep.start(config, values, tmp_path / "a").train(cpu)
-    Sweep.start(dataclasses.replace(config, epochs=3), values, tmp_path / "b").train(cpu)
-    resumed = Sweep.resume(tmp_path / "b", epochs=6)
+    Run.start(config, sweep=values, run_dir=tmp_path / "a").train(cpu)
+    Run.start(dataclasses.replace(config, epochs=3), tmp_path / "b", sweep=values).train(cpu)
+    resumed = Run.resume(tmp_path / "b", epochs=6)
     assert resumed.epoch == 3
     resumed.train(cpu)
     a = load_sweep_checkpoint(tmp_path / "a" / "checkpoint.npz")[0].params
@@ -157,7 +157,7 @@ def test_bad_sweeps_are_refused_in_one_line(tmp_path, capsys, flags, message):
 
 
 def test_a_sweep_of_one_value_is_one_replica(tmp_path):
-    summary = Sweep.start(RunConfig(**SMALL), {"lr": [0.1]}, tmp_path / "s").train(
+    summary = Run.start(RunConfig(**SMALL), sweep={"lr": [0.1]}, run_dir=tmp_path / "s").train(
         get_backend("strict", "float64")
     )
     assert len(summary["replicas"]) == 1 and summary["best"]["replica"] == 0
@@ -173,7 +173,7 @@ def test_a_finished_sweep_exports_and_predicts_with_any_replica(tmp_path, capsys
     sweep's checkpoint. A replica out of range, or one asked of a single model, is one
     error line."""
     out = tmp_path / "s"
-    sweep = Sweep.start(RunConfig(**SMALL), {"lr": [0.01, 0.3], "seed": [0, 1]}, out)
+    sweep = Run.start(RunConfig(**SMALL), sweep={"lr": [0.01, 0.3], "seed": [0, 1]}, run_dir=out)
     best = sweep.train(get_backend("cpu", "float64"))["best"]["replica"]
     stacked = load_sweep_checkpoint(out / "checkpoint.npz")[0].params
 

@@ -150,10 +150,28 @@ def _rewrite(path, change):
     "change, message",
     [
         (lambda a, m: m.update(format="handgrad-checkpoint-1"), "handgrad 0.1"),
-        (lambda a, m: m.update(format_version=3), "is not a handgrad model file"),
-        (lambda a, m: m["model"].update(activation="swish"), "unknown activation 'swish'"),
-        (lambda a, m: m["model"].update(sizes=[2, 4, 3]), "W1 has shape (2, 3)"),
-        (lambda a, m: m["model"].pop("bias"), "'model' must have exactly the keys"),
+        (lambda a, m: m.update(format_version=4), "written by a newer handgrad"),
+        (lambda a, m: m.update(format_version=1), "is not a handgrad model file"),
+        (
+            lambda a, m: m["network"]["layers"][0].update(activation="swish"),
+            "unknown activation 'swish'",
+        ),
+        (
+            lambda a, m: [
+                m["network"]["layers"][0].update(outputs=4),
+                m["network"]["layers"][1].update(inputs=4),
+            ],
+            "W1 has shape (2, 3)",
+        ),
+        (lambda a, m: m["network"]["layers"][0].pop("inputs"), "layer 'dense'"),
+        (lambda a, m: m["network"].update(loss="hinge"), "unknown loss 'hinge'"),
+        (lambda a, m: m.update(replicas=0), "'replicas' must be null or a count"),
+        (
+            lambda a, m: m["network"]["layers"][0].update(bias=False),
+            "arrays the model (2, 3, 3) does not have: b1 (the model has no biases)",
+        ),
+        (lambda a, m: a.update(W3=np.ones(2)), "arrays the model (2, 3, 3) does not have: W3"),
+        (lambda a, m: a.update(W1=np.ones((2, 3), dtype=np.int64)), "W1 holds int64 values"),
         (lambda a, m: m.update(dtype="float16"), "dtype must be one of"),
         (lambda a, m: m.update(classes=[1, 5]), "3 distinct sorted integers"),
         (lambda a, m: m.update(classes=[5, 1, 6]), "3 distinct sorted integers"),
@@ -178,9 +196,10 @@ def test_a_model_file_is_not_a_checkpoint_and_a_damaged_meta_is_named(tmp_path, 
     assert rc == 2 and "without training state" in err
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
-    np.savez(path, **{**arrays, "meta": np.array("{not json")})
-    with pytest.raises(CheckpointError, match="not a JSON object"):
-        TrainedModel.load(path)
+    for damaged in ("{not json", "[" * 100_000 + "]" * 100_000):  # the second: too deep to parse
+        np.savez(path, **{**arrays, "meta": np.array(damaged)})
+        with pytest.raises(CheckpointError, match="not a JSON object"):
+            TrainedModel.load(path)
 
 
 def test_predict_bad_input_is_one_line(capsys, tmp_path):

@@ -182,7 +182,9 @@ def load_features(path, n_features: int, *, header: bool | None = None):
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
+    # first field, which would otherwise read as text and make a data row a header.
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     if not first.strip():
         raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
@@ -192,7 +194,14 @@ def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
         note = "the first row is " + ("a header" if header else "data (no header)") + ", detected"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
-        table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
+        table = np.loadtxt(
+            path,
+            delimiter=",",
+            skiprows=int(header),
+            ndmin=2,
+            dtype=np.float64,
+            encoding="utf-8-sig",
+        )
     if table.shape[0] == 0:
         raise DataError(f"data file {path} has a header but no data rows", setting="data")
     return table, note

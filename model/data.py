@@ -39,6 +39,7 @@ __all__ = [
     "load_dataset",
     "load_features",
     "load_file",
+    "not_a_file",
     "read_file",
     "split_rows",
     "validate",
@@ -113,8 +114,7 @@ def read_file(path, *, header: bool | None = None):
         raise DataError(f"the data file path is empty; pass an existing {formats} file")
     path = Path(path)
     if not path.is_file():
-        what = "a folder" if path.is_dir() else "no such file"
-        raise DataError(f"data file {path}: {what}; pass an existing {formats} file")
+        raise DataError(f"data file {path}: {not_a_file(path)}; pass an existing {formats} file")
     if path.suffix not in (".npz", ".npy", ".csv"):
         raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:
@@ -153,6 +153,17 @@ def read_file(path, *, header: bool | None = None):
         raise DataError(
             f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); {fix}"
         ) from None
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as data: a folder, no
+    such file, or something else (a named pipe, a device such as /dev/zero, a socket),
+    whose reading would block or never end."""
+    if path.is_dir():
+        return "a folder"
+    if not path.exists():
+        return "no such file"
+    return "not a regular file (a pipe, device or socket)"
 
 
 def load_features(path, n_features: int, *, header: bool | None = None):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.transfer import release_pages
-from model.data import DataError, validate
+from model.data import DataError, not_a_file, validate
 
 __all__ = ["map_data", "open_memmap"]
 
@@ -39,7 +39,7 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
     missing file or member, a compressed member, or an object array."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file; pass an existing .npy or .npz file")
+        raise DataError(f"{path}: {not_a_file(path)}; pass an existing .npy or .npz file")
     if path.suffix == ".npy":
         if member is not None:
             raise DataError(f"{path} is a .npy file, which holds one array: leave out {member!r}")

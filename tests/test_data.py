@@ -4,10 +4,16 @@ in capitals."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import _cli
 import numpy as np
 import pytest
+import train
 
-from model.data import load_features, load_file
+from model.data import DataError, load_features, load_file
+from model.streaming import open_memmap
 
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by Excel's "CSV UTF-8" and others
 
@@ -53,3 +59,39 @@ def test_a_byte_order_mark_with_a_header_given(tmp_path):
     np.testing.assert_array_equal(X, table[:, :2])
     X, _ = load_file(path, header=True)  # the user says the first row is a header
     np.testing.assert_array_equal(X, table[1:, :2])
+
+
+def _not_regular(tmp_path, kind: str) -> Path:
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes here")
+        os.mkfifo(tmp_path / "pipe.csv")  # reading it would block until a writer comes
+        return tmp_path / "pipe.csv"
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    return Path("/dev/zero")  # reading it never ends
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_pipe_or_device_is_not_called_missing(tmp_path, kind):
+    """A FIFO or /dev/zero given as the data was reported as "no such file"."""
+    path = _not_regular(tmp_path, kind)
+    message = f"{path}: not a regular file (a pipe, device or socket); pass an existing"
+    for read in (load_file, lambda p: load_features(p, 2), open_memmap):
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            read(path)
+    with pytest.raises(DataError, match="no such file"):
+        load_file(tmp_path / "absent.csv")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_like_a_streamable_file_is_refused_by_the_command(tmp_path, capsys):
+    """train.py first tries to memory-map a .npy: a pipe must not be opened there either
+    (it would block) and the one line says what it is."""
+    os.mkfifo(tmp_path / "data.npy")
+    argv = ["--data", str(tmp_path / "data.npy"), "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, " \
+        "device or socket); pass an existing .npz, .npy or .csv file (--data)\n"
+    assert not (tmp_path / "r").exists()

@@ -115,10 +115,11 @@ def read_file(path, *, header: bool | None = None):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path}: {not_a_file(path)}; pass an existing {formats} file")
-    if path.suffix not in (".npz", ".npy", ".csv"):
+    suffix = path.suffix.lower()  # data.CSV, as some tools name it, is a CSV
+    if suffix not in (".npz", ".npy", ".csv"):
         raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:
-        if path.suffix == ".npy":
+        if suffix == ".npy":
             with open(path, "rb") as f:
                 if f.read(6) != b"\x93NUMPY":
                     raise DataError(
@@ -132,7 +133,7 @@ def read_file(path, *, header: bool | None = None):
                     "one 2-D array, the target in the last column"
                 )
             return table, None, "a .npy table"
-        if path.suffix == ".npz":
+        if suffix == ".npz":
             if not zipfile.is_zipfile(path):
                 raise DataError(
                     f"data file {path} is not an .npz archive; write it with "
@@ -149,7 +150,7 @@ def read_file(path, *, header: bool | None = None):
             ".csv": "every row must hold the same number of comma-separated numbers",
             ".npy": "save numbers only, with np.save(path, table)",
             ".npz": "save numbers only, with np.savez(path, X=features, y=targets)",
-        }[path.suffix]
+        }[suffix]
         raise DataError(
             f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); {fix}"
         ) from None

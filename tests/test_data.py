@@ -13,7 +13,7 @@ import pytest
 import train
 
 from model.data import DataError, load_features, load_file
-from model.streaming import open_memmap
+from model.streaming import map_data, open_memmap
 
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by Excel's "CSV UTF-8" and others
 
@@ -95,3 +95,42 @@ def test_a_pipe_named_like_a_streamable_file_is_refused_by_the_command(tmp_path,
     assert err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, " \
         "device or socket); pass an existing .npz, .npy or .csv file (--data)\n"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("suffix", [".CSV", ".Csv", ".NPY", ".NPZ", ".Npz"])
+def test_a_suffix_in_capitals_names_the_same_format(tmp_path, suffix):
+    """data.CSV was refused as an unknown format '.CSV'."""
+    table = _table(6)
+    path = tmp_path / f"data{suffix}"
+    kind = suffix.lower()
+    if kind == ".csv":
+        path.write_bytes(_csv_bytes(table))
+    elif kind == ".npy":
+        with open(path, "wb") as f:  # np.save would add ".npy" to another suffix
+            np.save(f, table)
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, X=table[:, :2], y=table[:, 2])
+    X, y = load_file(path)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+    X, y = load_features(path, 2)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+    if kind == ".csv":
+        assert map_data(path) is None  # loaded, not mapped
+        return
+    mapped = open_memmap(path, None if kind == ".npy" else "X")
+    assert isinstance(mapped, np.memmap)
+    X, y = map_data(path)  # streamed as the lower-case name would be
+    assert isinstance(X, np.memmap)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+
+
+def test_an_unknown_suffix_is_still_refused_as_written(tmp_path):
+    (tmp_path / "data.TXT").write_text("1,2\n")
+    with pytest.raises(DataError, match=r"unknown format '\.TXT'; use \.npz, \.npy or \.csv"):
+        load_file(tmp_path / "data.TXT")
+    with pytest.raises(DataError, match=r"unknown format '\.TXT'; use \.npy or \.npz"):
+        open_memmap(tmp_path / "data.TXT")

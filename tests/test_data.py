@@ -134,3 +134,22 @@ def test_an_unknown_suffix_is_still_refused_as_written(tmp_path):
         load_file(tmp_path / "data.TXT")
     with pytest.raises(DataError, match=r"unknown format '\.TXT'; use \.npy or \.npz"):
         open_memmap(tmp_path / "data.TXT")
+
+
+@pytest.mark.parametrize(
+    "loss,y,line",
+    [(None, np.full(30, 3), "every target is 3: there is nothing to learn; the data needs at "
+      "least 2 different targets (--data)"),
+     ("cross_entropy", np.full(30, 3), "cross_entropy needs 2 to 10000 classes, y holds 1; the "
+      "data needs at least 2 classes (--data)"),
+     ("bce", np.arange(30) % 3, "bce needs exactly 2 classes, y holds 3; use the loss "
+      "'cross_entropy' for more than 2 classes (--loss)")],
+    ids=["inferred", "cross_entropy", "bce"],
+)  # fmt: skip
+def test_targets_that_leave_nothing_to_learn_name_the_data(tmp_path, capsys, loss, y, line):
+    """All-same targets pointed at --loss, which no value of fixes."""
+    np.savez(tmp_path / "same.npz", X=np.arange(60.0).reshape(30, 2), y=y)
+    argv = ["--data", str(tmp_path / "same.npz"), "--device", "cpu", "--out", str(tmp_path / "r")]
+    argv += [] if loss is None else ["--loss", loss]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"

@@ -371,8 +371,6 @@ def split_rows(y, val_fraction: float, seed: int, stratify: bool):
     training."""
     if val_fraction == 0.0:
         return None, None
-    from sklearn.model_selection import train_test_split
-
     n = y.shape[0]
     held = math.ceil(n * val_fraction)
     if held >= n:
@@ -391,6 +389,58 @@ def split_rows(y, val_fraction: float, seed: int, stratify: bool):
                 f"few as {present.min()} row(s) do not fit; hold out another fraction, or 0",
                 setting="val_split",
             )
-    return train_test_split(
-        np.arange(n), test_size=val_fraction, random_state=seed, stratify=y if stratify else None
-    )
+    return _train_test_split(n, held, seed, y if stratify else None)
+
+
+# scikit-learn's train_test_split(np.arange(n), test_size=f, random_state=seed,
+# stratify=...) for a float f, ported to NumPy: its ShuffleSplit and StratifiedShuffleSplit
+# draws from np.random.RandomState(seed), call for call, so a run folder made when the split
+# came from scikit-learn resumes on the same rows (tests/test_data_split.py compares the
+# two). With n_test = ceil(f n) and n_train = n - n_test:
+#   unstratified: one permutation of n; the first n_test rows are the test rows, the next
+#     n_train the training rows.
+#   stratified: classes in sorted order, each one's rows in row order; rows per class for
+#     training and then for testing from _approximate_mode; a permutation of each class's
+#     rows, its first rows to training, the next to testing; each side permuted at the end.
+
+
+def _train_test_split(n: int, n_test: int, seed: int, y=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` row indices (int64) of scikit-learn's train_test_split."""
+    n_train = n - n_test
+    rng = np.random.RandomState(seed)  # the legacy generator: scikit-learn draws from it
+    if y is None:
+        permutation = rng.permutation(n)
+        return permutation[n_test : n_test + n_train], permutation[:n_test]
+    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    y_indices = y_indices.reshape(-1)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(classes.shape[0]):
+        permutation = rng.permutation(class_counts[i])
+        rows = class_indices[i].take(permutation, mode="clip")
+        train.extend(rows[: n_i[i]])
+        test.extend(rows[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    """scikit-learn's utils.extmath._approximate_mode: rows per class of ``n_draws``, in
+    proportion to ``class_counts``, rounded down, the rest given by largest remainder, ties
+    broken by ``rng``."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        values = np.sort(np.unique(remainder))[::-1]
+        for value in values:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            inds = rng.choice(inds, size=add_now, replace=False)
+            floored[inds] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)

@@ -38,13 +38,34 @@ def score_text(validation: dict) -> str:
 
 
 def progress_bar(total: int, *, initial: int = 0, desc: str | None = None):
-    """A tqdm bar of epochs on stderr, drawn only when stderr is a terminal."""
+    """A tqdm bar of epochs on stderr, drawn only when stderr is a terminal; otherwise a
+    bar that draws nothing (and tqdm is not imported)."""
     import sys
 
+    if not sys.stderr.isatty():
+        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, desc=desc,
-                disable=not sys.stderr.isatty())  # fmt: skip
+    return tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, desc=desc)
+
+
+class _NoBar:
+    """The part of tqdm's bar the callers use, doing nothing (tqdm's ``disable=True``)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def plot_history(path: Path, history: dict, loss_name: str) -> Path:

@@ -71,3 +71,30 @@ def test_drawing_leaves_the_callers_matplotlib_alone(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_progress_bar_is_tqdms_on_a_terminal_and_nothing_elsewhere(monkeypatch):
+    """Elsewhere tqdm is not even imported (it was, to draw nothing)."""
+    import io
+
+    from tqdm import tqdm
+
+    from model.report import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = progress_bar(3, initial=1, desc="cpu")
+    bar.update(1)
+    bar.set_postfix({"loss": "0.5"})
+    bar.close()
+    assert isinstance(bar, tqdm) and "cpu" in sys.stderr.getvalue()
+    assert "2/3" in sys.stderr.getvalue() and "loss=0.5" in sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar(3) as bar:
+        bar.update()
+        bar.set_postfix({"loss": "0.5"})
+    bar.close()
+    assert sys.stderr.getvalue() == ""

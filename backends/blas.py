@@ -14,7 +14,11 @@ default otherwise.
 
 The choice is overridden, in this order, by :func:`set_blas_threads` (the library
 setting) and the environment variable ``HANDGRAD_BLAS_THREADS`` (a positive integer, or
-``default`` to leave BLAS alone).
+``default`` to leave BLAS alone). Either refuses more than :data:`MAX_THREADS_PER_CORE`
+threads per core of the machine (``os.cpu_count()``): threads beyond the cores only wait
+for each other (OpenBLAS caps them at its build's maximum anyway), so such a number is
+taken for a typo (``99999999999`` was handed to the library, which truncated it) rather
+than a choice; four per core still lets one measure oversubscription.
 """
 
 from __future__ import annotations
@@ -25,10 +29,20 @@ import os
 
 from backends.errors import ConfigError
 
-__all__ = ["ENV_VAR", "SMALL_GEMM", "blas_info", "blas_threads", "limit_blas", "set_blas_threads"]
+__all__ = [
+    "ENV_VAR",
+    "MAX_THREADS_PER_CORE",
+    "SMALL_GEMM",
+    "blas_info",
+    "blas_threads",
+    "limit_blas",
+    "max_blas_threads",
+    "set_blas_threads",
+]
 
 ENV_VAR = "HANDGRAD_BLAS_THREADS"
 SMALL_GEMM = 32_000_000  # multiply-adds: at or below this, one BLAS thread
+MAX_THREADS_PER_CORE = 4  # more BLAS threads than this per core are refused
 
 _setting: dict[str, int | str | None] = {"threads": None}
 
@@ -44,13 +58,26 @@ def _parse(value, source: str) -> int | str:
         return "default"
     try:
         threads = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float("inf")
         threads = 0
     if threads < 1 or (isinstance(value, float) and value != threads):
         raise ConfigError(
             f"{source}: BLAS threads must be a positive integer or 'default', got {value!r}"
         )
+    most = max_blas_threads()
+    if threads > most:
+        raise ConfigError(
+            f"{source}: BLAS threads must be at most {most} ({MAX_THREADS_PER_CORE} per core "
+            f"of this machine's {most // MAX_THREADS_PER_CORE}), got {value!r}; use at most "
+            f"{most // MAX_THREADS_PER_CORE}, or 'default'"
+        )
     return threads
+
+
+def max_blas_threads() -> int:
+    """The most BLAS threads a setting may ask for: :data:`MAX_THREADS_PER_CORE` per core
+    of ``os.cpu_count()``."""
+    return MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
 
 
 def blas_threads(largest_gemm: int) -> int | None:

@@ -2,7 +2,8 @@
 data out of training. Everything here is NumPy on the host, before any device sees it
 (CuPy wraps out-of-range labels instead of raising, so labels are checked here).
 
-Bundled (scikit-learn's copies, no download):
+Bundled (scikit-learn's copies, no download; read from its data files without importing
+it, the arrays bit for bit those of its loaders, see :func:`read_bundled`):
     digits         8x8 handwritten digits, 1797 x 64, pixel values / 16, 10 classes
     iris           150 x 4, 3 classes
     wine           178 x 13, 3 classes
@@ -20,6 +21,7 @@ streamed instead of loaded (:func:`model.streaming.map_data`).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import warnings
@@ -39,6 +41,8 @@ __all__ = [
     "load_dataset",
     "load_features",
     "load_file",
+    "not_a_file",
+    "read_bundled",
     "read_file",
     "split_rows",
     "validate",
@@ -49,30 +53,103 @@ logger = logging.getLogger("handgrad")
 DATASETS = ("digits", "iris", "wine", "breast-cancer", "xor", "regression")
 
 
+# The bundled datasets' files in scikit-learn's package folder (sklearn/datasets/data/),
+# and the scikit-learn loader whose arrays reading them gives.
+_BUNDLED = {
+    "digits": (("digits.csv.gz",), "load_digits"),
+    "iris": (("iris.csv",), "load_iris"),
+    "wine": (("wine_data.csv",), "load_wine"),
+    "breast-cancer": (("breast_cancer.csv",), "load_breast_cancer"),
+    "regression": (("diabetes_data_raw.csv.gz", "diabetes_target.csv.gz"), "load_diabetes"),
+}
+
+
 def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A bundled dataset as host ``(X float64 (n, d), y)``."""
-    from sklearn import datasets
-
-    loaders = {
-        "digits": datasets.load_digits,
-        "iris": datasets.load_iris,
-        "wine": datasets.load_wine,
-        "breast-cancer": datasets.load_breast_cancer,
-        "regression": datasets.load_diabetes,
-    }
     if name == "xor":
         rng = np.random.default_rng(0)
         corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
         X = np.repeat(corners, 100, axis=0) + rng.normal(0.0, 0.15, size=(400, 2))
         return X, np.repeat(np.array([0, 1, 1, 0]), 100)
-    if name not in loaders:
+    if name not in _BUNDLED:
         raise DataError(f"unknown dataset {name!r}; use one of: {', '.join(DATASETS)}")
-    X, y = loaders[name](return_X_y=True)
+    X, y = read_bundled(name)
     if name == "digits":
         X = X / 16.0
     if name == "regression":
         y = (y - y.mean()) / y.std()
     return validate(X.astype(np.float64), y, name)
+
+
+def read_bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of a bundled dataset exactly as scikit-learn's ``load_<name>(return_X_y=
+    True)`` returns them (``"regression"``: ``load_diabetes``), read from the files
+    scikit-learn ships, without importing it: importing scikit-learn took longer (0.7-0.9 s)
+    than loading the data and training the default model together. Where the files are not
+    as expected (another scikit-learn layout), scikit-learn's own loader reads them."""
+    files, loader = _BUNDLED[name]
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None:
+        raise DataError(
+            f"the bundled dataset {name!r} is scikit-learn's copy, and scikit-learn is not "
+            "installed; install it (pip install scikit-learn, or the train extra), or train "
+            "on a data file",
+            setting="dataset",
+        )
+    folders = [Path(p) / "datasets" / "data" for p in spec.submodule_search_locations or ()]
+    paths = [folder / f for folder in folders[:1] for f in files]
+    if not paths or not all(p.is_file() for p in paths):
+        return _sklearn_loader(loader)
+    if name == "digits":  # load_digits: np.loadtxt of the gzip text, the class last
+        data = _loadtxt_gzip(paths[0], delimiter=",")
+        return data[:, :-1], data[:, -1].astype(int, copy=False)
+    if name == "regression":  # load_diabetes(scaled=True)
+        X, y = _loadtxt_gzip(paths[0]), _loadtxt_gzip(paths[1])
+        X = _scale(X)
+        X /= X.shape[0] ** 0.5
+        return X, y
+    # load_csv_data: a first row "n_samples,n_features,class names...", then per row the
+    # features and an integer class
+    with open(paths[0], encoding="utf-8") as f:
+        head = f.readline().split(",")
+        table = np.loadtxt(f, delimiter=",", ndmin=2, dtype=np.float64)
+    n, d = int(head[0]), int(head[1])
+    if table.shape != (n, d + 1) or np.any(table[:, -1] != np.round(table[:, -1])):
+        return _sklearn_loader(loader)
+    return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(int)
+
+
+def _sklearn_loader(loader: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    return getattr(datasets, loader)(return_X_y=True)
+
+
+def _loadtxt_gzip(path: Path, **kwargs) -> np.ndarray:
+    """np.loadtxt of a gzip-compressed text file, as scikit-learn's
+    load_gzip_compressed_csv_data reads one."""
+    import gzip
+
+    with gzip.open(path, mode="rt", encoding="utf-8") as f:
+        return np.loadtxt(f, **kwargs)
+
+
+def _scale(X: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``preprocessing.scale(X, copy=False)`` of a float64 2-D array, step
+    for step (its float rounding included): centred by the column means, re-centred if
+    that left the means far from 0, divided by the population sd (1 for a constant
+    column), and re-centred again if needed."""
+    mean, sd = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+    X -= mean
+    mean_1 = np.nanmean(X, axis=0)
+    if not np.allclose(mean_1, 0):
+        X -= mean_1
+    sd[sd < 10 * np.finfo(sd.dtype).eps] = 1.0
+    X /= sd
+    mean_2 = np.nanmean(X, axis=0)
+    if not np.allclose(mean_2, 0):
+        X -= mean_2
+    return X
 
 
 def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +186,12 @@ def read_file(path, *, header: bool | None = None):
         raise DataError(f"the data file path is empty; pass an existing {formats} file")
     path = Path(path)
     if not path.is_file():
-        what = "a folder" if path.is_dir() else "no such file"
-        raise DataError(f"data file {path}: {what}; pass an existing {formats} file")
-    if path.suffix not in (".npz", ".npy", ".csv"):
+        raise DataError(f"data file {path}: {not_a_file(path)}; pass an existing {formats} file")
+    suffix = path.suffix.lower()  # data.CSV, as some tools name it, is a CSV
+    if suffix not in (".npz", ".npy", ".csv"):
         raise DataError(f"data file {path}: unknown format {path.suffix!r}; use {formats}")
     try:
-        if path.suffix == ".npy":
+        if suffix == ".npy":
             with open(path, "rb") as f:
                 if f.read(6) != b"\x93NUMPY":
                     raise DataError(
@@ -128,7 +205,7 @@ def read_file(path, *, header: bool | None = None):
                     "one 2-D array, the target in the last column"
                 )
             return table, None, "a .npy table"
-        if path.suffix == ".npz":
+        if suffix == ".npz":
             if not zipfile.is_zipfile(path):
                 raise DataError(
                     f"data file {path} is not an .npz archive; write it with "
@@ -145,10 +222,21 @@ def read_file(path, *, header: bool | None = None):
             ".csv": "every row must hold the same number of comma-separated numbers",
             ".npy": "save numbers only, with np.save(path, table)",
             ".npz": "save numbers only, with np.savez(path, X=features, y=targets)",
-        }[path.suffix]
+        }[suffix]
         raise DataError(
             f"data file {path} is unreadable ({str(exc).split('; use `usecols`')[0]}); {fix}"
         ) from None
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as data: a folder, no
+    such file, or something else (a named pipe, a device such as /dev/zero, a socket),
+    whose reading would block or never end."""
+    if path.is_dir():
+        return "a folder"
+    if not path.exists():
+        return "no such file"
+    return "not a regular file (a pipe, device or socket)"
 
 
 def load_features(path, n_features: int, *, header: bool | None = None):
@@ -178,7 +266,9 @@ def load_features(path, n_features: int, *, header: bool | None = None):
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
+    # first field, which would otherwise read as text and make a data row a header.
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     if not first.strip():
         raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
@@ -188,7 +278,14 @@ def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
         note = "the first row is " + ("a header" if header else "data (no header)") + ", detected"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
-        table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
+        table = np.loadtxt(
+            path,
+            delimiter=",",
+            skiprows=int(header),
+            ndmin=2,
+            dtype=np.float64,
+            encoding="utf-8-sig",
+        )
     if table.shape[0] == 0:
         raise DataError(f"data file {path} has a header but no data rows", setting="data")
     return table, note
@@ -270,8 +367,6 @@ def split_rows(y, val_fraction: float, seed: int, stratify: bool):
     training."""
     if val_fraction == 0.0:
         return None, None
-    from sklearn.model_selection import train_test_split
-
     n = y.shape[0]
     held = math.ceil(n * val_fraction)
     if held >= n:
@@ -290,6 +385,58 @@ def split_rows(y, val_fraction: float, seed: int, stratify: bool):
                 f"few as {present.min()} row(s) do not fit; hold out another fraction, or 0",
                 setting="val_split",
             )
-    return train_test_split(
-        np.arange(n), test_size=val_fraction, random_state=seed, stratify=y if stratify else None
-    )
+    return _train_test_split(n, held, seed, y if stratify else None)
+
+
+# scikit-learn's train_test_split(np.arange(n), test_size=f, random_state=seed,
+# stratify=...) for a float f, ported to NumPy: its ShuffleSplit and StratifiedShuffleSplit
+# draws from np.random.RandomState(seed), call for call, so a run folder made when the split
+# came from scikit-learn resumes on the same rows (tests/test_data_split.py compares the
+# two). With n_test = ceil(f n) and n_train = n - n_test:
+#   unstratified: one permutation of n; the first n_test rows are the test rows, the next
+#     n_train the training rows.
+#   stratified: classes in sorted order, each one's rows in row order; rows per class for
+#     training and then for testing from _approximate_mode; a permutation of each class's
+#     rows, its first rows to training, the next to testing; each side permuted at the end.
+
+
+def _train_test_split(n: int, n_test: int, seed: int, y=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` row indices (int64) of scikit-learn's train_test_split."""
+    n_train = n - n_test
+    rng = np.random.RandomState(seed)  # the legacy generator: scikit-learn draws from it
+    if y is None:
+        permutation = rng.permutation(n)
+        return permutation[n_test : n_test + n_train], permutation[:n_test]
+    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    y_indices = y_indices.reshape(-1)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(classes.shape[0]):
+        permutation = rng.permutation(class_counts[i])
+        rows = class_indices[i].take(permutation, mode="clip")
+        train.extend(rows[: n_i[i]])
+        test.extend(rows[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    """scikit-learn's utils.extmath._approximate_mode: rows per class of ``n_draws``, in
+    proportion to ``class_counts``, rounded down, the rest given by largest remainder, ties
+    broken by ``rng``."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        values = np.sort(np.unique(remainder))[::-1]
+        for value in values:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            inds = rng.choice(inds, size=add_now, replace=False)
+            floored[inds] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)

@@ -206,7 +206,11 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
                 suggestion="mse",
             )
         elif count < 2:
-            raise DataError(f"every target is {column[0]:g}: there is nothing to learn")
+            raise DataError(  # the data is at fault, not the (inferred) loss
+                f"every target is {column[0]:g}: there is nothing to learn; the data needs "
+                "at least 2 different targets",
+                setting="data",
+            )
         else:
             loss, reason = "cross_entropy", f"inferred: y holds {count} integer class labels"
     else:
@@ -228,6 +232,9 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
             else "the data needs at least 2 classes"
         )
         needs = "exactly 2" if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
-        raise DataError(f"{loss} needs {needs} classes, y holds {len(labels)}; {fix}")
+        raise DataError(
+            f"{loss} needs {needs} classes, y holds {len(labels)}; {fix}",
+            setting="data" if len(labels) < 2 else None,  # None: the loss, as the caller says
+        )
     outputs = 1 if loss == "bce" else len(labels)
     return Targets(labels.encode(column), loss, outputs, labels, reason)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.transfer import release_pages
-from model.data import DataError, validate
+from model.data import DataError, not_a_file, validate
 
 __all__ = ["map_data", "open_memmap"]
 
@@ -39,12 +39,13 @@ def open_memmap(path, member: str | None = None) -> np.memmap:
     missing file or member, a compressed member, or an object array."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file; pass an existing .npy or .npz file")
-    if path.suffix == ".npy":
+        raise DataError(f"{path}: {not_a_file(path)}; pass an existing .npy or .npz file")
+    suffix = path.suffix.lower()  # as model.data.read_file: X.NPY is a .npy
+    if suffix == ".npy":
         if member is not None:
             raise DataError(f"{path} is a .npy file, which holds one array: leave out {member!r}")
         return _checked(np.load(path, mmap_mode="r", allow_pickle=False), str(path))
-    if path.suffix != ".npz":
+    if suffix != ".npz":
         raise DataError(f"{path}: unknown format {path.suffix!r}; use .npy or .npz")
     with zipfile.ZipFile(path) as z:
         names = [n.removesuffix(".npy") for n in z.namelist()]
@@ -87,7 +88,7 @@ def map_data(path, min_bytes: int = 0, *, read: bool = True):
     NaN and inf) to another process; whether the file maps is decided alike either way."""
     path = Path(path)
     try:
-        if path.suffix == ".npy":
+        if path.suffix.lower() == ".npy":
             table = open_memmap(path)
             if table.ndim != 2 or table.shape[1] < 2:
                 return None  # load_file says what is wrong with it
@@ -100,7 +101,7 @@ def map_data(path, min_bytes: int = 0, *, read: bool = True):
             for start in range(0, table.shape[0], step):  # the column, a block at a time
                 y[start : start + step] = table[start : start + step, -1]
                 release_pages(table)
-        elif path.suffix == ".npz":
+        elif path.suffix.lower() == ".npz":
             X, y = open_memmap(path, "X"), open_memmap(path, "y")
             if X.nbytes < min_bytes:
                 return None

@@ -379,8 +379,8 @@ def _train_contender(name: str, X, y, epochs: int, seed: int) -> float:
         return _handgrad_accuracy(model, backend, X, y, batch, lr, epochs, seed)
     if name.startswith("scikit-learn"):
         return _sklearn_accuracy(X, y, sizes[1:-1], batch, lr, epochs, seed)
-    torch = _torch()
-    return _torch_digits(torch, X, y, sizes[1], str(X.dtype), batch, lr, epochs, 0)[1]
+    train = _torch_digits(_torch(), X, y, sizes[1], str(X.dtype), batch, lr, epochs)
+    return train(seed)
 
 
 def pipeline_worker(spec: dict) -> dict:
@@ -393,6 +393,8 @@ def pipeline_worker(spec: dict) -> dict:
     blas_info()  # imports threadpoolctl: libraries load before the baseline, not in the peak
     if spec["contender"].startswith("scikit-learn"):
         import sklearn.neural_network  # noqa: F401
+    if spec["contender"].startswith("PyTorch"):
+        _torch()  # as above: the library's own size is not the pipeline's
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS (Linux)
     base = _rss_kib("VmRSS")

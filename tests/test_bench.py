@@ -105,6 +105,19 @@ def test_quick_pipeline_measures_every_contender_in_a_subprocess(tmp_path, capsy
     assert "threads" in env["blas"]
 
 
+@pytest.mark.parametrize("name", ["handgrad numpy", "scikit-learn MLPClassifier",
+                                  "PyTorch CPU eager"])  # fmt: skip
+def test_every_pipeline_contender_trains_in_process(name):
+    """The data-pipeline case called PyTorch with an argument too many, which CI, without
+    PyTorch, never ran: each contender trains here on a few rows, the same for a seed."""
+    if name.startswith("PyTorch"):
+        pytest.importorskip("torch")
+    X, y = bench._synthetic(200, "float64")  # more rows than a batch (128)
+    first = bench._train_contender(name, X, y, 2, 3)
+    assert 0 <= first <= 1
+    assert bench._train_contender(name, X, y, 2, 3) == first
+
+
 def test_a_busy_machine_is_marked_and_warned_about(monkeypatch, capsys):
     """Other processes' CPU time is what is left of /proc/stat's after this process's."""
     monkeypatch.setattr(bench, "_cpu_seconds", iter([(0.0, 0.0), (5.0, 0.0)] * 50).__next__)

@@ -59,6 +59,8 @@ def test_readme_train_then_predict_commands_run(tmp_path):
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True,
                               env={**os.environ, "HANDGRAD_DEVICE": "cpu"})  # fmt: skip
         assert proc.returncode == 0, (line, proc.stderr)
-    table = np.loadtxt(tmp_path / "predictions.csv", delimiter=",", skiprows=1)
+    # every file the commands wrote is under runs/, which git ignores in a checkout
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    table = np.loadtxt(tmp_path / "runs" / "predictions.csv", delimiter=",", skiprows=1)
     assert set(np.unique(table[:, 0])) <= {3, 4, 5} and table.shape == (178, 4)
     assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout

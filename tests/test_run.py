@@ -293,18 +293,25 @@ def _wait_for(condition, timeout=60.0):
 
 def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
     """SIGINT while train.py is still importing NumPy (right after its first import, _cli,
-    is in place) or loading data: one line, status 130, no traceback."""
+    is in place) or loading data: one line, status 130, no traceback. (Loading the data is
+    made to wait for the signal: it takes milliseconds, and a fixed delay overshot it.)"""
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import _cli\n"
         "print('ready', flush=True)\n"
         "import train\n"
+        "import time, model.data\n"
+        "def loading(name):\n"
+        "    print('loading', flush=True)\n"
+        "    time.sleep(60)\n"
+        "model.data.read_bundled = loading\n"
         "sys.exit(_cli.run(train.main, ['--device', 'cpu'], train.FLAGS))\n"
     )
-    for delay in (0.0, 0.3):
+    for wait_for in ("ready", "loading"):
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(delay)
+        if wait_for == "loading":
+            assert proc.stdout.readline() == "loading\n"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err, err

@@ -1,0 +1,155 @@
+"""Reading the user's data files (model/data.py, model/streaming.py): what a new user's
+trial found (issue 24): a byte-order mark, a pipe or device given as the file, a suffix
+in capitals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import _cli
+import numpy as np
+import pytest
+import train
+
+from model.data import DataError, load_features, load_file
+from model.streaming import map_data, open_memmap
+
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by Excel's "CSV UTF-8" and others
+
+
+def _table(rows: int = 40) -> np.ndarray:
+    """Rows of (two features, a 0/1 label), the first row's features not integers."""
+    rng = np.random.default_rng(24)
+    X = rng.normal(size=(rows, 2)).round(3)
+    X[0] = [0.125, -2.5]
+    return np.c_[X, np.arange(rows) % 2]
+
+
+def _csv_bytes(table: np.ndarray, header: str | None = None) -> bytes:
+    lines = [] if header is None else [header]
+    lines += [",".join(repr(float(v)) for v in row) for row in table]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("header", [None, "a,b,label"])
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path, header):
+    """A headerless CSV with a BOM had its first row taken as a header: 39 of 40 rows
+    trained, and predict.py wrote 39 predictions for 40 rows."""
+    table = _table()
+    path = tmp_path / "bom.csv"
+    path.write_bytes(BOM + _csv_bytes(table, header))
+    X, y = load_file(path)
+    assert X.shape == (40, 2) and y.shape == (40,)
+    np.testing.assert_array_equal(X, table[:, :2])  # the first row parsed, not skipped
+    np.testing.assert_array_equal(y, table[:, 2])
+    X, labels = load_features(path, 2)  # what scripts/predict.py reads
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(labels, table[:, 2])
+    X, labels = load_features(path, 3)  # no label column: all three are features
+    assert X.shape == (40, 3) and labels is None
+    np.testing.assert_array_equal(X, table)
+
+
+def test_a_byte_order_mark_with_a_header_given(tmp_path):
+    table = _table(5)
+    path = tmp_path / "bom.csv"
+    path.write_bytes(BOM + _csv_bytes(table))
+    X, _ = load_file(path, header=False)
+    np.testing.assert_array_equal(X, table[:, :2])
+    X, _ = load_file(path, header=True)  # the user says the first row is a header
+    np.testing.assert_array_equal(X, table[1:, :2])
+
+
+def _not_regular(tmp_path, kind: str) -> Path:
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes here")
+        os.mkfifo(tmp_path / "pipe.csv")  # reading it would block until a writer comes
+        return tmp_path / "pipe.csv"
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    return Path("/dev/zero")  # reading it never ends
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_pipe_or_device_is_not_called_missing(tmp_path, kind):
+    """A FIFO or /dev/zero given as the data was reported as "no such file"."""
+    path = _not_regular(tmp_path, kind)
+    message = f"{path}: not a regular file (a pipe, device or socket); pass an existing"
+    for read in (load_file, lambda p: load_features(p, 2), open_memmap):
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            read(path)
+    with pytest.raises(DataError, match="no such file"):
+        load_file(tmp_path / "absent.csv")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_like_a_streamable_file_is_refused_by_the_command(tmp_path, capsys):
+    """train.py first tries to memory-map a .npy: a pipe must not be opened there either
+    (it would block) and the one line says what it is."""
+    os.mkfifo(tmp_path / "data.npy")
+    argv = ["--data", str(tmp_path / "data.npy"), "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, " \
+        "device or socket); pass an existing .npz, .npy or .csv file (--data)\n"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("suffix", [".CSV", ".Csv", ".NPY", ".NPZ", ".Npz"])
+def test_a_suffix_in_capitals_names_the_same_format(tmp_path, suffix):
+    """data.CSV was refused as an unknown format '.CSV'."""
+    table = _table(6)
+    path = tmp_path / f"data{suffix}"
+    kind = suffix.lower()
+    if kind == ".csv":
+        path.write_bytes(_csv_bytes(table))
+    elif kind == ".npy":
+        with open(path, "wb") as f:  # np.save would add ".npy" to another suffix
+            np.save(f, table)
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, X=table[:, :2], y=table[:, 2])
+    X, y = load_file(path)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+    X, y = load_features(path, 2)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+    if kind == ".csv":
+        assert map_data(path) is None  # loaded, not mapped
+        return
+    mapped = open_memmap(path, None if kind == ".npy" else "X")
+    assert isinstance(mapped, np.memmap)
+    X, y = map_data(path)  # streamed as the lower-case name would be
+    assert isinstance(X, np.memmap)
+    np.testing.assert_array_equal(X, table[:, :2])
+    np.testing.assert_array_equal(y, table[:, 2])
+
+
+def test_an_unknown_suffix_is_still_refused_as_written(tmp_path):
+    (tmp_path / "data.TXT").write_text("1,2\n")
+    with pytest.raises(DataError, match=r"unknown format '\.TXT'; use \.npz, \.npy or \.csv"):
+        load_file(tmp_path / "data.TXT")
+    with pytest.raises(DataError, match=r"unknown format '\.TXT'; use \.npy or \.npz"):
+        open_memmap(tmp_path / "data.TXT")
+
+
+@pytest.mark.parametrize(
+    "loss,y,line",
+    [(None, np.full(30, 3), "every target is 3: there is nothing to learn; the data needs at "
+      "least 2 different targets (--data)"),
+     ("cross_entropy", np.full(30, 3), "cross_entropy needs 2 to 10000 classes, y holds 1; the "
+      "data needs at least 2 classes (--data)"),
+     ("bce", np.arange(30) % 3, "bce needs exactly 2 classes, y holds 3; use the loss "
+      "'cross_entropy' for more than 2 classes (--loss)")],
+    ids=["inferred", "cross_entropy", "bce"],
+)  # fmt: skip
+def test_targets_that_leave_nothing_to_learn_name_the_data(tmp_path, capsys, loss, y, line):
+    """All-same targets pointed at --loss, which no value of fixes."""
+    np.savez(tmp_path / "same.npz", X=np.arange(60.0).reshape(30, 2), y=y)
+    argv = ["--data", str(tmp_path / "same.npz"), "--device", "cpu", "--out", str(tmp_path / "r")]
+    argv += [] if loss is None else ["--loss", loss]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"

@@ -41,8 +41,8 @@ step's matrix products alone, cuBLAS sgemm through CuPy); each row shows the fra
 that floor it reaches.
 
 Replica cases: R networks with their own seeds and learning rates (lr log-spaced over
-[0.01, 1]), trained in one batched pass (model.fit.fit on replica-stacked parameters) against the same R
-trained one after another (model.fit.fit), each replica's shuffles and initial weights
+[0.01, 1]), trained in one batched pass (model.fit.fit on replica-stacked parameters)
+against the same R trained one after another, each replica's shuffles and initial weights
 drawn from its own seed; accuracy is the mean training accuracy over the R replicas
 (the same for both: the results agree). CPU: R = 64 digits 64-64-10, sigmoid, softmax
 cross-entropy, SGD batch 64, float64 and float32, 10 epochs. GPU (with the GPU cases): R = 256 xor

@@ -12,7 +12,6 @@ runs, whose results are checked once: the backends' agreement is tested over sho
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -35,24 +34,6 @@ DEVICES = [
     pytest.param("torch:mps", id="torch-mps", marks=pytest.mark.gpu),
     pytest.param("jax:gpu", id="jax-gpu", marks=pytest.mark.gpu),
 ]
-
-
-# Not a grid case: the benchmark's quick pipeline runs a PyTorch contender whenever torch
-# is installed, and scripts/bench.py has a bug on that path (not strict: bench.py is being
-# reworked elsewhere; delete this entry once the test passes with torch installed).
-TORCH_INSTALLED_XFAIL = {
-    "test_quick_pipeline_measures_every_contender_in_a_subprocess": (
-        "scripts/bench.py:383 calls _torch_digits(..., epochs, 0)[1]: 9 arguments for 8, and "
-        "it returns run(seed), not a tuple (TypeError in the worker)"
-    ),
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        reason = TORCH_INSTALLED_XFAIL.get(item.name)
-        if reason and importlib.util.find_spec("torch") is not None:
-            item.add_marker(pytest.mark.xfail(strict=False, reason=f"with torch: {reason}"))
 
 
 def require_device(spec: str) -> str:

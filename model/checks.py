@@ -81,14 +81,34 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
     """Check that the parameters share one array namespace, device and floating dtype,
     and that (X, Y) can train them: both on that device, X with that dtype and Y with it
     too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,
-    cast per batch). Then their shapes and values (:func:`_check_values`). Returns True
-    for streamed data. Raises ConfigError naming the array that differs and the fix, or
-    DataError for values that cannot train."""
+    cast per batch). Then their shapes and values. Returns True for streamed data. Raises
+    ConfigError naming the array that differs and the fix, or DataError for values that
+    cannot train."""
     for name, a in zip(names, (X, Y), strict=True):
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             raise ConfigError(
                 f"{name} is {_where(a)}, not an array; convert it with backend.asarray"
             )
+    first = _check_params(params)
+    xp = array_namespace(first)
+    x_name, y_name = names
+    if X.shape[0] != Y.shape[0]:
+        raise ConfigError(
+            f"{x_name} has {X.shape[0]} rows but {y_name} has {Y.shape[0]}; they must match"
+        )
+    streamed = is_streamed(X, xp) or is_streamed(Y, xp)
+    if streamed:
+        _check_streamed(model, X, Y, names)
+    else:
+        _check_on_device(model, first, X, Y, names, xp)
+    _check_shapes(model, X, Y, names, streamed=streamed)
+    _check_values(model, X, Y, names, streamed=streamed)
+    return streamed
+
+
+def _check_params(params: dict):
+    """The first parameter, once every parameter is of its namespace, device and
+    floating dtype."""
     first_name, first = next(iter(params.items()))
     fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
     for name, p in params.items():
@@ -96,32 +116,32 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
             raise ConfigError(
                 f"parameter {name} is {_where(p)} but {first_name} is {_where(first)}; {fix}"
             )
-        xp = array_namespace(p)
-        if p.dtype != first.dtype or not xp.isdtype(p.dtype, "real floating"):
+        if p.dtype != first.dtype or not array_namespace(p).isdtype(p.dtype, "real floating"):
             raise ConfigError(
                 f"parameter {name} is {_dtype_name(p.dtype)} and {first_name} is "
-                f"{_dtype_name(first.dtype)}; the "
-                f"parameters need one floating dtype: {fix}"
+                f"{_dtype_name(first.dtype)}; the parameters need one floating dtype: {fix}"
             )
+    return first
+
+
+def _check_streamed(model, X, Y, names) -> None:
+    """Both host arrays of numbers (labels: integers too), to stream batch by batch."""
     x_name, y_name = names
-    if X.shape[0] != Y.shape[0]:
-        raise ConfigError(
-            f"{x_name} has {X.shape[0]} rows but {y_name} has {Y.shape[0]}; they must match"
-        )
-    labels_ok = model.is_classifier
-    if is_streamed(X, xp) or is_streamed(Y, xp):
-        for name, a, other in ((x_name, X, y_name), (y_name, Y, x_name)):
-            if not is_host(a):
-                raise ConfigError(
-                    f"{name} is {_where(a)} but {other} is host NumPy "
-                    "data, streamed to the device batch by batch; pass both as host NumPy "
-                    "arrays, or move both with backend.asarray"
-                )
-            kinds = "fiu" if a is X or labels_ok else "f"
-            if a.dtype.kind not in kinds:
-                raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
-        _check_values(model, X, Y, names, streamed=True)
-        return True
+    for name, a, other in ((x_name, X, y_name), (y_name, Y, x_name)):
+        if not is_host(a):
+            raise ConfigError(
+                f"{name} is {_where(a)} but {other} is host NumPy data, streamed to the "
+                "device batch by batch; pass both as host NumPy arrays, or move both with "
+                "backend.asarray"
+            )
+        kinds = "fiu" if a is X or model.is_classifier else "f"
+        if a.dtype.kind not in kinds:
+            raise ConfigError(f"{name} holds {a.dtype} values; stream real numbers")
+
+
+def _check_on_device(model, first, X, Y, names, xp) -> None:
+    """Both on the parameters' device; X of their dtype, Y too or integer labels."""
+    x_name, y_name = names
     move = "move it with backend.asarray (the parameters' backend)"
     for name, a in ((x_name, X), (y_name, Y)):
         if _where(a) != _where(first):
@@ -133,28 +153,28 @@ def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
         raise ConfigError(
             f"{x_name} is {_dtype_name(X.dtype)} but the parameters are {dtype}; {move}"
         )
-    if xp.isdtype(Y.dtype, "integral") and not labels_ok:
+    integral = xp.isdtype(Y.dtype, "integral")
+    if integral and not model.is_classifier:
         raise ConfigError(
             f"{y_name} holds integer labels, but the loss {model.loss_spec.name!r} needs "
             f"{dtype} targets; {move}"
         )
-    if not xp.isdtype(Y.dtype, "integral") and Y.dtype != first.dtype:
-        labels = " or pass integer class labels" if labels_ok else ""
+    if not integral and Y.dtype != first.dtype:
+        labels = " or pass integer class labels" if model.is_classifier else ""
         raise ConfigError(
             f"{y_name} is {_dtype_name(Y.dtype)} but the parameters are {dtype}; {move}{labels}"
         )
-    _check_values(model, X, Y, names, streamed=False)
-    return False
 
 
-def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
+def _is_labels(model, Y) -> bool:
+    return model.is_classifier and array_namespace(Y).isdtype(Y.dtype, "integral")
+
+
+def _check_shapes(model, X, Y, names, /, *, streamed: bool) -> None:
     """X of shape (n, d), n >= 1, for the model's d inputs; Y integer class labels of
-    shape (n,) within the model's classes (0..K-1; 0/1 for bce, also of shape (n, 1)), or
-    targets of shape (n, K) (also (n,) when K = 1), a classifier's within [0, 1]; X and Y
-    finite unless ``streamed`` (a file is checked a block at a time before training,
-    :func:`model.data.validate`: a pass here would read it again). Each check reads back
-    one value: a few synchronizations per call, none per epoch."""
-    (x_name, y_name), d, k = names, model.sizes[0], model.sizes[-1]
+    shape (n,) (also (n, 1) for one output), or targets of shape (n, K) (also (n,) when
+    K = 1)."""
+    (x_name, y_name), d, k = names, model.n_inputs, model.n_outputs
     if X.ndim != 2 or X.shape[1] != d:
         raise ConfigError(
             f"{x_name} has shape {tuple(X.shape)} but the model takes {d} features per row; "
@@ -162,35 +182,41 @@ def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
         )
     if X.shape[0] == 0:
         raise DataError(f"{x_name} has no rows; pass at least one")
-    xp = array_namespace(Y)
-    loss = model.loss_spec.name
-    labels = model.is_classifier and xp.isdtype(Y.dtype, "integral")
+    labels = _is_labels(model, Y)
     if labels:
         ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
         expected = "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
     else:
         ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
         expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
-        if loss == "cross_entropy":
+        if model.loss == "cross_entropy":
             expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
-    if not ok:
-        fix = ""
-        if labels and Y.shape[1:] == (1,):
-            fix = "; pass the labels as one column of shape (n,): y.reshape(-1)"
-        elif model.is_classifier and Y.ndim == 1:  # labels as floats, likely
-            how = (
-                "np.asarray(y, dtype=np.int64)"
-                if streamed
-                else "backend.asarray(y, dtype=backend.xp.int64)"
-            )
-            fix = f"; make float labels integers: {how}"
-        raise ConfigError(
-            f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
-            f"{loss!r}) trains on {expected}{fix}"
-        )
+    if ok:
+        return
+    fix = ""
+    if labels and Y.shape[1:] == (1,):
+        fix = "; pass the labels as one column of shape (n,): y.reshape(-1)"
+    elif model.is_classifier and Y.ndim == 1:  # labels as floats, likely
+        how = "np.asarray(y, dtype=np.int64)" if streamed else (
+            "backend.asarray(y, dtype=backend.xp.int64)")  # fmt: skip
+        fix = f"; make float labels integers: {how}"
+    raise ConfigError(
+        f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
+        f"{model.loss!r}) trains on {expected}{fix}"
+    )
+
+
+def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
+    """A classifier's labels within its classes (0..K-1; 0/1 for bce), or its targets
+    within [0, 1]; X and Y finite unless ``streamed`` (a file is checked a block at a
+    time before training, :func:`model.data.validate`: a pass here would read it again).
+    Each check reads back one value."""
+    x_name, y_name = names
+    xp = array_namespace(Y)
+    labels = _is_labels(model, Y)
     if model.is_classifier:
         lo, hi = to_numpy(xp.stack([xp.min(Y), xp.max(Y)])).tolist()
-        classes = 2 if loss == "bce" else k
+        classes = 2 if model.loss == "bce" else model.n_outputs
         if labels and (lo < 0 or hi >= classes):
             raise DataError(
                 f"{y_name} holds labels from {lo} to {hi}, but the model has {classes} "
@@ -199,17 +225,17 @@ def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:
             )
         if not labels and (lo < 0 or hi > 1):
             raise DataError(
-                f"{y_name} holds targets from {lo:g} to {hi:g}, but the loss {loss!r} takes "
-                "probabilities in [0, 1] (0/1 values or one-hot rows); pass class labels as "
-                "integers, or use a regression loss (mse, sse)"
+                f"{y_name} holds targets from {lo:g} to {hi:g}, but the loss {model.loss!r} "
+                "takes probabilities in [0, 1] (0/1 values or one-hot rows); pass class labels "
+                "as integers, or use a regression loss (mse, sse)"
             )
-    if not streamed:
-        for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):
-            if not _all_finite(a, xp):
-                raise DataError(
-                    f"{name} holds NaN or infinite values; drop or impute those rows before "
-                    "training"
-                )
+    if streamed:
+        return
+    for name, a in [(x_name, X)] + ([] if labels else [(y_name, Y)]):
+        if not _all_finite(a, xp):
+            raise DataError(
+                f"{name} holds NaN or infinite values; drop or impute those rows before training"
+            )
 
 
 def _all_finite(a, xp) -> bool:

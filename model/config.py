@@ -98,63 +98,73 @@ class RunConfig:
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
         if self.model == "mlp":
-            hidden = (64,) if self.hidden is None else self.hidden
-            if isinstance(hidden, str | int) or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
-            ):
-                raise ConfigError(
-                    f"hidden must list positive integer widths, got {self.hidden!r}",
-                    setting="hidden",
-                )
-            object.__setattr__(self, "hidden", tuple(hidden))
-            object.__setattr__(self, "activation", self.activation or "relu")
-            _check_choice("activation", self.activation, tuple(ACTIVATIONS))
-            _check_choice("norm", self.norm, tuple(NORMS))
-            dropout = check_number("dropout", self.dropout, low=0, high=1, high_open=True)
-            object.__setattr__(self, "dropout", dropout)
+            self._check_network()
         else:
-            unit = {"norm": "none", "dropout": 0.0}
-            for name in ("norm", "dropout"):
-                if getattr(self, name) != unit[name]:
-                    raise ConfigError(
-                        f"model {self.model!r} is a single unit and takes no {name}; use "
-                        "model 'mlp' for hidden layers",
-                        setting=name,
-                    )
-            for name in ("hidden", "activation"):
-                if getattr(self, name) is not None:
-                    raise ConfigError(
-                        f"model {self.model!r} is a single unit and takes no {name}; "
-                        "use model 'mlp' for hidden layers",
-                        setting=name,
-                    )
-            fixed = FIXED_LOSS[self.model]
-            if self.loss not in (None, fixed):
-                raise ConfigError(
-                    f"model {self.model!r} trains with the loss {fixed!r}, not {self.loss!r}; "
-                    "leave the loss unset or use model 'mlp'",
-                    setting="loss",
-                )
+            self._check_unit()
         if self.loss is not None:
             _check_choice("loss", self.loss, tuple(LOSSES))
+        self._check_training()
+        self._check_data()
+        _check_choice("dtype", self.dtype, DTYPES)
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    def _check_network(self) -> None:
+        """An MLP's hidden widths, activation, normalization and dropout."""
+        hidden = (64,) if self.hidden is None else self.hidden
+        if isinstance(hidden, str | int) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
+            raise ConfigError(
+                f"hidden must list positive integer widths, got {self.hidden!r}", setting="hidden"
+            )
+        self._set("hidden", tuple(hidden))
+        self._set("activation", self.activation or "relu")
+        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        _check_choice("norm", self.norm, tuple(NORMS))
+        self._set("dropout", check_number("dropout", self.dropout, low=0, high=1, high_open=True))
+
+    def _check_unit(self) -> None:
+        """A single unit takes none of an MLP's settings, and trains with its own loss."""
+        unset = {"hidden": None, "activation": None, "norm": "none", "dropout": 0.0}
+        for name, value in unset.items():
+            if getattr(self, name) != value:
+                raise ConfigError(
+                    f"model {self.model!r} is a single unit and takes no {name}; use model "
+                    "'mlp' for hidden layers",
+                    setting=name,
+                )
+        fixed = FIXED_LOSS[self.model]
+        if self.loss not in (None, fixed):
+            raise ConfigError(
+                f"model {self.model!r} trains with the loss {fixed!r}, not {self.loss!r}; "
+                "leave the loss unset or use model 'mlp'",
+                setting="loss",
+            )
+
+    def _check_training(self) -> None:
+        """Optimizer, learning rate, epochs, batch size, weight decay, seed."""
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        lr = OPTIMIZERS[self.optimizer].default_lr if self.lr is None else self.lr
-        object.__setattr__(self, "lr", check_number("lr", lr, low=0, low_open=True))
-        epochs = check_number("epochs", self.epochs, integer=True, low=1, high=MAX_EPOCHS)
-        object.__setattr__(self, "epochs", epochs)
+        choice = OPTIMIZERS[self.optimizer]
+        lr = choice.default_lr if self.lr is None else self.lr
+        self._set("lr", check_number("lr", lr, low=0, low_open=True))
+        self._set("epochs", check_number("epochs", self.epochs, integer=True, low=1,
+                                         high=MAX_EPOCHS))  # fmt: skip
         if self.batch_size is not None:
-            batch = check_number("batch_size", self.batch_size, integer=True, low=1)
-            object.__setattr__(self, "batch_size", batch)
-            if OPTIMIZERS[self.optimizer].full_batch:
+            self._set("batch_size", check_number("batch_size", self.batch_size, integer=True,
+                                                 low=1))  # fmt: skip
+            if choice.full_batch:
                 raise ConfigError(
                     f"optimizer {self.optimizer!r} is full-batch gradient descent; use 'sgd' "
                     "(or another optimizer) for minibatches, or leave the batch size unset",
                     setting="batch_size",
                 )
-        wd = check_number("weight_decay", self.weight_decay, low=0)
-        object.__setattr__(self, "weight_decay", wd)
-        seed = check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
-        object.__setattr__(self, "seed", seed)
+        self._set("weight_decay", check_number("weight_decay", self.weight_decay, low=0))
+        self._set("seed", check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1))
+
+    def _check_data(self) -> None:
+        """A bundled dataset or a data file, standardization, the validation split."""
         if self.data is not None and self.dataset is not None:
             raise ConfigError("give a dataset or a data file, not both", setting="data")
         if self.data is not None:
@@ -164,9 +174,9 @@ class RunConfig:
                 )
             if not str(self.data).strip():
                 raise ConfigError("the data file path is empty", setting="data")
-            object.__setattr__(self, "data", str(Path(self.data).resolve()))
+            self._set("data", str(Path(self.data).resolve()))
         else:
-            object.__setattr__(self, "dataset", self.dataset or "digits")
+            self._set("dataset", self.dataset or "digits")
             _check_choice("dataset", self.dataset, DATASETS)
         if not isinstance(self.standardize, bool):
             raise ConfigError(
@@ -176,8 +186,7 @@ class RunConfig:
         vs = check_number("val_split", self.val_split, low=0)
         if vs >= 1:
             raise ConfigError(f"val_split must be in [0, 1), got {vs!r}", setting="val_split")
-        object.__setattr__(self, "val_split", vs)
-        _check_choice("dtype", self.dtype, DTYPES)
+        self._set("val_split", vs)
 
     def to_json(self) -> dict:
         return {
@@ -248,20 +257,12 @@ def prepare_data(
     ``comm`` (several ranks, each calling this): rank 0 alone makes the passes over a
     streamed file (finiteness, fingerprint, statistics, range) and sends the results to
     the others, which then read only their rows of each batch while training."""
-    root = comm is None or comm.rank == 0
-    with about("data"):
-        least = STREAM_BYTES if stream is None else 0
-        maps = config.data is not None and stream is not False
-        mapped = map_data(config.data, least, read=root) if maps else None
-        if maps:  # rank 0's y, the same on every rank (None: rank 0 could not map it)
-            y_root = on_root(comm, lambda: None if mapped is None else mapped[1])
-            mapped = None if mapped is None or y_root is None else (mapped[0], y_root)
-        X, y = mapped or (load_file(config.data) if config.data else load_dataset(config.dataset))
-    if mapped is not None and Path(config.data).suffix == ".npy":  # as load_file says it
-        logger.info("data %s: a .npy table, the target in the last column", config.data)
+    X, y, mapped = _load(config, stream, comm)
     fingerprint = on_root(comm, lambda: _sha256(X) + _sha256(y))
     with about("loss" if config.model == "mlp" else "model"):  # a single unit fixes its loss
-        targets = resolve_targets(y, FIXED_LOSS.get(config.model) or config.loss, labels)
+        fixed = FIXED_LOSS.get(config.model)
+        reason = f"fixed by the model {config.model!r}" if fixed else "as set"
+        targets = resolve_targets(y, fixed or config.loss, labels, reason)
     if config.model == "neuron" and (targets.y.min() < 0 or targets.y.max() > 1):
         raise DataError(
             "model 'neuron' outputs sigma(z) in (0, 1): its targets must lie in [0, 1]; "
@@ -271,7 +272,7 @@ def prepare_data(
     classes = targets.labels is not None
     train, val = split_rows(targets.y, config.val_split, config.seed, stratify=classes)
     y_tr, y_va = (targets.y, None) if train is None else (targets.y[train], targets.y[val])
-    if mapped is not None:
+    if mapped:
         X_tr, X_va = HostRows(X, train), None if val is None else HostRows(X, val)
     else:
         X_tr, X_va = (X, None) if train is None else (X[train], X[val])
@@ -286,6 +287,25 @@ def prepare_data(
     return PreparedData(
         X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
     )
+
+
+def _load(config: RunConfig, stream, comm):
+    """``(X, y, mapped)``: the data of ``config``, X memory-mapped (``mapped``) when
+    ``stream`` and the file allow (see :func:`prepare_data`), else loaded."""
+    root = comm is None or comm.rank == 0
+    with about("data"):
+        least = STREAM_BYTES if stream is None else 0
+        maps = config.data is not None and stream is not False
+        mapped = map_data(config.data, least, read=root) if maps else None
+        if maps:  # rank 0's y, the same on every rank (None: rank 0 could not map it)
+            y_root = on_root(comm, lambda: None if mapped is None else mapped[1])
+            mapped = None if mapped is None or y_root is None else (mapped[0], y_root)
+        if mapped is not None:
+            if Path(config.data).suffix.lower() == ".npy":  # as load_file says it
+                logger.info("data %s: a .npy table, the target in the last column", config.data)
+            return mapped[0], mapped[1], True
+        X, y = load_file(config.data) if config.data else load_dataset(config.dataset)
+        return X, y, False
 
 
 def _sha256(a) -> str:

@@ -301,6 +301,21 @@ def _epoch_values(net, params, loss, validation, stacked: bool, /, *, xp, comm):
     return xp.stack(rows), names
 
 
+def _end_epoch(net, params, loss, validation, freezer, epoch, divergence, /, *, xp, comm):
+    """The epoch's records, from its one read-back (:func:`_epoch_values`); a network
+    that diverged in it raises DivergenceError under the "raise" policy."""
+    values, names = _epoch_values(
+        net, params, loss, validation, not freezer.single, xp=xp, comm=comm
+    )
+    host = (to_numpy(values) + 0.0).tolist()  # -0.0 (a perfect fit) reads 0.0
+    records = freezer.records(epoch, host, names, validation)
+    if any(freezer.newly) and divergence == "raise":
+        first = freezer.newly.index(True)
+        value = host[0] if freezer.single else host[0][first]
+        raise DivergenceError(epoch + 1, value, getattr(freezer.base, "lr", None))
+    return records
+
+
 def _generators(rng, count: int | None, needed: bool):
     """The host generator(s) the fit draws from: one, or one per replica (each seeded 0
     by default, as one network's fit)."""
@@ -338,6 +353,27 @@ def _check_batches(net, n: int, batch: int, comm) -> None:
             f"batches of {batch} leave one of 1 row; choose another batch size",
             setting="batch_size",
         )
+
+
+def _check_fit(net, params, X, Y, validation, epochs, batch_size, start_epoch, divergence,
+               comm) -> int | None:  # fmt: skip
+    """Everything :func:`fit` is given, checked before it trains; the replica count (None
+    for one network)."""
+    check_schedule(epochs, batch_size, start_epoch)
+    if divergence not in DIVERGENCE:
+        raise ConfigError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
+    count = param_layout(net, params)
+    streamed = check_inputs(net, params, X, Y)
+    if validation is not None:
+        streamed |= check_inputs(net, params, *validation, names=("X_val", "Y_val"))
+    if count is not None and streamed:
+        raise ConfigError(
+            "replicas train on data held on the parameters' device, not streamed from host "
+            "NumPy data; move it with backend.asarray"
+        )
+    n = X.shape[0]
+    _check_batches(net, n, n if batch_size is None else min(batch_size, n), comm)
+    return count
 
 
 def fit(
@@ -385,23 +421,12 @@ def fit(
     permutations and computes its part of every batch (:func:`run_epoch`); losses and
     metrics are summed over the ranks, so every rank records the same history.
     """
-    check_schedule(epochs, batch_size, start_epoch)
-    if divergence not in DIVERGENCE:
-        raise ConfigError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
-    count = param_layout(net, params)
-    streamed = check_inputs(net, params, X, Y)
-    if validation is not None:
-        streamed |= check_inputs(net, params, *validation, names=("X_val", "Y_val"))
-    if count is not None and streamed:
-        raise ConfigError(
-            "replicas train on data held on the parameters' device, not streamed from host "
-            "NumPy data; move it with backend.asarray"
-        )
+    count = _check_fit(net, params, X, Y, validation, epochs, batch_size, start_epoch,
+                       divergence, comm)  # fmt: skip
     like = next(iter(params.values()))
     xp = array_namespace(like)
     n = X.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
-    _check_batches(net, n, batch, comm)
     targets = Y if is_streamed(Y, xp) else net.prepare_targets(Y, dtype=like.dtype, xp=xp)
     state = optimizer.init(_trained(net, params)) if state is None else state
     shuffle = batch < n
@@ -423,15 +448,8 @@ def fit(
                 net, params, state, X, targets, freezer.optimizer, batch_size=batch_size,
                 order=order, xp=xp, comm=comm, rng=rng,
             )  # fmt: skip
-            values, names = _epoch_values(
-                net, params, loss, validation, count is not None, xp=xp, comm=comm
-            )
-            host = (to_numpy(values) + 0.0).tolist()  # the epoch's one read-back; -0 -> 0
-            records = freezer.records(epoch, host, names, validation)
-            if any(freezer.newly) and divergence == "raise":
-                first = next(r for r, new in enumerate(freezer.newly) if new)
-                raise DivergenceError(epoch + 1, host[0] if count is None else host[0][first],
-                                      getattr(optimizer, "lr", None))  # fmt: skip
+            records = _end_epoch(net, params, loss, validation, freezer, epoch, divergence,
+                                 xp=xp, comm=comm)  # fmt: skip
             state = freezer.freeze(params, state, xp=xp)
             if callback is not None and (count is not None or records[0] is not None):
                 callback(epoch, params, state, records if count is not None else records[0])

@@ -172,13 +172,16 @@ class Targets:
     reason: str  # how the loss was chosen, for the log and metrics.json
 
 
-def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = None) -> Targets:
+def resolve_targets(
+    y, loss: str | None = None, labels: LabelEncoder | None = None, reason: str = "as set"
+) -> Targets:
     """Choose the loss (when ``loss`` is None) and encode class labels.
 
     Inferred: integer targets with 2..MAX_INFERRED_CLASSES distinct values, or one-hot
     rows (classes = column indices), are classes (cross_entropy); anything else is a
-    regression target (mse). ``labels`` fixes the
-    classes (a resumed run, a saved model); otherwise they are the distinct labels of y."""
+    regression target (mse). ``labels`` fixes the classes (a resumed run, a saved model);
+    otherwise they are the distinct labels of y. ``reason``: why a given ``loss`` is the
+    one (for the log and metrics.json)."""
     y = np.asarray(y)
     one_hot = (
         y.ndim == 2
@@ -189,32 +192,8 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
     )
     column = np.argmax(y, axis=1) if one_hot else y
     column = column.reshape(-1) if column.ndim == 2 and column.shape[1] == 1 else column
-    if loss is None and one_hot:
-        loss, reason = "cross_entropy", f"inferred: y is one-hot over {y.shape[1]} classes"
-    elif loss is None:
-        integral = column.ndim == 1 and bool(np.all(column == np.round(column)))
-        count = len(np.unique(column)) if integral else 0
-        if not integral:
-            loss, reason = "mse", "inferred: the targets are not one integer label per row"
-        elif count > MAX_INFERRED_CLASSES:
-            raise DataError(
-                f"y holds {count} distinct integer values, more than the "
-                f"{MAX_INFERRED_CLASSES} classes a classifier is inferred for; if y is a "
-                "regression target set the loss to 'mse' (to insist on classes, set "
-                "'cross_entropy')",
-                setting="loss",
-                suggestion="mse",
-            )
-        elif count < 2:
-            raise DataError(  # the data is at fault, not the (inferred) loss
-                f"every target is {column[0]:g}: there is nothing to learn; the data needs "
-                "at least 2 different targets",
-                setting="data",
-            )
-        else:
-            loss, reason = "cross_entropy", f"inferred: y holds {count} integer class labels"
-    else:
-        reason = "as set"
+    if loss is None:
+        loss, reason = _inferred_loss(y, column, one_hot)
     if loss not in ("cross_entropy", "bce"):
         values = y[:, None] if y.ndim == 1 else y
         return Targets(values.astype(np.float64), loss, values.shape[1], None, reason)
@@ -222,19 +201,50 @@ def resolve_targets(y, loss: str | None = None, labels: LabelEncoder | None = No
         raise DataError(f"{loss} needs one class label per row, got y of shape {y.shape}")
     if labels is None:
         labels = LabelEncoder(np.arange(y.shape[1])) if one_hot else LabelEncoder.fit(column)
-    wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
-    if not wanted[0] <= len(labels) <= wanted[1]:
-        fix = (
-            "use the loss 'cross_entropy' for more than 2 classes"
-            if loss == "bce" and len(labels) > 2
-            else "use the loss 'mse' for a regression target"
-            if len(labels) > MAX_CLASSES
-            else "the data needs at least 2 classes"
-        )
-        needs = "exactly 2" if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
-        raise DataError(
-            f"{loss} needs {needs} classes, y holds {len(labels)}; {fix}",
-            setting="data" if len(labels) < 2 else None,  # None: the loss, as the caller says
-        )
+    _check_class_count(loss, len(labels))
     outputs = 1 if loss == "bce" else len(labels)
     return Targets(labels.encode(column), loss, outputs, labels, reason)
+
+
+def _inferred_loss(y, column, one_hot: bool) -> tuple[str, str]:
+    """(loss, why) for targets whose loss is not set (see :func:`resolve_targets`)."""
+    if one_hot:
+        return "cross_entropy", f"inferred: y is one-hot over {y.shape[1]} classes"
+    integral = column.ndim == 1 and bool(np.all(column == np.round(column)))
+    if not integral:
+        return "mse", "inferred: the targets are not one integer label per row"
+    count = len(np.unique(column))
+    if count > MAX_INFERRED_CLASSES:
+        raise DataError(
+            f"y holds {count} distinct integer values, more than the "
+            f"{MAX_INFERRED_CLASSES} classes a classifier is inferred for; if y is a "
+            "regression target set the loss to 'mse' (to insist on classes, set "
+            "'cross_entropy')",
+            setting="loss",
+            suggestion="mse",
+        )
+    if count < 2:
+        raise DataError(  # the data is at fault, not the (inferred) loss
+            f"every target is {column[0]:g}: there is nothing to learn; the data needs "
+            "at least 2 different targets",
+            setting="data",
+        )
+    return "cross_entropy", f"inferred: y holds {count} integer class labels"
+
+
+def _check_class_count(loss: str, count: int) -> None:
+    """bce: exactly 2 classes; cross_entropy: 2 to MAX_CLASSES."""
+    wanted = (2, 2) if loss == "bce" else (2, MAX_CLASSES)
+    if wanted[0] <= count <= wanted[1]:
+        return
+    if loss == "bce" and count > 2:
+        fix = "use the loss 'cross_entropy' for more than 2 classes"
+    elif count > MAX_CLASSES:
+        fix = "use the loss 'mse' for a regression target"
+    else:
+        fix = "the data needs at least 2 classes"
+    needs = "exactly 2" if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
+    raise DataError(
+        f"{loss} needs {needs} classes, y holds {count}; {fix}",
+        setting="data" if count < 2 else None,  # None: the loss, as the caller says
+    )

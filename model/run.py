@@ -255,15 +255,9 @@ class Run:
             raise ConfigError(
                 "save_all saves the replicas of a sweep; give a sweep", setting="save_all"
             )
-        if init is not None and not str(init).strip():
-            raise ConfigError("the init path is empty", setting="init")
-        if save is not None:
-            save = check_save(save, (config.data, init), run_dir, overwrite)
-        save_all = check_save_all(save_all, save, overwrite)
-        if run_dir is not None and _root(comm):
-            check_run_dir(run_dir, overwrite)
-        elif _root(comm):
-            check_creatable(root, "run_dir")  # runs/<timestamp> goes there
+        save, save_all = _check_outputs(
+            config, run_dir, init, save, save_all, overwrite, root, comm
+        )
         data = prepare_data(config, stream=_stream(comm, grid), comm=comm)
         model = build_model(config, data.X.shape[1], data.targets)
         params = None
@@ -313,8 +307,8 @@ class Run:
         loss.png a kill left unwritten is finished: those are written, nothing trains.
         ``comm``: as in :meth:`start`; the number of ranks may differ from the run's."""
         source = checkpoint_source(path)
-        _check_keywords("Run.resume", {k: v for k, v in fixed.items() if k in RESUMABLE or
-                        k not in RunConfig.__dataclass_fields__}, _resume_keywords())  # fmt: skip
+        unknown = {k: v for k, v in fixed.items() if k not in _FIXABLE}
+        _check_keywords("Run.resume", unknown, _resume_keywords())
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
         _check_environment()
         with about("resume"):
@@ -322,40 +316,20 @@ class Run:
             info = _training_of(stored, source)
             config = RunConfig.from_json(info["config"], source)
             grid = _grid_of(info, stored.replicas, source)
-        _check_one_process(grid, comm)
-        if grid is not None and lr is not None:
-            raise ConfigError(
-                "a sweep's learning rates cannot change on resume; start a new sweep", setting="lr"
-            )
-        if save_all is not None and grid is None:
-            raise ConfigError(f"save_all saves a sweep's replicas; {path} is not a sweep",
-                              setting="save_all")  # fmt: skip
+        _check_resumed_outputs(grid, comm, lr, save_all, path)
         if save is not None:
             inputs = (config.data, fixed.get("data"), source)  # the data, where it moved to too
             save = check_save(save, inputs, run_dir or source.parent, overwrite)
         save_all = check_save_all(save_all, save, overwrite)
         moved = _fixed_settings(config, stored.network, fixed)
         done = info["epoch"]
-        changes = {
-            "epochs": [config.epochs, epochs],
-            "lr": [config.lr, lr],
-            "data": [config.data, moved],
-        }
-        new = {k: v for k, (old, v) in changes.items() if v is not None and v != old}
-        config = dataclasses.replace(config, **new)  # re-checked by __post_init__
-        if config.epochs <= done and not _unfinished(source, done, config.epochs):
-            raise ConfigError(
-                f"the run has already trained {done} epochs; to continue it, ask for more "
-                f"epochs in total than that (e.g. {2 * done})",
-                setting="epochs",
-                suggestion=2 * done,
-            )
+        config, changes = _resumed_config(config, done, epochs, lr, moved, source)
         in_place = run_dir is None  # the run's own folder: errors about it name --resume
         run_dir = source.parent if in_place else run_dir
-        if Path(run_dir).resolve() == source.parent.resolve():
-            overwrite = True
+        overwrite = overwrite or Path(run_dir).resolve() == source.parent.resolve()
+        setting = "resume" if in_place else "run_dir"
         if _root(comm):
-            check_run_dir(run_dir, overwrite, "resume" if in_place else "run_dir")
+            check_run_dir(run_dir, overwrite, setting)
         data = _resumed_data(config, stored, info, comm, grid)
         model = build_model(config, data.X.shape[1], data.targets)
         if model != stored.network:
@@ -363,26 +337,20 @@ class Run:
                 f"{source}: its model {stored.network.sizes} does not fit the data "
                 f"({model.sizes}); the data file changed since the run was made"
             )
-        changes_made = list(info.get("changes", []))
-        resumed = {"at_epoch": done, **{k: changes[k] for k in new}} if new else None
-        if new:
-            changes_made.append(resumed)
-            said = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in new)
-            logger.info("resuming at epoch %d with %s", done, said)
+        resumed = {"at_epoch": done, **changes} if changes else None
         rows = data.X.shape[0] + _rows(data.X_val)
         count = 1 if grid is None else len(grid)
         check_memory(model, config, rows, count, streamed=data.streamed)
         _log_setup(config, data, model, swept=tuple(grid[0]) if grid else ())
-        setting = "resume" if in_place else "run_dir"
         run_dir = on_root(comm, lambda: make_run_dir(run_dir, overwrite=overwrite, setting=setting))
-        diverged = info.get("diverged") if grid is not None else [None]
         return cls(
             config, run_dir, data, model, _restore_rng(info["rng"], source),
             params=stored.params, state=stored.state, epoch=done,
             history={k: list(v) for k, v in info["history"].items()}, save_path=save,
-            checkpoint_every=checkpoint_every, changes=changes_made, resumed=resumed,
-            comm=comm, step=info.get("step"), grid=grid, diverged=list(diverged or [None] * count),
-            save_all=save_all,
+            checkpoint_every=checkpoint_every,
+            changes=[*info.get("changes", []), *([resumed] if resumed else [])],
+            resumed=resumed, comm=comm, step=info.get("step"), grid=grid,
+            diverged=list(info.get("diverged") or [None] * count), save_all=save_all,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ training
@@ -735,7 +703,64 @@ class Run:
 
 def _resume_keywords():
     return ("epochs", "lr", "run_dir", "save", "save_all", "overwrite", "checkpoint_every",
-            "comm", *(f for f in RunConfig.__dataclass_fields__ if f not in RESUMABLE))  # fmt: skip
+            "comm", *_FIXABLE)  # fmt: skip
+
+
+def _check_outputs(config, run_dir, init, save, save_all, overwrite, root, comm):
+    """The paths a new run reads and writes, checked before any work: ``(save,
+    save_all)``."""
+    if init is not None and not str(init).strip():
+        raise ConfigError("the init path is empty", setting="init")
+    if save is not None:
+        save = check_save(save, (config.data, init), run_dir, overwrite)
+    save_all = check_save_all(save_all, save, overwrite)
+    if run_dir is not None and _root(comm):
+        check_run_dir(run_dir, overwrite)
+    elif _root(comm):
+        check_creatable(root, "run_dir")  # runs/<timestamp> goes there
+    return save, save_all
+
+
+_FIXABLE = tuple(f for f in RunConfig.__dataclass_fields__ if f not in RESUMABLE)
+
+
+def _check_resumed_outputs(grid, comm, lr, save_all, path) -> None:
+    """What a resume may ask of the run it continues: a sweep in one process and with
+    its own learning rates; every replica's model files of a sweep alone."""
+    _check_one_process(grid, comm)
+    if grid is not None and lr is not None:
+        raise ConfigError(
+            "a sweep's learning rates cannot change on resume; start a new sweep", setting="lr"
+        )
+    if save_all is not None and grid is None:
+        raise ConfigError(
+            f"save_all saves a sweep's replicas; {path} is not a sweep", setting="save_all"
+        )
+
+
+def _resumed_config(config: RunConfig, done: int, epochs, lr, moved, source):
+    """The config a resume continues with (``epochs``, ``lr`` and a moved data file
+    applied, re-checked), and the changes made (setting -> [old, new]), logged. A run
+    that trained all its epochs may resume only to finish its outputs
+    (:func:`_unfinished`)."""
+    asked = {"epochs": epochs, "lr": lr, "data": moved}
+    changes = {
+        k: [getattr(config, k), v]
+        for k, v in asked.items()
+        if v is not None and v != getattr(config, k)
+    }
+    config = dataclasses.replace(config, **{k: v for k, (_, v) in changes.items()})
+    if config.epochs <= done and not _unfinished(source, done, config.epochs):
+        raise ConfigError(
+            f"the run has already trained {done} epochs; to continue it, ask for more "
+            f"epochs in total than that (e.g. {2 * done})",
+            setting="epochs",
+            suggestion=2 * done,
+        )
+    if changes:
+        said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+        logger.info("resuming at epoch %d with %s", done, said)
+    return config, changes
 
 
 def _training_of(stored: ModelFile, source) -> dict:

@@ -436,7 +436,7 @@ def _enable_x64() -> None:
     refuse the backend if JAX does not honour it."""
     import jax
 
-    if jax.config.jax_enable_x64:
+    if jax.config.read("jax_enable_x64"):
         return
     jax.config.update("jax_enable_x64", True)
     if jax.numpy.zeros(1, dtype=jax.numpy.float64).dtype != jax.numpy.float64:

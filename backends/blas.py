@@ -84,12 +84,12 @@ def blas_threads(largest_gemm: int) -> int | None:
     """BLAS threads for a step whose largest matrix product has ``largest_gemm``
     multiply-adds (m k n): the library setting, else ``$HANDGRAD_BLAS_THREADS``, else 1
     for small products; None means "leave BLAS's default"."""
-    choice = _setting["threads"]
+    choice: int | str | None = _setting["threads"]
     if choice is None and os.environ.get(ENV_VAR, "").strip():
         choice = _parse(os.environ[ENV_VAR], f"the environment variable {ENV_VAR}")
     if choice is None:
         choice = 1 if largest_gemm <= SMALL_GEMM else "default"
-    return None if choice == "default" else choice
+    return None if choice == "default" else int(choice)
 
 
 @functools.cache

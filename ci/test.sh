@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m ruff check .
+python -m mypy  # the backend switch and the math core ([tool.mypy] in pyproject.toml)
 status=0
 python -m pytest -q "$@" || status=$?
 # pytest exits 5 when it collected no test; a filtered run with nothing to do is not a failure.

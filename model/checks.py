@@ -32,25 +32,21 @@ def param_layout(net, params) -> int | None:
             f"params {what}; this network's parameters are {', '.join(shapes)}: draw them "
             "with network.init_params(backend, rng)"
         )
-    counts = set()
+    counts: set[int | None] = set()
     for name, p in params.items():
         shape = getattr(p, "shape", None)
         if shape is None or not hasattr(p, "dtype"):
             raise ConfigError(
                 f"parameter {name} is {_where(p)}, not an array; move it with backend.asarray"
             )
-        shape = tuple(shape)
-        if shape == shapes[name]:
-            counts.add(None)
-        elif len(shape) == len(shapes[name]) + 1 and shape[1:] == shapes[name]:
-            counts.add(shape[0])
-        else:
-            counts.add("bad")
-        if "bad" in counts or len(counts) > 1:
+        shape, wanted = tuple(shape), shapes[name]
+        stacked = len(shape) == len(wanted) + 1 and shape[1:] == wanted
+        counts.add(shape[0] if stacked else None)
+        if (shape != wanted and not stacked) or len(counts) > 1:
             raise ConfigError(
-                f"parameter {name} has shape {shape}, but this network needs "
-                f"{shapes[name]} (or, for R replicas stacked, (R, *{shapes[name]}), the same R "
-                "for every parameter); draw them with network.init_params (init_replicas)"
+                f"parameter {name} has shape {shape}, but this network needs {wanted} (or, "
+                f"for R replicas stacked, (R, *{wanted}), the same R for every parameter); "
+                "draw them with network.init_params (init_replicas)"
             )
     return counts.pop()
 
@@ -77,7 +73,7 @@ def check_schedule(epochs, batch_size, start_epoch) -> None:
         check_number("batch_size", batch_size, integer=True, low=1)
 
 
-def check_inputs(model, params: dict, X, Y, /, names=("X", "Y")) -> bool:
+def check_inputs(model, params: dict, X, Y, /, *, names=("X", "Y")) -> bool:
     """Check that the parameters share one array namespace, device and floating dtype,
     and that (X, Y) can train them: both on that device, X with that dtype and Y with it
     too or (classifiers) integer labels; or both host NumPy data to stream (any numeric X,

@@ -31,7 +31,11 @@ __all__ = [
     "two_layer",
 ]
 
-NORMS = {"none": None, "layer": LayerNorm, "batch": BatchNorm}
+NORMS: dict[str, type[LayerNorm] | type[BatchNorm] | None] = {
+    "none": None,
+    "layer": LayerNorm,
+    "batch": BatchNorm,
+}
 
 
 def MLP(
@@ -79,11 +83,12 @@ def MLP(
     if dropout:
         Dropout(dropout)  # checks the rate
     layers: list = []
+    normalization = NORMS[norm]
     for n_in, n_out, act in zip(sizes[:-2], sizes[1:-1], hidden, strict=True):
-        if NORMS[norm] is None:
+        if normalization is None:
             layers.append(Dense(n_in, n_out, act, bias))
         else:
-            layers += [Dense(n_in, n_out, "identity", bias), NORMS[norm](n_out), Activation(act)]
+            layers += [Dense(n_in, n_out, "identity", bias), normalization(n_out), Activation(act)]
         if dropout:
             layers.append(Dropout(dropout))
     layers.append(Dense(sizes[-2], sizes[-1], output, bias))

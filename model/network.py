@@ -291,7 +291,8 @@ class Sequential:
     @functools.cached_property
     def _widths(self) -> tuple:
         """Each layer's input width (None where no earlier layer fixes it)."""
-        widths, width = [], None
+        widths: list[int | None] = []
+        width = None
         for layer in self.layers:
             widths.append(width)
             width = layer.width(width)

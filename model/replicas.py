@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, device
@@ -111,8 +112,8 @@ class _Frozen:
     of the replicas where ``active`` is False replaced by 0, g_r <- where(active_r, g_r, 0),
     and their state parameters kept as they are."""
 
-    optimizer: object
-    active: object
+    optimizer: Any
+    active: Any
 
     @property
     def grad_scale(self):
@@ -146,7 +147,7 @@ class Freezer:
             raise ConfigError(f"diverged lists {len(self.diverged)} replicas for {n}")
         self.history: list[dict] = [{"loss": []} if self.single else {} for _ in range(n)]
         self.newly = [False] * n
-        self.last = None
+        self.last: dict | None = None
         if any(d is not None for d in self.diverged):  # resumed: keep those frozen
             self._hold(params, state, params, [d is not None for d in self.diverged])
 
@@ -163,7 +164,7 @@ class Freezer:
         """Per network the epoch's record (host floats), None once diverged; a network
         whose loss is not finite diverged in this epoch (``newly``)."""
         columns = [[v] for v in host] if self.single else host
-        records = []
+        records: list[dict | None] = []
         for r in range(len(self.diverged)):
             record = {name: row[r] for name, row in zip(names, columns, strict=True)}
             self.newly[r] = self.diverged[r] is None and not math.isfinite(record["loss"])

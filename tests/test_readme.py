@@ -33,7 +33,9 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_library_examples_run(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the run example writes runs/<timestamp>/ here
-    run_example, core_example, sweep_example = _blocks("python")[:3]  # the 4th: a fragment
+    run_example, core_example, layers_example, sweep_example = _blocks("python")[
+        :4
+    ]  # 5th: a fragment
     exec(compile(run_example, "README.md", "exec"), {})
     validation, classes = capsys.readouterr().out.strip().splitlines()[-1].split("} ")
     assert eval(validation + "}")["accuracy"] > 0.9 and classes == "[0 1 2]"
@@ -42,6 +44,9 @@ def test_readme_library_examples_run(capsys, monkeypatch, tmp_path):
     loss_line, gradcheck_line = capsys.readouterr().out.strip().splitlines()[-2:]
     assert "'accuracy'" in loss_line
     assert max(eval(gradcheck_line).values()) < 1e-6
+    exec(compile(layers_example, "README.md", "exec"), {})
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) > 0.9  # training rows
+    assert (tmp_path / "runs" / "custom.npz").is_file()
     exec(compile(sweep_example, "README.md", "exec"), {})
     best, accuracies = capsys.readouterr().out.strip().splitlines()[-1].split("} ")
     assert eval(best + "}")["by"] == "val_accuracy" and len(eval(accuracies)) == 4

@@ -50,7 +50,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from backends.errors import ConfigError, DeviceUnavailableError, HandgradError
+from backends.errors import DASK_REFUSED, ConfigError, DeviceUnavailableError, HandgradError
 from backends.transfer import to_numpy
 
 __all__ = [
@@ -208,6 +208,8 @@ def _resolve(spec: str, dtype: str) -> Backend:
         return _torch_backend(spec, dtype)
     if spec == "jax" or spec.startswith("jax:"):
         return _jax_backend(spec, dtype)
+    if spec == "dask" or spec.startswith("dask:"):
+        raise ConfigError(DASK_REFUSED, setting="device")
     raise ConfigError(f"unknown device {spec!r}; valid devices: {VALID_DEVICES}", setting="device")
 
 

@@ -33,6 +33,14 @@ class HandgradError(Exception):
         self.suggestion = suggestion
 
 
+DASK_REFUSED = (
+    "dask arrays are lazy: every array call of a training step would add tasks to one "
+    "graph, computed only at the epoch's read-back, and a small model's step is thousands "
+    "of microsecond-sized tasks, so laziness costs much and saves nothing; handgrad does not "
+    "take them: compute them first (.compute()) and train on device cpu, torch or jax"
+)
+
+
 class ConfigError(HandgradError, ValueError):
     """A setting has a value that cannot work (unknown name, out of range, ...)."""
 

@@ -5,9 +5,9 @@ synchronizations per call, none per epoch."""
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_dask_array
 
-from backends.errors import ConfigError, DataError, check_number
+from backends.errors import DASK_REFUSED, ConfigError, DataError, check_number
 from backends.transfer import is_host, is_streamed, to_numpy
 
 __all__ = ["EVAL_ROWS", "check_inputs", "check_schedule", "param_layout"]
@@ -106,6 +106,8 @@ def _check_params(params: dict):
     """The first parameter, once every parameter is of its namespace, device and
     floating dtype."""
     first_name, first = next(iter(params.items()))
+    if is_dask_array(first):
+        raise ConfigError(DASK_REFUSED)
     fix = "draw them with model.init_params(backend, rng), or move each with backend.asarray"
     for name, p in params.items():
         if _where(p) != _where(first):

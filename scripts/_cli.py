@@ -96,8 +96,9 @@ def add_backend_args(
     parser.add_argument(
         "--device",
         default=None,
-        help="cpu, cuda, cuda:N, auto, or strict[:device1] (array-api-strict, for testing); "
-        "default: $HANDGRAD_DEVICE or auto (the GPU when CuPy and one work, else cpu)",
+        help="cpu, cuda, cuda:N, torch, torch:cuda[:N], torch:mps, jax, jax:gpu, auto, or "
+        "strict[:device1] (array-api-strict, for testing); default: $HANDGRAD_DEVICE or auto "
+        "(the GPU when CuPy and one work, else cpu)",
     )
     parser.add_argument(
         "--dtype",

@@ -22,7 +22,7 @@ from immutable import xp as immutable_xp
 import backends
 from backends import ConfigError, DeviceUnavailableError, get_backend, host_rng, to_numpy
 from backends.transfer import host_batches, take_rows
-from model import MLP, evaluate, fit, gradcheck_model, make_optimizer
+from model import MLP, SGD, evaluate, fit, gradcheck_model, make_optimizer
 
 LIBRARIES = {
     "torch": ("PyTorch", "torch", "torch:cuda", "torch:cuda:1", "torch:mps"),
@@ -454,3 +454,39 @@ def test_a_run_trains_immutable_arrays(tmp_path):
     run = Run.start(config, tmp_path / "run")
     summary = run.train(immutable_backend("float64"))
     assert summary["status"] == "completed"
+
+
+@pytest.mark.parametrize("device", ["torch", "jax"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_train_py_on_torch_and_jax_equals_cpu(tmp_path, capsys, device, optimizer):
+    """float64, shuffled minibatches, several epochs: the parameters train.py writes on
+    the torch and jax backends are cpu's to 1e-10 (relative)."""
+    pytest.importorskip(device)
+    import _cli
+    import train
+
+    from model.trained import load_checkpoint
+
+    argv = ["--dtype", "float64", "--optimizer", optimizer, "--batch-size", "32", "--epochs", "5",
+            "--hidden", "16", "--quiet"]  # fmt: skip
+    params = {}
+    for spec in ("cpu", device):
+        out = tmp_path / spec
+        assert _cli.run(train.main, [*argv, "--device", spec, "--out", str(out)], train.FLAGS) == 0
+        params[spec] = load_checkpoint(out / "checkpoint.npz")[0].params
+    for k, v in params["cpu"].items():
+        assert_close(params[device][k], v, 1e-10)
+
+
+def test_the_dask_device_is_refused_in_one_line_saying_why():
+    with pytest.raises(ConfigError, match=r"dask arrays are lazy.*device cpu, torch or jax"):
+        get_backend("dask")
+
+
+def test_fit_refuses_dask_arrays_saying_why():
+    da = pytest.importorskip("dask.array")
+    model = MLP((2, 3, 2), loss="cross_entropy")
+    params = {k: da.zeros(s) for k, s in model.param_shapes().items()}
+    with pytest.raises(ConfigError, match="dask arrays are lazy"):
+        fit(model, params, da.zeros((4, 2)), da.zeros(4, dtype=int), optimizer=SGD(0.1),
+            epochs=1)  # fmt: skip

@@ -26,6 +26,7 @@ import _cli  # first: it catches Ctrl-C during the imports below
 from backends import get_backend, probe_cuda
 from backends.comm import connect, rank_device
 from backends.errors import HandgradError
+from model.activations import ACTIVATIONS
 from model.config import DEFAULT_LR, MODELS, RunConfig
 from model.data import DATASETS
 from model.fit import DivergenceError
@@ -58,7 +59,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--activation",
-        help="mlp hidden activation: identity, sigmoid, tanh, relu, softmax (default: relu)",
+        help=f"mlp hidden activation: {', '.join(ACTIVATIONS)} (default: relu)",
     )
     p.add_argument(
         "--norm",

@@ -59,3 +59,21 @@ def test_predicting_imports_no_plotting_or_scikit_learn(tmp_path, model_file):
     np.savetxt(tmp_path / "rows.csv", np.random.default_rng(0).random((5, 64)), delimiter=",")
     out = _run("predict.py", [str(model_file), "--data", str(tmp_path / "rows.csv")], tmp_path)
     assert out == {"status": 0, "loaded": []}
+
+
+def test_a_math_module_loads_no_run_file_or_plotting_module():
+    """import model.activations (or the loop, model.fit) loads the math it needs, none of
+    the run, data-file, folder, file-format or reporting modules, and nothing heavy."""
+    code = (
+        "import sys, json, model.activations, model.fit, model.layers, model.network\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('model', 'sklearn', "
+        "'matplotlib', 'scipy')))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    io = {"run", "config", "data", "folders", "files", "trained", "report", "sweep",
+          "checkpoint", "streaming"}  # fmt: skip
+    io = {f"model.{name}" for name in io}
+    assert not loaded & io, loaded & io
+    assert not {m for m in loaded if not m.startswith("model")}, loaded

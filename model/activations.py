@@ -19,22 +19,34 @@ Every function returns a new array and leaves its inputs alone, unless it is giv
 :func:`model.variants.writes_in_place`) it computes the same formula into ``out``, which
 may be its own input, and returns it. That is the in-place variant of the training step;
 the portable code is the reference it is tested against, and the two agree bit for bit.
+A forward's ``bias`` is added to z first, f(z + bias): a Dense layer's bias, which the
+variant adds in the same pass where it can (sigmoid's -(z + bias)).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
 from backends.errors import ConfigError
+from model.variants import ones
 
 __all__ = ["ACTIVATIONS", "ActivationFn", "backward", "forward", "get_activation"]
 
 
-def identity(z, /, *, xp, out=None):
+def _plus(z, bias, out, xp):
+    """z + bias: a new array, or written into ``out`` (the in-place variant); z itself
+    when there is no bias."""
+    if bias is None:
+        return z
+    return z + bias if out is None else xp.add(z, bias, out=out)
+
+
+def identity(z, /, *, xp, out=None, bias=None):
     """f(z) = z."""
-    return z
+    return _plus(z, bias, out, xp)
 
 
 def backprop_identity(dA, a, /, *, xp, out=None):
@@ -42,23 +54,35 @@ def backprop_identity(dA, a, /, *, xp, out=None):
     return dA
 
 
+@functools.lru_cache(maxsize=64)
+def limits(dtype, xp) -> tuple[float, float]:
+    """(largest finite value, smallest normal value) of a floating ``dtype`` (asked of the
+    namespace once per dtype: ``finfo`` costs microseconds, a step's every call)."""
+    info = xp.finfo(dtype)
+    return float(info.max), float(info.smallest_normal)
+
+
 def sigmoid_floor(dtype, /, *, xp) -> float:
     """1 - log(dtype max): the z at and above which e^-z cannot overflow."""
-    return 1.0 - math.log(float(xp.finfo(dtype).max))
+    return 1.0 - math.log(limits(dtype, xp)[0])
 
 
-def sigmoid(z, /, *, xp, out=None):
+def sigmoid(z, /, *, xp, out=None, bias=None):
     """sigma(z) = 1 / (1 + e^-z), with z clamped below at :func:`sigmoid_floor` so that
     e^-z cannot overflow. The clamp moves only values smaller than ~1e-38 (float32) or
     ~1e-308 (float64), and costs one cheap pass where a two-branch form would cost three."""
-    low = sigmoid_floor(z.dtype, xp=xp)
+    low = 1.0 - math.log(limits(z.dtype, xp)[0])  # sigmoid_floor, inline: every step
     if out is None:
-        t = xp.maximum(z, low)
+        t = xp.maximum(_plus(z, bias, None, xp), low)
         t *= -1.0
         e = xp.exp(t)
         e += 1.0
         return 1.0 / e  # not e **= -1: NumPy's in-place power took 2.5-7x as long as this
-    xp.minimum(xp.negative(z, out=out), -low, out=out)  # -max(z, low)
+    if bias is None:
+        xp.negative(z, out=out)
+    else:
+        xp.subtract(-bias, z, out=out)  # -(z + bias) in one pass
+    xp.minimum(out, -low, out=out)  # -max(z, low)
     xp.exp(out, out=out)
     out += 1.0
     return xp.divide(1.0, out, out=out)
@@ -74,8 +98,9 @@ def backprop_sigmoid(dA, a, /, *, xp, out=None):
     return xp.multiply(dA, g, out=out)
 
 
-def tanh(z, /, *, xp, out=None):
+def tanh(z, /, *, xp, out=None, bias=None):
     """f(z) = tanh z."""
+    z = _plus(z, bias, out, xp)
     return xp.tanh(z) if out is None else xp.tanh(z, out=out)
 
 
@@ -90,8 +115,9 @@ def backprop_tanh(dA, a, /, *, xp, out=None):
     return xp.multiply(dA, g, out=out)
 
 
-def relu(z, /, *, xp, out=None):
+def relu(z, /, *, xp, out=None, bias=None):
     """f(z) = max(0, z)."""
+    z = _plus(z, bias, out, xp)
     return xp.maximum(z, 0.0) if out is None else xp.maximum(z, 0.0, out=out)
 
 
@@ -105,13 +131,17 @@ def backprop_relu(dA, a, /, *, xp, out=None):
     return out
 
 
-def softmax(z, /, *, xp, out=None):
+def softmax(z, /, *, xp, out=None, bias=None):
     """softmax(z)_j = e^(z_j - m) / sum_k e^(z_k - m) over the last axis, m = max_k z_k.
 
     Subtracting the row maximum leaves the value unchanged and keeps every exponent <= 0."""
-    m = xp.max(z, axis=-1, keepdims=True)
-    e = xp.exp(z - m) if out is None else xp.exp(xp.subtract(z, m, out=out), out=out)
-    e /= xp.sum(e, axis=-1, keepdims=True)
+    z = _plus(z, bias, out, xp)
+    keep = out is not None
+    if keep:  # the variant: the array's own reduction, without the namespace's wrappers
+        e = xp.exp(xp.subtract(z, z.max(axis=-1, keepdims=True), out=out), out=out)
+    else:
+        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    e /= e @ ones((e.shape[-1], 1), e, xp=xp, keep=keep)  # the row sums, sum_k e_k
     return e
 
 

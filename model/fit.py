@@ -203,7 +203,7 @@ def run_epoch(
             xb, yb = next(rows)
             yb = net.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
             _, cache = net.forward(params, xb, train=True, noise=noise, inplace=inplace, xp=xp)
-            losses.append(net.loss_from_cache(cache, yb, xp=xp))
+            losses.append(net.loss_from_cache(cache, yb, xp=xp, inplace=inplace))
             grads = net.backward(params, cache, yb, scale=scale, inplace=inplace, xp=xp)
             renewed = net.new_state(cache)
         elif noise is not None:

@@ -37,6 +37,7 @@ from array_api_compat import array_namespace, device
 
 from backends.errors import ConfigError
 from model.activations import get_activation
+from model.variants import ones
 
 __all__ = [
     "LAYERS",
@@ -65,16 +66,16 @@ class Param:
     fill: str = "zeros"
 
 
-def _mT(a, xp):
-    """a^T over the last two axes: ``a.T`` for a matrix (a view, the cheapest call on
-    NumPy), ``xp.matrix_transpose`` for a stack of matrices."""
-    return a.T if a.ndim == 2 else xp.matrix_transpose(a)
-
-
 def _rows(v):
     """A per-feature vector (F,) or per-replica (R, F) as (1, F) / (R, 1, F): one value per
     column of every row."""
     return v[..., None, :]
+
+
+def _row_sums(a, xp, keep: bool):
+    """The sum over the rows of ``a`` (axis -2), as the product 1^T a (see
+    :func:`model.variants.ones`)."""
+    return (ones((1, a.shape[-2]), a, xp=xp, keep=keep) @ a)[..., 0, :]
 
 
 def _count(name: str, value, low: int = 1) -> int:
@@ -157,29 +158,36 @@ class Dense(Layer):
     def _f(self):
         return get_activation(self.activation)
 
-    def forward(self, params, X, /, *, train=False, noise=None, inplace=False):
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
         """(A, cache (X, Z, A)); Z is A itself when f was applied in place."""
-        xp = array_namespace(X)
+        xp = xp or array_namespace(X)
         Z = X @ params["W"]
-        if self.bias:
-            Z += _rows(params["b"])  # Z is this pass's own array
-        if self.activation == "identity":
-            return Z, (X, Z, Z)
-        A = self._f.forward(Z, xp=xp, out=Z if inplace else None)
+        b = params["b"] if self.bias else None
+        if b is not None and b.ndim > 1:
+            b = b[..., None, :]  # one per replica: (R, 1, F)
+        if inplace and self.activation != "identity":  # f(Z + b) into Z, b in the same pass
+            return self._f.forward(Z, xp=xp, out=Z, bias=b), (X, Z, Z)
+        if b is not None:
+            Z += b  # Z is this pass's own array, and the logits a loss may read
+        A = Z if self.activation == "identity" else self._f.forward(Z, xp=xp)
         return A, (X, Z, A)
 
-    def backward(self, params, cache, dA, /, *, inplace=False, input_grad=True):
-        dZ = self._f.backward(dA, cache[2], xp=array_namespace(dA), out=dA if inplace else None)
-        return self.backward_z(params, cache, dZ, input_grad=input_grad)
+    def backward(self, params, cache, dA, /, *, inplace=False, input_grad=True, xp=None):
+        xp = xp or array_namespace(dA)
+        dZ = self._f.backward(dA, cache[2], xp=xp, out=dA if inplace else None)
+        return self.backward_z(params, cache, dZ, input_grad=input_grad, inplace=inplace, xp=xp)
 
-    def backward_z(self, params, cache, dZ, /, *, input_grad=True):
+    def backward_z(self, params, cache, dZ, /, *, inplace=False, input_grad=True, xp=None):
         """dW, db and (when ``input_grad``) dX from dZ = dC/dZ."""
-        xp = array_namespace(dZ)
+        xp = xp or array_namespace(dZ)
         X = cache[0]
-        grads = {"W": _mT(X, xp) @ dZ}
+        grads = {"W": (X.T if X.ndim == 2 else xp.matrix_transpose(X)) @ dZ}
         if self.bias:
-            grads["b"] = xp.sum(dZ, axis=-2)
-        return (dZ @ _mT(params["W"], xp) if input_grad else None), grads
+            grads["b"] = _row_sums(dZ, xp, inplace)
+        if not input_grad:
+            return None, grads
+        W = params["W"]
+        return dZ @ (W.T if W.ndim == 2 else xp.matrix_transpose(W)), grads
 
     def logits(self, cache):
         return cache[1]
@@ -196,16 +204,17 @@ class Activation(Layer):
     def __post_init__(self):
         get_activation(self.name)
 
-    def forward(self, params, X, /, *, train=False, noise=None, inplace=False):
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
         f = get_activation(self.name)
-        A = f.forward(X, xp=array_namespace(X), out=X if inplace else None)
+        A = f.forward(X, xp=xp or array_namespace(X), out=X if inplace else None)
         return A, (X, A)
 
-    def backward(self, params, cache, dA, /, *, inplace=False, input_grad=True):
+    def backward(self, params, cache, dA, /, *, inplace=False, input_grad=True, xp=None):
         f = get_activation(self.name)
-        return f.backward(dA, cache[1], xp=array_namespace(dA), out=dA if inplace else None), {}
+        xp = xp or array_namespace(dA)
+        return f.backward(dA, cache[1], xp=xp, out=dA if inplace else None), {}
 
-    def backward_z(self, params, cache, dZ, /, *, input_grad=True):
+    def backward_z(self, params, cache, dZ, /, *, inplace=False, input_grad=True, xp=None):
         return dZ, {}
 
     def logits(self, cache):
@@ -248,12 +257,12 @@ class Dropout(Layer):
             )
         object.__setattr__(self, "rate", float(rate))
 
-    def forward(self, params, X, /, *, train=False, noise=None, inplace=False):
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
         if not train or self.rate == 0.0:
             return X, None
         if noise is None:
             raise ConfigError("dropout in training mode needs the step's noise (Noise(rng, rows))")
-        xp = array_namespace(X)
+        xp = xp or array_namespace(X)
         keep = noise.uniform(X.shape[-1]) >= self.rate
         mask = xp.asarray(
             np.where(keep, 1.0 / (1.0 - self.rate), 0.0), dtype=X.dtype, device=device(X)
@@ -263,7 +272,7 @@ class Dropout(Layer):
             return X, mask
         return X * mask, mask
 
-    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True):
+    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True, xp=None):
         if cache is None:
             return dY, {}
         if inplace:
@@ -345,12 +354,13 @@ class LayerNorm(Layer):
         _fixed_width(self, inputs, self.features, "features")
         return self.features
 
-    def forward(self, params, X, /, *, train=False, noise=None, inplace=False):
-        xh, inv, _, _ = _normalize(X, -1, self.eps, array_namespace(X), inplace)
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
+        xh, inv, _, _ = _normalize(X, -1, self.eps, xp or array_namespace(X), inplace)
         return _affine(xh, params), (xh, inv)
 
-    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True):
-        return _normalized_backward(dY, cache, params["gamma"], -1, array_namespace(dY), inplace)
+    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True, xp=None):
+        xp = xp or array_namespace(dY)
+        return _normalized_backward(dY, cache, params["gamma"], -1, xp, inplace)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,8 +405,8 @@ class BatchNorm(Layer):
         _fixed_width(self, inputs, self.features, "features")
         return self.features
 
-    def forward(self, params, X, /, *, train=False, noise=None, inplace=False):
-        xp = array_namespace(X)
+    def forward(self, params, X, /, *, train=False, noise=None, inplace=False, xp=None):
+        xp = xp or array_namespace(X)
         if not train:
             inv = 1.0 / xp.sqrt(params["running_var"] + self.eps)
             xh = (X - _rows(params["running_mean"])) * _rows(inv)
@@ -416,8 +426,8 @@ class BatchNorm(Layer):
         }
         return _affine(xh, params), (xh, inv, state)
 
-    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True):
-        xp = array_namespace(dY)
+    def backward(self, params, cache, dY, /, *, inplace=False, input_grad=True, xp=None):
+        xp = xp or array_namespace(dY)
         if cache[2] is None:  # evaluation mode: X^ is an affine map of X
             xh, inv, _ = cache
             grads = {"beta": xp.sum(dY, axis=-2), "gamma": xp.sum(dY * xh, axis=-2)}

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from array_api_compat import device
 
 from backends.errors import ConfigError
-from model.activations import sigmoid, softmax
+from model.activations import limits, sigmoid, softmax
+from model.variants import ones
 
 __all__ = ["LOSSES", "Loss", "get_loss", "one_hot"]
 
@@ -88,16 +89,18 @@ def cross_entropy(z, y, /, *, xp):
     return xp.sum((lse - z) * y, axis=(-2, -1)) / z.shape[-2]
 
 
-def cross_entropy_from_probs(y_hat, y, /, *, xp):
+def cross_entropy_from_probs(y_hat, y, /, *, xp, keep=False):
     """C = mean_i -log y_hat_{i, y_i} from the softmax output (one-hot ``y``).
 
     Equal to :func:`cross_entropy` of the logits to rounding, in 4 array operations
-    instead of 10 (``vecdot`` gives each row's sum_k y_hat_k y_k in one pass): the
-    training loop uses it on the cached forward output. y_hat is floored at the dtype's
-    smallest normal number, so a sample's loss is capped at ~87 (float32) / ~708
-    (float64) instead of becoming inf."""
-    p = xp.maximum(xp.vecdot(y_hat, y), xp.finfo(y_hat.dtype).smallest_normal)
-    return -xp.sum(xp.log(p), axis=-1) / y_hat.shape[-2]
+    instead of 10 (``vecdot`` gives each row's sum_k y_hat_k y_k in one pass, and the sum
+    over rows sum_i log p_i is one more vecdot, with ones): the training loop uses it on
+    the cached forward output. y_hat is floored at the dtype's smallest normal number, so
+    a sample's loss is capped at ~87 (float32) / ~708 (float64) instead of becoming inf.
+    ``keep``: the in-place variants' kept ones (:func:`model.variants.ones`)."""
+    log_p = xp.log(xp.maximum(xp.vecdot(y_hat, y), limits(y_hat.dtype, xp)[1]))
+    n = y_hat.shape[-2]
+    return xp.vecdot(log_p, ones((n,), log_p, xp=xp, keep=keep)) * (-1.0 / n)
 
 
 def cross_entropy_grad(z, y, /, *, xp):

@@ -137,11 +137,11 @@ class Sequential:
         """Number of Dense (weight) layers L."""
         return len(self._dense)
 
-    @property
+    @functools.cached_property
     def n_inputs(self) -> int:
         return self.sizes[0]
 
-    @property
+    @functools.cached_property
     def n_outputs(self) -> int:
         return self.sizes[-1]
 
@@ -167,7 +167,7 @@ class Sequential:
             out.append(act)
         return tuple(out)
 
-    @property
+    @functools.cached_property
     def loss_spec(self):
         """The :class:`model.losses.Loss` this network is trained with."""
         return get_loss(self.loss)
@@ -242,22 +242,34 @@ class Sequential:
         ``inplace``: layers may overwrite the arrays the pass makes (NumPy, CuPy; see
         :mod:`model.variants`), and :meth:`backward` then the cache."""
         xp = xp or array_namespace(X)
-        self._check_features(X)
+        shape: tuple = getattr(X, "shape", ())
+        if len(shape) not in (2, 3) or shape[-1] != self.n_inputs:
+            self._refuse_features(X)
         caches, A, own = [], X, False  # own: A is this pass's to overwrite (X is not)
-        loss = self.loss_spec
-        last = len(self.layers) - 1
-        for i, (layer, names) in enumerate(zip(self.layers, self._names, strict=True)):
-            needs_logits = i == last and loss.on_logits and loss.value_from_output is None
+        for layer, pairs, writes_own, keeps_input, caches_output in self._plan:
             # A Dense layer writes into its own product only; the others into their input.
-            write = inplace and (own or isinstance(layer, Dense)) and not needs_logits
+            write = inplace and (own or writes_own) and not keeps_input
             out, cache = layer.forward(
-                {k: params[g] for k, g in names.items()}, A, train=train, noise=noise,
-                inplace=write,
+                {k: params[g] for k, g in pairs}, A, train=train, noise=noise, inplace=write,
+                xp=xp,
             )  # fmt: skip
-            own = (out is not A or own) and not layer.caches_output
+            own = (out is not A or own) and not caches_output
             caches.append(cache)
             A = out
         return A, (caches, A)
+
+    @functools.cached_property
+    def _plan(self) -> tuple:
+        """Per layer: (layer, its (name, network name) pairs, whether it writes only into
+        its own product (Dense), whether it must keep its input (the last layer, when the
+        loss reads its logits), whether its backward reads the output it returned)."""
+        loss, last = self.loss_spec, len(self.layers) - 1
+        return tuple(
+            (layer, tuple(names.items()), isinstance(layer, Dense),
+             i == last and loss.on_logits and loss.value_from_output is None,
+             layer.caches_output)
+            for i, (layer, names) in enumerate(zip(self.layers, self._names, strict=True))
+        )  # fmt: skip
 
     def backward(self, params, cache, Y, /, *, scale=1.0, inplace=False, xp=None) -> dict:
         """Gradients of the loss (times ``scale``, a number or one per replica) with respect
@@ -269,23 +281,20 @@ class Sequential:
         Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
         scale = replica_scale(scale, A_L, xp)  # per replica: (R, 1, 1)
         grads: dict = {}
-        last = len(self.layers) - 1
-        head = self.layers[last]
-        local = self._local(params, last)
         loss = self.loss_spec
-        if loss.on_logits:
-            dZ = logit_grad(A_L, Y, xp=xp, scale=scale, out=A_L if inplace else None)
-            dX, g = head.backward_z(local, caches[last], dZ, input_grad=last > 0)
+        if loss.on_logits:  # dC/dZ of the last layer's output, the loss's link included
+            dX = logit_grad(A_L, Y, xp=xp, scale=scale, out=A_L if inplace else None)
         else:
-            dA = loss.grad(A_L, Y, xp=xp, scale=scale)
-            dX, g = head.backward(local, caches[last], dA, inplace=inplace, input_grad=last > 0)
-        self._collect(grads, g, last)
-        for i in range(last - 1, -1, -1):
-            layer = self.layers[i]
-            dX, g = layer.backward(
-                self._local(params, i), caches[i], dX, inplace=inplace, input_grad=i > 0
-            )
-            self._collect(grads, g, i)
+            dX = loss.grad(A_L, Y, xp=xp, scale=scale)
+        for i in range(len(self._plan) - 1, -1, -1):
+            layer, pairs = self._plan[i][:2]
+            local = {k: params[g] for k, g in pairs}
+            step = layer.backward_z if loss.on_logits and i == len(self._plan) - 1 else (
+                layer.backward)  # fmt: skip
+            dX, g = step(local, caches[i], dX, inplace=inplace, input_grad=i > 0, xp=xp)
+            for k, name in pairs:
+                if k in g:
+                    grads[name] = g[k]
         return grads
 
     @functools.cached_property
@@ -309,28 +318,24 @@ class Sequential:
         """The state parameters a training-mode forward pass renewed (BatchNorm's running
         statistics), under the network's names."""
         out = {}
-        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache[0], strict=True)):
-            for k, v in layer.new_state(layer_cache).items():
+        for i in self._stateful:
+            for k, v in self.layers[i].new_state(cache[0][i]).items():
                 out[self._names[i][k]] = v
         return out
 
-    def _local(self, params, i: int) -> dict:
-        return {k: params[g] for k, g in self._names[i].items()}
+    @functools.cached_property
+    def _stateful(self) -> tuple[int, ...]:
+        """The layers with state parameters."""
+        return tuple(i for i, layer in enumerate(self.layers)
+                     if any(not p.trained for p in layer.params().values()))  # fmt: skip
 
-    def _collect(self, grads: dict, layer_grads: dict, i: int) -> None:
-        names = self._names[i]
-        for k, g in layer_grads.items():
-            grads[names[k]] = g
-
-    def _check_features(self, X) -> None:
-        shape = getattr(X, "shape", None)
-        if shape is None or len(shape) not in (2, 3) or shape[-1] != self.n_inputs:
-            d = self.n_inputs
-            got = f"shape {tuple(shape)}" if shape is not None else f"a {type(X).__name__}"
-            raise ConfigError(
-                f"X has {got} but the network takes {d} features per row; pass an array of "
-                f"shape (n, {d})"
-            )
+    def _refuse_features(self, X) -> None:
+        shape, d = getattr(X, "shape", None), self.n_inputs
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(X).__name__}"
+        raise ConfigError(
+            f"X has {got} but the network takes {d} features per row; pass an array of "
+            f"shape (n, {d})"
+        )
 
     # ------------------------------------------------------------------ loss, prediction
 
@@ -345,7 +350,7 @@ class Sequential:
             Y = xp.reshape(Y, (Y.shape[0], 1))
         return Y if Y.dtype == dtype else xp.astype(Y, dtype)
 
-    def loss_from_cache(self, cache, Y, /, *, xp=None):
+    def loss_from_cache(self, cache, Y, /, *, xp=None, inplace=False):
         """The loss value (a 0-d array, (R,) for replicas) of the forward pass that made
         ``cache``. ``Y`` as from :meth:`prepare_targets`; raw labels are prepared here."""
         caches, A_L = cache
@@ -353,7 +358,7 @@ class Sequential:
         loss = self.loss_spec
         Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
         if loss.value_from_output is not None:
-            return loss.value_from_output(A_L, Y, xp=xp)
+            return loss.value_from_output(A_L, Y, xp=xp, keep=inplace)
         z = self.layers[-1].logits(caches[-1]) if loss.on_logits else A_L
         return loss.value(z, Y, xp=xp)
 

@@ -134,7 +134,8 @@ class Optimizer:
         """One step for every parameter named in ``grads`` (``scale`` times the gradients);
         ``decay`` names the parameters weight decay applies to. See the module docstring."""
         xp = xp or array_namespace(*grads.values())
-        grads = add_decayed_weights(grads, params, self.weight_decay, decay, scale, xp=xp)
+        if not isinstance(self.weight_decay, float) or self.weight_decay:
+            grads = add_decayed_weights(grads, params, self.weight_decay, decay, scale, xp=xp)
         state = {**state, "step": state["step"] + 1}
         for name, g in grads.items():
             params[name] = self._step(name, params[name], g, state, scale, xp)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU-marked tests on a CUDA machine: every cupy case must run (a missing GPU fails).
+# Then `python ci/gpu_verify.py` checks every GPU path end to end as a user runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HANDGRAD_REQUIRE_GPU=1

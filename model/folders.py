@@ -60,7 +60,9 @@ def check_creatable(folder, setting: str, what=None) -> None:
 
 def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") -> Path:
     """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
-    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken. Errors name ``setting``."""
+    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken. Errors name ``setting``;
+    a folder made here is removed again when claiming it fails (a full disk)."""
+    made: list[Path] = []  # the folder this call created
     try:
         if run_dir is not None:
             run_dir = Path(run_dir)
@@ -71,6 +73,7 @@ def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") ->
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             try:
                 run_dir.mkdir(exist_ok=overwrite)
+                made.append(run_dir)
             except FileExistsError:
                 if _holds_work(run_dir):
                     raise _exists(run_dir) from None
@@ -81,12 +84,17 @@ def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") ->
             candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
             with contextlib.suppress(FileExistsError):
                 candidate.mkdir()
+                made.append(candidate)
                 return _claim(candidate, setting)
         raise ConfigError(f"no free run folder name under {root}", setting=setting)
     except OSError as exc:
-        action = "use" if run_dir is not None and run_dir.is_dir() else "create"
+        action = "use" if run_dir is not None and run_dir.is_dir() and not made else "create"
+        for folder in made:
+            remove_if_unused(folder)
         raise ConfigError(
-            f"cannot {action} the run folder {run_dir or root}: {exc.strerror}", setting=setting
+            f"cannot {action} the run folder {(made or [run_dir or root])[0]}: {exc.strerror}; "
+            "free space there (or make it writable), or choose another folder",
+            setting=setting,
         ) from None
 
 
@@ -99,14 +107,21 @@ def _claim(run_dir: Path, setting: str) -> Path:
     runs never write into one folder."""
     lock = run_dir / LOCK
     for _ in range(2):
+        created = False
         try:
             with open(lock, "x") as f:
+                created = True
                 f.write(_me())
             return run_dir
         except FileExistsError:
             _check_unheld(run_dir, setting)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
+        except OSError:  # a full disk: an empty lock would name no owner and block the folder
+            if created:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            raise
     raise ConfigError(f"cannot claim the run folder {run_dir}", setting=setting)
 
 

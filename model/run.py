@@ -31,6 +31,7 @@ about the ranks, so a run resumes with any number of them. A sweep trains in one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -351,6 +352,7 @@ class Run:
             changes=[*info.get("changes", []), *([resumed] if resumed else [])],
             resumed=resumed, comm=comm, step=info.get("step"), grid=grid,
             diverged=list(info.get("diverged") or [None] * count), save_all=save_all,
+            saved_epoch=done if in_place else None,  # the checkpoint on disk, until replaced
         )  # fmt: skip
 
     # ------------------------------------------------------------------ training
@@ -423,7 +425,7 @@ class Run:
                     self.summary = self._finish()
         finally:
             release_run_dir(self.dir)  # training here is over: the folder is free to resume
-            if self.writes and self.saved_epoch is None and self.epoch == 0:
+            if self.writes and self.saved_epoch is None:  # no checkpoint: a failed first write
                 remove_if_unused(self.dir)
 
     def _backend(self, backend) -> Backend:
@@ -592,11 +594,34 @@ class Run:
                 try:
                     write_model_file(self.checkpoint, self._checkpoint_file())
                 except WriteError as exc:
-                    kept = f"epoch {self.saved_epoch}" if self.saved_epoch else "nothing"
-                    raise WriteError(f"{exc}; the checkpoint on disk holds {kept}") from None
+                    raise WriteError(f"{exc}; {self._on_disk()}") from None
         if self.writes or collective:
             self.saved_epoch = self._snap.epoch
         return str(self.checkpoint)
+
+    def _on_disk(self) -> str:
+        """What the run's folder keeps when a write fails: its checkpoint's epoch."""
+        if self.saved_epoch is None:
+            return "no checkpoint was saved"
+        return f"the checkpoint on disk holds epoch {self.saved_epoch}"
+
+    @contextlib.contextmanager
+    def _after_checkpoint(self):
+        """The files written after the checkpoint (model files, loss.png, metrics.json):
+        a WriteError says what the checkpoint holds; for a completed run, that resuming it
+        with the same epochs writes the files it lacks (:func:`_unfinished`)."""
+        try:
+            yield
+        except WriteError as exc:
+            if self.status != "completed":
+                raise WriteError(f"{exc}; {self._on_disk()}", setting=exc.setting) from None
+            again = " (with the model file's path again)" if exc.setting != "run_dir" else ""
+            raise WriteError(
+                f"{exc}; the checkpoint on disk holds all {self.saved_epoch} epochs: once there "
+                f"is space, resume the run with the same epochs{again} to write the rest",
+                setting="resume",
+                suggestion=str(self.dir),
+            ) from None
 
     def _checkpoint_file(self) -> ModelFile:
         """The run's checkpoint: the model with the training meta a resume needs."""
@@ -619,13 +644,21 @@ class Run:
 
     def _finish(self) -> dict:
         """Write checkpoint, model file (when asked, on completion), loss.png and
-        metrics.json for the last completed epoch; the summary."""
+        metrics.json for the last completed epoch; the summary. A write that fails
+        (a full disk) raises a WriteError saying what the checkpoint on disk holds."""
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
         _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
         # An interrupt may reach one rank only; completion and divergence reach them all.
         collective = self.status in ("completed", "diverged")
         paths = {"checkpoint": self._write_checkpoint(collective=collective)}
+        with self._after_checkpoint():
+            return self._summarize(paths)
+
+    def _summarize(self, paths: dict) -> dict:
+        """Write the files that follow the checkpoint (model files, loss.png,
+        metrics.json), adding their paths to ``paths``; the summary."""
+        snap = self._snap
         results = self._results(paths) if self.grid is None else self._sweep_results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
         summary = {
@@ -677,7 +710,9 @@ class Run:
             with about("save"):
                 paths["model"] = str(self.trained_model().save(self.save_path))
         if self.writes and history.get("loss"):
-            paths["plot"] = str(plot_history(self.dir / "loss.png", history, self.model.loss))
+            with about("run_dir"):
+                path = plot_history(self.dir / "loss.png", history, self.model.loss)
+            paths["plot"] = str(path)
         validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
         return {
             "final_train_loss": history["loss"][-1] if history.get("loss") else None,

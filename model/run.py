@@ -406,8 +406,9 @@ class Run:
         except KeyboardInterrupt:
             self.status = "interrupted"
             raise
-        except DivergenceError:
+        except DivergenceError as exc:
             self.status = "diverged"
+            _blame_scale(exc, self.data)
             raise
         finally:
             if bar is not None:
@@ -651,6 +652,8 @@ class Run:
         _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
         # An interrupt may reach one rank only; completion and divergence reach them all.
         collective = self.status in ("completed", "diverged")
+        if self.status == "completed" and self.writes and self.grid is None:
+            _warn_if_stalled(snap.history.get("loss", []), self.data)
         paths = {"checkpoint": self._write_checkpoint(collective=collective)}
         with self._after_checkpoint():
             return self._summarize(paths)
@@ -877,6 +880,45 @@ def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> Prepared
             setting="data",
         )
     return data
+
+
+def _blame_scale(error: DivergenceError, data: PreparedData) -> None:
+    """A divergence on features too large to train on (:attr:`PreparedData.unscaled`)
+    names standardizing them as the fix: a smaller learning rate only delays it."""
+    if not data.unscaled:
+        return
+    error.args = (
+        f"training diverged: loss is {error.loss} at epoch {error.epoch}; the features are "
+        f"not standardized and reach {data.largest:.3g}, too large for gradient steps "
+        "whatever the learning rate: standardize them",
+    )
+    error.setting, error.suggestion = "standardize", None
+
+
+STALLED = 5  # epochs of exactly the same training loss that make a run stalled
+
+
+def _warn_if_stalled(losses: list, data: PreparedData) -> None:
+    """A warning when the training loss of a completed run was exactly the same over its
+    last :data:`STALLED` epochs (and not 0, a perfect fit): the network no longer learns
+    (saturated or dead units, or steps too small to change a parameter). The fix it names:
+    standardizing features that are not, else another learning rate."""
+    last = losses[-STALLED:]
+    if len(last) < STALLED or len(set(last)) > 1 or last[0] == 0:
+        return
+    fix, setting = "try another learning rate", "lr"
+    if data.standardizer is None:
+        setting = "standardize"
+        fix = f"the features are not standardized (values up to {data.largest:.3g}): "
+        fix += "standardize them"
+    logger.warning(
+        "warning: the training loss stayed at %.6g over the last %d epochs: the network does "
+        "not learn; %s",
+        last[0],
+        STALLED,
+        fix,
+        extra={"setting": setting},
+    )
 
 
 def _check_one_process(grid, comm) -> None:

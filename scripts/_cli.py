@@ -120,14 +120,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(quiet: bool) -> None:
+class _FlagFormatter(logging.Formatter):
+    """The message; a line about a setting (``extra={"setting": ...}``, as a
+    HandgradError names one) ends with the flag that sets it, as an error line does."""
+
+    def __init__(self, flags: dict[str, str]):
+        super().__init__("%(message)s")
+        self.flags = flags
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        setting = getattr(record, "setting", None)
+        if setting is None:
+            return line
+        return f"{line} ({self.flags.get(setting, '--' + setting.replace('_', '-'))})"
+
+
+def configure_logging(quiet: bool, flags: dict[str, str] | None = None) -> None:
     """handgrad's log lines (the device chosen, what was inferred) to stderr, unless
-    ``quiet`` (then warnings only)."""
+    ``quiet`` (then warnings only). ``flags``: setting -> flag, where the flag is not
+    ``--<setting>``."""
     logger = logging.getLogger("handgrad")
     for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(handler)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_FlagFormatter(flags or {}))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 

@@ -203,9 +203,10 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
 
 
 def check_model_file(path, setting: str = "save") -> Path:
-    """A model file's path: an .npz, and not a run folder's own file."""
+    """A model file's path: an .npz (.NPZ too, as data files), and not a run folder's own
+    file."""
     path = Path(path)
-    if path.suffix != ".npz":
+    if path.suffix.lower() != ".npz":
         raise ConfigError(
             f"{path}: a model file is an .npz; end its name with .npz", setting=setting
         )

@@ -49,6 +49,7 @@ from backends.comm import on_root
 from backends.errors import ConfigError, DataError, HandgradError, about, check_number
 from model.checkpoint import CheckpointError, WriteError, atomic_write, host_copy
 from model.config import PreparedData, RunConfig, build_model, check_memory, prepare_data
+from model.data import not_a_file
 from model.files import ModelFile, load_host_params, read_model_file, write_model_file
 from model.fit import DivergenceError, fit
 from model.folders import (
@@ -144,12 +145,28 @@ def _restore_rng(state, source):
     return rng
 
 
-def _check_keywords(method: str, given: dict, valid) -> None:
-    """A ConfigError for a keyword ``method`` does not take, naming the closest valid one:
-    raised before any work, never as a TypeError after the data has loaded."""
+# Keywords people write for a setting by another name (the CLI's --out, say).
+_ALIASES = {"out": "run_dir", "output": "run_dir", "out_dir": "run_dir",
+            "output_dir": "run_dir", "folder": "run_dir", "learning_rate": "lr"}  # fmt: skip
+
+
+def _check_keywords(method: str, given: dict, valid, config_fields=()) -> None:
+    """A ConfigError for a keyword ``method`` does not take, naming the valid one meant
+    (an alias, the closest name, or a RunConfig field among ``config_fields``, which
+    belongs in the config): raised before any work, never as a TypeError after the data
+    has loaded."""
     for name in given:
+        meant = _ALIASES.get(name, name)
         close = difflib.get_close_matches(name, list(valid), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fields = [meant] if meant in config_fields else (
+            difflib.get_close_matches(name, list(config_fields), n=1))  # fmt: skip
+        hint = ""
+        if meant in valid:
+            hint = f"; did you mean {meant!r}?"
+        elif fields and (fields[0] == meant or not close):
+            hint = f"; {fields[0]!r} is a setting of the RunConfig: RunConfig(..., {fields[0]}=...)"
+        elif close:
+            hint = f"; did you mean {close[0]!r}?"
         raise ConfigError(
             f"{method}() has no setting {name!r}{hint} (it takes: {', '.join(valid)})"
         )
@@ -245,7 +262,7 @@ class Run:
 
         ``comm``: every rank calls this; rank 0 creates the folder, the others get its
         name."""
-        _check_keywords("Run.start", unknown, _START_KEYWORDS)
+        _check_keywords("Run.start", unknown, _START_KEYWORDS, RunConfig.__dataclass_fields__)
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
@@ -788,13 +805,15 @@ def _resumed_config(config: RunConfig, done: int, epochs, lr, moved, source):
         if v is not None and v != getattr(config, k)
     }
     config = dataclasses.replace(config, **{k: v for k, (_, v) in changes.items()})
-    if config.epochs <= done and not _unfinished(source, done, config.epochs):
-        raise ConfigError(
-            f"the run has already trained {done} epochs; to continue it, ask for more "
-            f"epochs in total than that (e.g. {2 * done})",
-            setting="epochs",
-            suggestion=2 * done,
-        )
+    if config.epochs <= done:
+        if not _unfinished(source, done, config.epochs):
+            raise ConfigError(
+                f"the run has already trained {done} epochs; to continue it, ask for more "
+                f"epochs in total than that (e.g. {2 * done})",
+                setting="epochs",
+                suggestion=2 * done,
+            )
+        logger.info("the run has trained all its %d epochs: writing the files it lacks", done)
     if changes:
         said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
         logger.info("resuming at epoch %d with %s", done, said)
@@ -865,9 +884,12 @@ def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> Prepared
     """The resumed run's data, prepared with its classes and standardization, and checked
     to be the data it trained on (present, and the same fingerprint)."""
     if config.data is not None and not Path(config.data).is_file():
+        why = not_a_file(Path(config.data))
+        said = "is gone; if it moved, give its new path" if why == "no such file" else (
+            f"is {why}; give the path of the file the run trained on")  # fmt: skip
         raise DataError(
-            f"the run's data file {config.data} is gone; if it moved, give its new path "
-            "(the run checks that it holds the same data)",
+            f"the run's data file {config.data} {said} (the run checks that it holds the "
+            "same data)",
             setting="data",
         )
     data = prepare_data(config, labels=stored.labels, standardizer=stored.standardizer,

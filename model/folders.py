@@ -192,7 +192,7 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
     if (
         run_dir is not None
         and save.resolve().parent == Path(run_dir).resolve()
-        and save.name in RUN_FILES
+        and save.name.lower() in RUN_FILES  # CHECKPOINT.NPZ is it where case is ignored
     ):
         raise ConfigError(
             f"{save} is one of the run folder's own files; save the model outside it or "
@@ -221,7 +221,7 @@ def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
     path = Path(path)
     target = path.resolve()
     folder = target.parent
-    if path.name in RUN_FILES and is_run_folder(folder):
+    if path.name.lower() in RUN_FILES and is_run_folder(folder):
         raise ConfigError(
             f"{path} is a file of the run in {folder}; writing there would break that run "
             "(its resume, record or plot), so choose another name",

@@ -139,6 +139,13 @@ def test_a_model_file_may_end_in_npz_in_capitals(capsys, tmp_path, suffix):
     rc, _, err = run(capsys, *IRIS, "--epochs", "2", "--out", str(tmp_path / "r2"), "--save",
                      str(tmp_path / "model.npy"))  # fmt: skip
     assert rc == 2 and "a model file is an .npz; end its name with .npz" in _error_line(err)
+    # where case is ignored (macOS, Windows), CHECKPOINT.NPZ is the run's checkpoint.npz
+    rc, _, err = run(capsys, *IRIS, "--epochs", "2", "--out", str(tmp_path / "r2"), "--save",
+                     str(tmp_path / "r2" / f"CHECKPOINT{suffix}"))  # fmt: skip
+    assert rc == 2 and "one of the run folder's own files" in _error_line(err)
+    rc, _, err = run(capsys, "--resume", str(tmp_path / "r"), "--epochs", "3", "--device", "cpu",
+                     "--save", str(tmp_path / "r" / f"Checkpoint{suffix}"))  # fmt: skip
+    assert rc == 2 and "is a file of the run in" in _error_line(err)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = [
     "checkpoint_path",
     "checkpoint_source",
     "make_run_dir",
+    "process_state",
     "refuse_replacing",
     "release_run_dir",
     "remove_if_unused",
@@ -131,21 +134,64 @@ def _me() -> str:
 
 def _check_unheld(run_dir: Path, setting: str) -> None:
     """A ConfigError naming ``setting`` when another live process holds ``run_dir``'s
-    lock: one on another host, or on this one and still running."""
+    lock: one on another host, or on this one and still running. An owner on this host
+    that is dying (killed: the ranks of a killed mpiexec end a moment after it) is waited
+    for, :data:`LOCK_WAIT` seconds at most, and then no longer holds the folder."""
     try:
         owner = (run_dir / LOCK).read_text().strip()
     except FileNotFoundError:
         return
     host, _, pid = owner.rpartition("-")
-    gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+    gone = host == socket.gethostname() and pid.isdigit() and _ended(int(pid))
     if owner != _me() and not gone:
         raise ConfigError(
             f"the run folder {run_dir} is in use by another handgrad process "
             f"({owner or 'unnamed'}, by its lock file {LOCK}); wait for it, or choose another "
-            f"folder; if no run trains there (a copied folder, another machine's run that "
-            f"ended), remove {run_dir / LOCK}",
+            f"folder; if its run was just stopped (the ranks of a killed mpiexec end a "
+            f"moment after it), retry in a moment; if no run trains there (a copied folder, "
+            f"another machine's run that ended), remove {run_dir / LOCK}",
             setting=setting,
         )
+
+
+LOCK_WAIT = 5.0  # seconds to wait for a dying lock owner (a GPU process frees its memory)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` of this host can no longer train: gone, a zombie, or dying
+    (waited for until it is gone, :data:`LOCK_WAIT` seconds at most; it runs no more code
+    of its own either way)."""
+    end = time.monotonic() + LOCK_WAIT
+    state = process_state(pid)
+    while state == "dying" and time.monotonic() < end:
+        time.sleep(0.05)
+        state = process_state(pid)
+    return state != "alive"
+
+
+_PF_EXITING = 0x4  # the kernel's flag of a process in exit (/proc/<pid>/stat, field 9)
+
+
+def process_state(pid: int) -> str:
+    """``"gone"`` (no such process, or a zombie: it has ended, only its exit status is
+    left), ``"dying"`` (in exit, or with SIGKILL pending) or ``"alive"``. Where there is no
+    /proc (macOS), ``"alive"`` or ``"gone"``."""
+    if not process_alive(pid):
+        return "gone"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "alive" if process_alive(pid) else "gone"
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ..., flags
+    if fields[0] in "ZXx":
+        return "gone"
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    kill = 1 << (signal.SIGKILL - 1)
+    return "dying" if int(fields[6]) & _PF_EXITING or pending & kill else "alive"
 
 
 def remove_if_unused(run_dir: Path) -> None:

@@ -50,7 +50,13 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from backends.errors import DASK_REFUSED, ConfigError, DeviceUnavailableError, HandgradError
+from backends.errors import (
+    DASK_REFUSED,
+    ConfigError,
+    DeviceUnavailableError,
+    HandgradError,
+    check_number,
+)
 from backends.transfer import to_numpy
 
 __all__ = [
@@ -157,7 +163,17 @@ class Backend:
 
 
 def host_rng(seed: int | None) -> np.random.Generator:
-    """The host random generator that draws all initial weights and shuffles."""
+    """The host random generator that draws all initial weights and shuffles, from a
+    ``seed`` of 0 to 2**32 - 1 (None: fresh entropy); a ConfigError for any other seed."""
+    if seed is not None:
+        try:
+            seed = check_number("seed", seed, integer=True, low=0, high=2**32 - 1)
+        except ConfigError:
+            raise ConfigError(
+                f"seed must be an integer from 0 to 2**32 - 1 (4294967295), or None for a "
+                f"fresh one; got {seed!r}",
+                setting="seed",
+            ) from None
     return np.random.default_rng(seed)
 
 

@@ -175,6 +175,23 @@ class Communicator:
         """Rank ``root``'s small picklable Python value (a run folder name), on every rank."""
         return self._comm.bcast(value, root=root)
 
+    def lost_rank(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the MPI library's report that a communication failed because
+        another rank is gone (killed, crashed): an MPI error of class ERR_OTHER (MPICH's
+        "Other MPI error" of a broken connection) or of the fault-tolerance classes
+        (ERR_PROC_FAILED, ...). A misused call (a buffer of the wrong size, type or count)
+        has a class of its own, and is a bug."""
+        mpi = self._mpi
+        if not isinstance(exc, mpi.Exception):
+            return False
+        names = ("ERR_OTHER", "ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_PROC_ABORTED",
+                 "ERR_REVOKED")  # fmt: skip
+        lost = {getattr(mpi, n) for n in names if hasattr(mpi, n)}
+        try:
+            return exc.Get_error_class() in lost
+        except Exception:  # the library is past saying
+            return False
+
     def abort(self, status: int) -> None:
         """End every rank now with exit status ``status`` (MPI_Abort): the way out when
         one rank fails while the others wait in a collective."""

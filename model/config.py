@@ -33,6 +33,7 @@ from model.streaming import map_data
 
 __all__ = [
     "DEFAULT_LR",
+    "LARGE_FEATURES",
     "MODELS",
     "STREAM_BYTES",
     "PreparedData",
@@ -52,6 +53,14 @@ MAX_EPOCHS = 10_000_000  # more is a typo, not a plan: it would run for days eve
 # A data file whose X is this large is streamed from disk when its format allows (see
 # prepare_data): loaded, split and standardized in memory it would take ~3 times as much.
 STREAM_BYTES = 2**30
+# Features not standardized and larger than this in magnitude are warned about before
+# training. Standardized features are of order 1; at 1e6 a freshly drawn network's
+# pre-activations are ~1e6 times larger, so sigmoids and softmaxes saturate (their
+# gradients underflow: exp(-1e6) is 0), and an SGD step, lr * x * error, moves the next
+# pre-activations by ~lr * x^2 = 1e11: the loss stalls or overflows whatever the learning
+# rate. Smaller raw values (counts, prices in cents) may train, if slowly: a warning there
+# would mostly be noise. A stalled loss is reported after training (model.run) either way.
+LARGE_FEATURES = 1e6
 
 
 def _check_choice(name, value, choices):
@@ -231,10 +240,16 @@ class PreparedData:
     standardizer: Standardizer | None
     source: str
     fingerprint: str  # of the loaded X and y: a resumed run checks it is the same data
+    largest: float = 0.0  # the largest magnitude in X and X_val as trained (standardized)
 
     @property
     def streamed(self) -> bool:
         return isinstance(self.X, HostRows)
+
+    @property
+    def unscaled(self) -> bool:
+        """Whether the features are not standardized and exceed :data:`LARGE_FEATURES`."""
+        return self.standardizer is None and self.largest > LARGE_FEATURES
 
 
 def prepare_data(
@@ -283,10 +298,25 @@ def prepare_data(
     else:
         standardizer = None
     checks = (("X", X_tr), ("X", X_va), ("y", None if classes else y_tr))
-    on_root(comm, lambda: [check_range(name, a, config.dtype) for name, a in checks])
-    return PreparedData(
-        X_tr, y_tr, X_va, y_va, targets, standardizer, config.data or config.dataset, fingerprint
-    )
+    tops = on_root(comm, lambda: [check_range(name, a, config.dtype) for name, a in checks])
+    data = PreparedData(X_tr, y_tr, X_va, y_va, targets, standardizer,
+                        config.data or config.dataset, fingerprint, max(tops[:2]))  # fmt: skip
+    _warn_if_unscaled(data, comm)
+    return data
+
+
+def _warn_if_unscaled(data: PreparedData, comm) -> None:
+    """A warning line (rank 0's), not an error (large raw features can be meant), for
+    features too large to train on unstandardized (:attr:`PreparedData.unscaled`)."""
+    if data.unscaled and (comm is None or comm.rank == 0):
+        logger.warning(
+            "warning: the features are not standardized and reach %.3g (over %g): gradient "
+            "steps on values this large saturate or overflow, so the loss stalls or "
+            "diverges whatever the learning rate; standardize them",
+            data.largest,
+            LARGE_FEATURES,
+            extra={"setting": "standardize"},
+        )
 
 
 def _load(config: RunConfig, stream, comm):

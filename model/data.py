@@ -344,12 +344,12 @@ def check_finite(a, name: str, source: str = "") -> None:
         )
 
 
-def check_range(name: str, a, dtype: str) -> None:
+def check_range(name: str, a, dtype: str) -> float:
     """Values that overflow to inf in ``dtype`` (the one a network computes in) are
     refused here, not reported later as a diverging learning rate or NaN predictions.
-    ``a`` is read a block at a time."""
+    ``a`` is read a block at a time. Returns the largest magnitude in ``a`` (0 for none)."""
     if a is None or a.shape[0] == 0:
-        return
+        return 0.0
     limit = float(np.finfo(dtype).max)
     top = max(float(np.max(np.abs(chunk), initial=0.0)) for chunk in row_chunks(a))
     if top > limit:
@@ -358,6 +358,7 @@ def check_range(name: str, a, dtype: str) -> None:
             "float64, or rescale the data (standardize it)",
             setting="dtype",
         )
+    return top
 
 
 def split_rows(y, val_fraction: float, seed: int, stratify: bool):

@@ -355,11 +355,25 @@ def _check_batches(net, n: int, batch: int, comm) -> None:
         )
 
 
+def _check_optimizer(optimizer) -> None:
+    """An optimizer object: what :func:`model.optimizers.make_optimizer` returns."""
+    if all(hasattr(optimizer, a) for a in ("init", "update", "grad_scale")):
+        return
+    make = f"make_optimizer({optimizer!r})" if isinstance(optimizer, str) else (
+        "make_optimizer('adam')")  # fmt: skip
+    raise ConfigError(
+        f"optimizer must be an optimizer object, got {type(optimizer).__name__} "
+        f"{optimizer!r}; make one with model.optimizers.{make} (or SGD(lr), Adam(lr))",
+        setting="optimizer",
+    )
+
+
 def _check_fit(net, params, X, Y, validation, epochs, batch_size, start_epoch, divergence,
-               comm) -> int | None:  # fmt: skip
+               comm, optimizer) -> int | None:  # fmt: skip
     """Everything :func:`fit` is given, checked before it trains; the replica count (None
     for one network)."""
     check_schedule(epochs, batch_size, start_epoch)
+    _check_optimizer(optimizer)
     if divergence not in DIVERGENCE:
         raise ConfigError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
     count = param_layout(net, params)
@@ -422,7 +436,7 @@ def fit(
     metrics are summed over the ranks, so every rank records the same history.
     """
     count = _check_fit(net, params, X, Y, validation, epochs, batch_size, start_epoch,
-                       divergence, comm)  # fmt: skip
+                       divergence, comm, optimizer)  # fmt: skip
     like = next(iter(params.values()))
     xp = array_namespace(like)
     n = X.shape[0]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = [
     "checkpoint_path",
     "checkpoint_source",
     "make_run_dir",
+    "process_state",
     "refuse_replacing",
     "release_run_dir",
     "remove_if_unused",
@@ -60,7 +63,9 @@ def check_creatable(folder, setting: str, what=None) -> None:
 
 def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") -> Path:
     """Create the run folder atomically (mkdir fails if it exists). ``run_dir`` None:
-    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken. Errors name ``setting``."""
+    ``root/<timestamp>``, then ``-2``, ``-3``, ... when taken. Errors name ``setting``;
+    a folder made here is removed again when claiming it fails (a full disk)."""
+    made: list[Path] = []  # the folder this call created
     try:
         if run_dir is not None:
             run_dir = Path(run_dir)
@@ -71,6 +76,7 @@ def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") ->
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             try:
                 run_dir.mkdir(exist_ok=overwrite)
+                made.append(run_dir)
             except FileExistsError:
                 if _holds_work(run_dir):
                     raise _exists(run_dir) from None
@@ -81,12 +87,17 @@ def make_run_dir(run_dir, *, overwrite: bool, root="runs", setting="run_dir") ->
             candidate = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
             with contextlib.suppress(FileExistsError):
                 candidate.mkdir()
+                made.append(candidate)
                 return _claim(candidate, setting)
         raise ConfigError(f"no free run folder name under {root}", setting=setting)
     except OSError as exc:
-        action = "use" if run_dir is not None and run_dir.is_dir() else "create"
+        action = "use" if run_dir is not None and run_dir.is_dir() and not made else "create"
+        for folder in made:
+            remove_if_unused(folder)
         raise ConfigError(
-            f"cannot {action} the run folder {run_dir or root}: {exc.strerror}", setting=setting
+            f"cannot {action} the run folder {(made or [run_dir or root])[0]}: {exc.strerror}; "
+            "free space there (or make it writable), or choose another folder",
+            setting=setting,
         ) from None
 
 
@@ -99,14 +110,21 @@ def _claim(run_dir: Path, setting: str) -> Path:
     runs never write into one folder."""
     lock = run_dir / LOCK
     for _ in range(2):
+        created = False
         try:
             with open(lock, "x") as f:
+                created = True
                 f.write(_me())
             return run_dir
         except FileExistsError:
             _check_unheld(run_dir, setting)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
+        except OSError:  # a full disk: an empty lock would name no owner and block the folder
+            if created:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            raise
     raise ConfigError(f"cannot claim the run folder {run_dir}", setting=setting)
 
 
@@ -116,21 +134,64 @@ def _me() -> str:
 
 def _check_unheld(run_dir: Path, setting: str) -> None:
     """A ConfigError naming ``setting`` when another live process holds ``run_dir``'s
-    lock: one on another host, or on this one and still running."""
+    lock: one on another host, or on this one and still running. An owner on this host
+    that is dying (killed: the ranks of a killed mpiexec end a moment after it) is waited
+    for, :data:`LOCK_WAIT` seconds at most, and then no longer holds the folder."""
     try:
         owner = (run_dir / LOCK).read_text().strip()
     except FileNotFoundError:
         return
     host, _, pid = owner.rpartition("-")
-    gone = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+    gone = host == socket.gethostname() and pid.isdigit() and _ended(int(pid))
     if owner != _me() and not gone:
         raise ConfigError(
             f"the run folder {run_dir} is in use by another handgrad process "
             f"({owner or 'unnamed'}, by its lock file {LOCK}); wait for it, or choose another "
-            f"folder; if no run trains there (a copied folder, another machine's run that "
-            f"ended), remove {run_dir / LOCK}",
+            f"folder; if its run was just stopped (the ranks of a killed mpiexec end a "
+            f"moment after it), retry in a moment; if no run trains there (a copied folder, "
+            f"another machine's run that ended), remove {run_dir / LOCK}",
             setting=setting,
         )
+
+
+LOCK_WAIT = 5.0  # seconds to wait for a dying lock owner (a GPU process frees its memory)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` of this host can no longer train: gone, a zombie, or dying
+    (waited for until it is gone, :data:`LOCK_WAIT` seconds at most; it runs no more code
+    of its own either way)."""
+    end = time.monotonic() + LOCK_WAIT
+    state = process_state(pid)
+    while state == "dying" and time.monotonic() < end:
+        time.sleep(0.05)
+        state = process_state(pid)
+    return state != "alive"
+
+
+_PF_EXITING = 0x4  # the kernel's flag of a process in exit (/proc/<pid>/stat, field 9)
+
+
+def process_state(pid: int) -> str:
+    """``"gone"`` (no such process, or a zombie: it has ended, only its exit status is
+    left), ``"dying"`` (in exit, or with SIGKILL pending) or ``"alive"``. Where there is no
+    /proc (macOS), ``"alive"`` or ``"gone"``."""
+    if not process_alive(pid):
+        return "gone"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "alive" if process_alive(pid) else "gone"
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ..., flags
+    if fields[0] in "ZXx":
+        return "gone"
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    kill = 1 << (signal.SIGKILL - 1)
+    return "dying" if int(fields[6]) & _PF_EXITING or pending & kill else "alive"
 
 
 def remove_if_unused(run_dir: Path) -> None:
@@ -177,7 +238,7 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
     if (
         run_dir is not None
         and save.resolve().parent == Path(run_dir).resolve()
-        and save.name in RUN_FILES
+        and save.name.lower() in RUN_FILES  # CHECKPOINT.NPZ is it where case is ignored
     ):
         raise ConfigError(
             f"{save} is one of the run folder's own files; save the model outside it or "
@@ -188,9 +249,10 @@ def check_save(save, inputs, run_dir, overwrite: bool) -> Path:
 
 
 def check_model_file(path, setting: str = "save") -> Path:
-    """A model file's path: an .npz, and not a run folder's own file."""
+    """A model file's path: an .npz (.NPZ too, as data files), and not a run folder's own
+    file."""
     path = Path(path)
-    if path.suffix != ".npz":
+    if path.suffix.lower() != ".npz":
         raise ConfigError(
             f"{path}: a model file is an .npz; end its name with .npz", setting=setting
         )
@@ -205,7 +267,7 @@ def refuse_replacing(path, inputs, overwrite: bool, setting: str) -> Path:
     path = Path(path)
     target = path.resolve()
     folder = target.parent
-    if path.name in RUN_FILES and is_run_folder(folder):
+    if path.name.lower() in RUN_FILES and is_run_folder(folder):
         raise ConfigError(
             f"{path} is a file of the run in {folder}; writing there would break that run "
             "(its resume, record or plot), so choose another name",

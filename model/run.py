@@ -31,6 +31,7 @@ about the ranks, so a run resumes with any number of them. A sweep trains in one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -48,6 +49,7 @@ from backends.comm import on_root
 from backends.errors import ConfigError, DataError, HandgradError, about, check_number
 from model.checkpoint import CheckpointError, WriteError, atomic_write, host_copy
 from model.config import PreparedData, RunConfig, build_model, check_memory, prepare_data
+from model.data import not_a_file
 from model.files import ModelFile, load_host_params, read_model_file, write_model_file
 from model.fit import DivergenceError, fit
 from model.folders import (
@@ -143,12 +145,28 @@ def _restore_rng(state, source):
     return rng
 
 
-def _check_keywords(method: str, given: dict, valid) -> None:
-    """A ConfigError for a keyword ``method`` does not take, naming the closest valid one:
-    raised before any work, never as a TypeError after the data has loaded."""
+# Keywords people write for a setting by another name (the CLI's --out, say).
+_ALIASES = {"out": "run_dir", "output": "run_dir", "out_dir": "run_dir",
+            "output_dir": "run_dir", "folder": "run_dir", "learning_rate": "lr"}  # fmt: skip
+
+
+def _check_keywords(method: str, given: dict, valid, config_fields=()) -> None:
+    """A ConfigError for a keyword ``method`` does not take, naming the valid one meant
+    (an alias, the closest name, or a RunConfig field among ``config_fields``, which
+    belongs in the config): raised before any work, never as a TypeError after the data
+    has loaded."""
     for name in given:
+        meant = _ALIASES.get(name, name)
         close = difflib.get_close_matches(name, list(valid), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fields = [meant] if meant in config_fields else (
+            difflib.get_close_matches(name, list(config_fields), n=1))  # fmt: skip
+        hint = ""
+        if meant in valid:
+            hint = f"; did you mean {meant!r}?"
+        elif fields and (fields[0] == meant or not close):
+            hint = f"; {fields[0]!r} is a setting of the RunConfig: RunConfig(..., {fields[0]}=...)"
+        elif close:
+            hint = f"; did you mean {close[0]!r}?"
         raise ConfigError(
             f"{method}() has no setting {name!r}{hint} (it takes: {', '.join(valid)})"
         )
@@ -244,7 +262,7 @@ class Run:
 
         ``comm``: every rank calls this; rank 0 creates the folder, the others get its
         name."""
-        _check_keywords("Run.start", unknown, _START_KEYWORDS)
+        _check_keywords("Run.start", unknown, _START_KEYWORDS, RunConfig.__dataclass_fields__)
         if not isinstance(config, RunConfig):
             raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
         check_number("checkpoint_every", checkpoint_every, integer=True, low=1)
@@ -351,6 +369,7 @@ class Run:
             changes=[*info.get("changes", []), *([resumed] if resumed else [])],
             resumed=resumed, comm=comm, step=info.get("step"), grid=grid,
             diverged=list(info.get("diverged") or [None] * count), save_all=save_all,
+            saved_epoch=done if in_place else None,  # the checkpoint on disk, until replaced
         )  # fmt: skip
 
     # ------------------------------------------------------------------ training
@@ -404,8 +423,9 @@ class Run:
         except KeyboardInterrupt:
             self.status = "interrupted"
             raise
-        except DivergenceError:
+        except DivergenceError as exc:
             self.status = "diverged"
+            _blame_scale(exc, self.data)
             raise
         finally:
             if bar is not None:
@@ -423,7 +443,7 @@ class Run:
                     self.summary = self._finish()
         finally:
             release_run_dir(self.dir)  # training here is over: the folder is free to resume
-            if self.writes and self.saved_epoch is None and self.epoch == 0:
+            if self.writes and self.saved_epoch is None:  # no checkpoint: a failed first write
                 remove_if_unused(self.dir)
 
     def _backend(self, backend) -> Backend:
@@ -592,11 +612,34 @@ class Run:
                 try:
                     write_model_file(self.checkpoint, self._checkpoint_file())
                 except WriteError as exc:
-                    kept = f"epoch {self.saved_epoch}" if self.saved_epoch else "nothing"
-                    raise WriteError(f"{exc}; the checkpoint on disk holds {kept}") from None
+                    raise WriteError(f"{exc}; {self._on_disk()}") from None
         if self.writes or collective:
             self.saved_epoch = self._snap.epoch
         return str(self.checkpoint)
+
+    def _on_disk(self) -> str:
+        """What the run's folder keeps when a write fails: its checkpoint's epoch."""
+        if self.saved_epoch is None:
+            return "no checkpoint was saved"
+        return f"the checkpoint on disk holds epoch {self.saved_epoch}"
+
+    @contextlib.contextmanager
+    def _after_checkpoint(self):
+        """The files written after the checkpoint (model files, loss.png, metrics.json):
+        a WriteError says what the checkpoint holds; for a completed run, that resuming it
+        with the same epochs writes the files it lacks (:func:`_unfinished`)."""
+        try:
+            yield
+        except WriteError as exc:
+            if self.status != "completed":
+                raise WriteError(f"{exc}; {self._on_disk()}", setting=exc.setting) from None
+            again = " (with the model file's path again)" if exc.setting != "run_dir" else ""
+            raise WriteError(
+                f"{exc}; the checkpoint on disk holds all {self.saved_epoch} epochs: once there "
+                f"is space, resume the run with the same epochs{again} to write the rest",
+                setting="resume",
+                suggestion=str(self.dir),
+            ) from None
 
     def _checkpoint_file(self) -> ModelFile:
         """The run's checkpoint: the model with the training meta a resume needs."""
@@ -619,13 +662,23 @@ class Run:
 
     def _finish(self) -> dict:
         """Write checkpoint, model file (when asked, on completion), loss.png and
-        metrics.json for the last completed epoch; the summary."""
+        metrics.json for the last completed epoch; the summary. A write that fails
+        (a full disk) raises a WriteError saying what the checkpoint on disk holds."""
         snap = self._snap
         self.epoch, self.history = snap.epoch, snap.history
         _set_rng_state(self.rng, snap.rng_state)  # train() again continues exactly
         # An interrupt may reach one rank only; completion and divergence reach them all.
         collective = self.status in ("completed", "diverged")
+        if self.status == "completed" and self.writes and self.grid is None:
+            _warn_if_stalled(snap.history.get("loss", []), self.data)
         paths = {"checkpoint": self._write_checkpoint(collective=collective)}
+        with self._after_checkpoint():
+            return self._summarize(paths)
+
+    def _summarize(self, paths: dict) -> dict:
+        """Write the files that follow the checkpoint (model files, loss.png,
+        metrics.json), adding their paths to ``paths``; the summary."""
+        snap = self._snap
         results = self._results(paths) if self.grid is None else self._sweep_results(paths)
         paths["metrics"] = str(self.dir / "metrics.json")
         summary = {
@@ -677,7 +730,9 @@ class Run:
             with about("save"):
                 paths["model"] = str(self.trained_model().save(self.save_path))
         if self.writes and history.get("loss"):
-            paths["plot"] = str(plot_history(self.dir / "loss.png", history, self.model.loss))
+            with about("run_dir"):
+                path = plot_history(self.dir / "loss.png", history, self.model.loss)
+            paths["plot"] = str(path)
         validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
         return {
             "final_train_loss": history["loss"][-1] if history.get("loss") else None,
@@ -750,13 +805,15 @@ def _resumed_config(config: RunConfig, done: int, epochs, lr, moved, source):
         if v is not None and v != getattr(config, k)
     }
     config = dataclasses.replace(config, **{k: v for k, (_, v) in changes.items()})
-    if config.epochs <= done and not _unfinished(source, done, config.epochs):
-        raise ConfigError(
-            f"the run has already trained {done} epochs; to continue it, ask for more "
-            f"epochs in total than that (e.g. {2 * done})",
-            setting="epochs",
-            suggestion=2 * done,
-        )
+    if config.epochs <= done:
+        if not _unfinished(source, done, config.epochs):
+            raise ConfigError(
+                f"the run has already trained {done} epochs; to continue it, ask for more "
+                f"epochs in total than that (e.g. {2 * done})",
+                setting="epochs",
+                suggestion=2 * done,
+            )
+        logger.info("the run has trained all its %d epochs: writing the files it lacks", done)
     if changes:
         said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
         logger.info("resuming at epoch %d with %s", done, said)
@@ -827,9 +884,12 @@ def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> Prepared
     """The resumed run's data, prepared with its classes and standardization, and checked
     to be the data it trained on (present, and the same fingerprint)."""
     if config.data is not None and not Path(config.data).is_file():
+        why = not_a_file(Path(config.data))
+        said = "is gone; if it moved, give its new path" if why == "no such file" else (
+            f"is {why}; give the path of the file the run trained on")  # fmt: skip
         raise DataError(
-            f"the run's data file {config.data} is gone; if it moved, give its new path "
-            "(the run checks that it holds the same data)",
+            f"the run's data file {config.data} {said} (the run checks that it holds the "
+            "same data)",
             setting="data",
         )
     data = prepare_data(config, labels=stored.labels, standardizer=stored.standardizer,
@@ -842,6 +902,45 @@ def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> Prepared
             setting="data",
         )
     return data
+
+
+def _blame_scale(error: DivergenceError, data: PreparedData) -> None:
+    """A divergence on features too large to train on (:attr:`PreparedData.unscaled`)
+    names standardizing them as the fix: a smaller learning rate only delays it."""
+    if not data.unscaled:
+        return
+    error.args = (
+        f"training diverged: loss is {error.loss} at epoch {error.epoch}; the features are "
+        f"not standardized and reach {data.largest:.3g}, too large for gradient steps "
+        "whatever the learning rate: standardize them",
+    )
+    error.setting, error.suggestion = "standardize", None
+
+
+STALLED = 5  # epochs of exactly the same training loss that make a run stalled
+
+
+def _warn_if_stalled(losses: list, data: PreparedData) -> None:
+    """A warning when the training loss of a completed run was exactly the same over its
+    last :data:`STALLED` epochs (and not 0, a perfect fit): the network no longer learns
+    (saturated or dead units, or steps too small to change a parameter). The fix it names:
+    standardizing features that are not, else another learning rate."""
+    last = losses[-STALLED:]
+    if len(last) < STALLED or len(set(last)) > 1 or last[0] == 0:
+        return
+    fix, setting = "try another learning rate", "lr"
+    if data.standardizer is None:
+        setting = "standardize"
+        fix = f"the features are not standardized (values up to {data.largest:.3g}): "
+        fix += "standardize them"
+    logger.warning(
+        "warning: the training loss stayed at %.6g over the last %d epochs: the network does "
+        "not learn; %s",
+        last[0],
+        STALLED,
+        fix,
+        extra={"setting": setting},
+    )
 
 
 def _check_one_process(grid, comm) -> None:

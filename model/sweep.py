@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from backends.errors import ConfigError
+from backends.errors import ConfigError, about
 from model.checkpoint import CheckpointError
 from model.config import RunConfig
 from model.files import SWEEP_FORMAT_1, read_meta, read_model_file
@@ -226,11 +226,14 @@ def sweep_results(grid, diverged, history, by: str, models, paths: dict, *, save
         )
     if models is not None and best is not None:
         if save is not None:
-            paths["model"] = str(models[best].save(save))
+            with about("save"):
+                paths["model"] = str(models[best].save(save))
         if save_all is not None:
-            paths["models"] = save_replicas(models, save_all)
+            with about("save_all"):
+                paths["models"] = save_replicas(models, save_all)
     if any(r["history"] for r in replicas):
-        paths["plot"] = str(plot_sweep(folder / "loss.png", replicas, best, loss))
+        with about("run_dir"):
+            paths["plot"] = str(plot_sweep(folder / "loss.png", replicas, best, loss))
     return {
         "sweep": {k: list(dict.fromkeys(v[k] for v in grid)) for k in grid[0]},
         "best": None if best is None else {"replica": best, "by": by, **grid[best]},

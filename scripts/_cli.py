@@ -11,6 +11,7 @@ traceback and asks to be reported. :func:`run` turns the project's own errors
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -121,14 +122,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(quiet: bool) -> None:
+class _FlagFormatter(logging.Formatter):
+    """The message; a line about a setting (``extra={"setting": ...}``, as a
+    HandgradError names one) ends with the flag that sets it, as an error line does."""
+
+    def __init__(self, flags: dict[str, str]):
+        super().__init__("%(message)s")
+        self.flags = flags
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        setting = getattr(record, "setting", None)
+        if setting is None:
+            return line
+        return f"{line} ({self.flags.get(setting, '--' + setting.replace('_', '-'))})"
+
+
+def configure_logging(quiet: bool, flags: dict[str, str] | None = None) -> None:
     """handgrad's log lines (the device chosen, what was inferred) to stderr, unless
-    ``quiet`` (then warnings only)."""
+    ``quiet`` (then warnings only). ``flags``: setting -> flag, where the flag is not
+    ``--<setting>``."""
     logger = logging.getLogger("handgrad")
     for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(handler)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_FlagFormatter(flags or {}))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
@@ -156,13 +174,18 @@ def run(
     names itself in that line (a bug keeps its traceback) and ends every rank with its
     status (MPI abort), since the others may be waiting for it in a collective. Ranks
     other than 0 wait :data:`ABORT_GRACE` seconds first: an error that every rank meets
-    is then reported once, by rank 0, whose abort ends them."""
+    is then reported once, by rank 0, whose abort ends them. A rank whose communication
+    failed because another rank is gone (killed) prints nothing, no traceback: the
+    launcher reports the lost rank and ends the others (:func:`_await_launcher`)."""
     from backends.comm import active
 
     status, line = _outcome(main, argv, flags or {})
     comm = active()
     distributed = comm is not None and comm.size > 1
-    if status and distributed and comm.rank != 0:
+    if status == LOST_RANK:  # the launcher says which rank ended; it then ends this one
+        line = _await_launcher()
+        status = 1
+    elif status and distributed and comm.rank != 0:
         time.sleep(ABORT_GRACE)
     if line:
         rank = f"rank {comm.rank} of {comm.size}: " if distributed else ""
@@ -173,6 +196,18 @@ def run(
 
 
 ABORT_GRACE = 1.0  # seconds
+LAUNCHER_GRACE = 10.0  # seconds a rank that lost another waits for the launcher to end it
+LOST_RANK = -1  # _outcome's status when another rank is gone
+
+
+def _await_launcher() -> tuple[str, str]:
+    """Wait for the launcher to end this rank after another rank ended (it prints its own
+    line, MPICH's "BAD TERMINATION ... Killed (signal 9)"), printing nothing; if it has
+    not within :data:`LAUNCHER_GRACE` seconds (a launcher that leaves the others running),
+    the line to print before every rank is aborted."""
+    with contextlib.suppress(KeyboardInterrupt):  # the launcher's SIGINT: end now
+        time.sleep(LAUNCHER_GRACE)
+    return "", "another rank ended; ending every rank"
 
 
 def _outcome(main, argv, flags) -> tuple[int, tuple[str, str] | None]:
@@ -206,6 +241,8 @@ def _outcome(main, argv, flags) -> tuple[int, tuple[str, str] | None]:
         comm = active()
         if comm is None or comm.size == 1:
             raise  # the excepthook prints it
+        if comm.lost_rank(exc):  # not a bug here: another rank is gone
+            return LOST_RANK, None
         traceback.print_exc()
         return 1, ("", REPORT)
 

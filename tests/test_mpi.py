@@ -187,9 +187,27 @@ def _wait_for(condition, timeout=60.0):
         time.sleep(0.05)
 
 
+def _hydra() -> bool:
+    """Whether the launcher is MPICH's (Hydra), whose report of a killed rank is known."""
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
+    return "HYDRA" in version
+
+
+def _check_launcher_line(proc) -> None:
+    """What a killed rank leaves on the terminal: the launcher's report (Hydra: "BAD
+    TERMINATION", "Killed (signal 9)", on stdout, status 9), no traceback, no bug line."""
+    for text in (proc.out, proc.err):
+        assert "Traceback" not in text and _cli.REPORT not in text, text
+    if _hydra():
+        assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in proc.out
+        assert "Killed (signal 9)" in proc.out and proc.returncode == 9
+
+
 @needs_mpi
 @pytest.mark.mpi
 def test_killing_one_rank_ends_every_rank_and_leaves_a_checkpoint(tmp_path):
+    """The launcher's line, the last periodic checkpoint whole, and the run resumable at
+    once (no rank holds the folder)."""
     proc = mpiexec(3, ROOT / "scripts" / "train.py", "--dataset", "iris", "--hidden", "8",
                    "--epochs", "1000000", "--checkpoint-every", "20", "--out", "k", "--quiet",
                    cwd=tmp_path, wait=False)  # fmt: skip
@@ -199,15 +217,60 @@ def test_killing_one_rank_ends_every_rank_and_leaves_a_checkpoint(tmp_path):
         assert None not in ranks
         os.kill(ranks[1], signal.SIGKILL)
         killed = time.monotonic()
-        proc.communicate(timeout=30)
+        proc.out, proc.err = proc.communicate(timeout=30)
         _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in ranks), timeout=30)
         assert time.monotonic() - killed < 30
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    _check_launcher_line(proc)
     _, info, _ = load_checkpoint(tmp_path / "k" / "checkpoint.npz")  # whole, or raises
     assert info["epoch"] % 20 == 0 and info["epoch"] > 0
+    argv = ["--resume", str(tmp_path / "k"), "--epochs", str(info["epoch"] + 2), "--quiet",
+            "--device", "cpu"]  # fmt: skip
+    assert _cli.run(train.main, argv, train.FLAGS) == 0
+
+
+LOSE_RANK_1 = """
+import os, signal, sys, time
+sys.path.insert(0, {scripts!r})
+import _cli, train
+import model.run
+from backends.comm import connect
+
+real = model.run._DeviceSnapshot.take
+
+def take(self, params, state, epoch, record):
+    real(self, params, state, epoch, record)
+    if epoch == 7 and connect().rank == 0:  # its collective fails as when a rank is gone
+        from mpi4py import MPI
+        raise MPI.Exception(MPI.ERR_OTHER)
+    if epoch == 7 and connect().rank == 1:  # and then that rank is killed
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+model.run._DeviceSnapshot.take = take
+sys.exit(_cli.run(train.main, {argv!r}, train.FLAGS))
+"""
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_rank_that_notices_a_killed_rank_first_leaves_the_word_to_the_launcher(tmp_path):
+    """When rank 0's collective fails before the launcher has ended it (MPICH over TCP
+    can notice the lost connection first), rank 0 prints no traceback and no bug line:
+    it waits for the launcher, whose report is the one line about the killed rank."""
+    argv = ["--dataset", "iris", "--hidden", "8", "--epochs", "100", "--checkpoint-every", "5",
+            "--out", "f", "--quiet"]  # fmt: skip
+    code = LOSE_RANK_1.format(scripts=str(ROOT / "scripts"), argv=argv)
+    start = time.monotonic()
+    proc = mpiexec(3, "-c", code, cwd=tmp_path)
+    assert time.monotonic() - start < 30
+    _check_launcher_line(proc)
+    assert "another rank ended" not in proc.err  # the launcher ended it before its grace
+    assert load_checkpoint(tmp_path / "f" / "checkpoint.npz")[1]["epoch"] == 5
+    assert not (tmp_path / "f" / ".handgrad-run").exists()  # rank 0 freed the folder
 
 
 FAIL_ON_RANK_1 = """

@@ -631,8 +631,9 @@ def _controls(net, optimizer, like, count, n, batch_size, schedule, early_stoppi
     clipping norm (None, a number, or an (R,) array), checked with the optimizer."""
     monitor = "val_loss" if validation is not None else "loss"
     control = Control(optimizer, count, schedule, early_stopping, history, monitor)
+    clip = _clip_norms(clip_grad, count, like)
     if getattr(optimizer, "line_search", False):
-        _check_line_search(net, n, batch_size, control, clip_grad)
+        _check_line_search(net, n, batch_size, control, clip)
     lengths = {len(v) for v in control.monitored}
     short = count is None and lengths != {start_epoch}
     if control.needs_history and (short or max(lengths) > start_epoch):
@@ -642,10 +643,10 @@ def _controls(net, optimizer, like, count, n, batch_size, schedule, early_stoppi
             f"(history=, as a FitResult holds it), which has {max(lengths)}",
             setting="history",
         )
-    return control, _clip_norms(clip_grad, count, like)
+    return control, clip
 
 
-def _check_line_search(net, n: int, batch_size, control, clip_grad) -> None:
+def _check_line_search(net, n: int, batch_size, control, clip) -> None:
     """What an optimizer with a line search refuses: minibatches, dropout, a schedule,
     clipping (its steps come from the whole data's loss and gradient, as they are)."""
     problems = [
@@ -655,7 +656,7 @@ def _check_line_search(net, n: int, batch_size, control, clip_grad) -> None:
          "its line search needs the same loss at every evaluation; train without dropout"),
         (control.scheduled, "schedule",
          "its line search chooses every step's length; use the constant schedule"),
-        (clip_grad is not None, "clip_grad",
+        (clip is not None, "clip_grad",
          "its line search needs the true gradient; leave clipping off"),
     ]  # fmt: skip
     for bad, setting, why in problems:

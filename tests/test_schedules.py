@@ -456,3 +456,47 @@ def test_cli_resume_mid_schedule_is_bit_identical(capsys, tmp_path):
     with np.load(whole / "checkpoint.npz") as fa, np.load(short / "checkpoint.npz") as fs:
         for k in ("W1", "b1", "W2", "b2"):
             np.testing.assert_array_equal(fa[k], fs[k])
+
+
+def test_a_sweep_of_schedules_stopping_and_clipping_is_its_single_runs(tmp_path):
+    """Each replica of a sweep over schedule, early stopping and clipping trains as the
+    single run with its values: history (rates included), best epoch, model."""
+    from model.sweep import load_sweep
+
+    base = dict(data=str(_noise_file(tmp_path)), hidden=(32,), optimizer="adam", lr=0.05,
+                batch_size=16, epochs=30, dtype="float64", val_split=0.5)  # fmt: skip
+    sweep = {"schedule": ["constant", "invscaling"], "early_stopping": [2, 5],
+             "clip_grad": [0.5]}  # fmt: skip
+    summary = Run.start(RunConfig(**base), tmp_path / "sweep", sweep=sweep).train("cpu")
+    sweep_models = load_sweep(tmp_path / "sweep")
+    for entry in summary["replicas"]:
+        values = {k: entry[k] for k in sweep}
+        single = Run.start(RunConfig(**base, **values), tmp_path / f"r{entry['replica']}")
+        expected = single.train("cpu")
+        history = expected["metrics"]["history"]
+        assert entry["history"].keys() == history.keys()
+        for k, v in history.items():
+            assert entry["history"][k] == pytest.approx(v, rel=1e-12)
+        assert entry["best_epoch"] == expected["early_stopping"]["best_epoch"]
+        model = sweep_models.models[entry["replica"]]
+        for k, v in single.trained_model().params.items():
+            assert_close(model.params[k], v, 1e-11, 1e-13)
+    assert {len(e["history"]["loss"]) for e in summary["replicas"]} != {30}  # some stopped
+
+
+def test_cli_sweep_of_lbfgs(capsys, tmp_path):
+    out = tmp_path / "s"
+    rc, stdout, err = _cli_run(
+        capsys, "--device", "cpu", "--dataset", "iris", "--hidden", "8", "--optimizer", "lbfgs",
+        "--epochs", "15", "--sweep", "weight-decay=0,0.01", "--sweep", "seed=0,1", "--json",
+        "--out", str(out), "--save", str(tmp_path / "best.npz"),
+    )  # fmt: skip
+    assert rc == 0, err
+    result = json.loads(stdout)
+    assert len(result["replicas"]) == 4 and result["diverged"] == 0
+    for entry in result["replicas"]:
+        losses = entry["history"]["loss"]
+        if entry["weight_decay"] == 0:
+            assert losses[-1] <= losses[0]
+        assert entry["history"]["lr"] == [1.0] * 15
+    assert (tmp_path / "best.npz").is_file()

@@ -423,12 +423,14 @@ def estimate_bytes(
     model: Sequential, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
 ) -> int:
     """A lower bound on the device memory a run of ``replicas`` networks needs: parameters
-    with their gradients, snapshot and optimizer buffers, the data (unless ``streamed``
+    with their gradients, snapshot and optimizer buffers (and early stopping's copy of
+    the best parameters), the data (unless ``streamed``
     from a file), and one batch's activations (forward cache and backward temporaries),
     all but the data per replica."""
     itemsize = 4 if config.dtype == "float32" else 8
     n_params = sum(math.prod(s) for s in model.param_shapes().values())
     buffers = OPTIMIZERS[config.optimizer].buffer_count()
+    buffers += config.early_stopping is not None  # the best epoch's parameters, kept
     batch = min(config.batch_size or n_rows, n_rows)
     data = 0 if streamed else n_rows * (model.sizes[0] + model.sizes[-1])
     per_replica = n_params * (3 + 2 * buffers) + 3 * batch * sum(model.sizes)

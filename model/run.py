@@ -558,12 +558,18 @@ class Run:
     # ------------------------------------------------------------------ reporting
 
     def describe(self, summary: dict) -> str:
-        """The summary of :meth:`train` as one line: device, epochs, wall time, training
-        loss (a sweep: its best replica's values) and validation score, run folder."""
+        """The summary of :meth:`train` as one line: device, epochs (and early stopping's
+        best epoch), wall time, training loss (a sweep: its best replica's values) and
+        validation score (the model's: with early stopping, its best epoch's), run
+        folder."""
         head = f"{summary['device']} | "
         if self.grid is None:
+            stopping = summary.get("early_stopping")
+            best = "" if stopping is None else (
+                f" (stopped early, best epoch {stopping['best_epoch']})" if stopping["stopped"]
+                else f" (best epoch {stopping['best_epoch']})")  # fmt: skip
             return (
-                f"{head}{summary['epochs']} epochs | {summary['wall_seconds']:.2f} s | "
+                f"{head}{summary['epochs']} epochs{best} | {summary['wall_seconds']:.2f} s | "
                 f"training loss {summary['final_train_loss']:.4g} | "
                 f"{score_text(summary['metrics']['validation'])} | {self.dir}"
             )

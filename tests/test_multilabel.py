@@ -103,7 +103,7 @@ def test_every_backend_trains_multi_label_as_numpy(backend, optimizer):
         params = model.init_params(be, host_rng(0))
         labels = be.asarray(Y, dtype=be.xp.int64)
         result = fit(model, params, be.asarray(X), labels, optimizer=make_optimizer(optimizer),
-                     epochs=4, validation=(be.asarray(X[:10]), labels[:10]))  # fmt: skip
+                     epochs=4, validation=(be.asarray(X[:10]), labels[:10, ...]))  # fmt: skip
         runs.append((params, result.history))
     (p0, h0), (p1, h1) = runs
     for k in p0:

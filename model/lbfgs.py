@@ -142,12 +142,10 @@ def _hyper(value, count: int) -> np.ndarray:
 
 
 def _as_state(value: np.ndarray, stacked: bool, kind=float):
-    """A host array with a network axis last as the state stores it: numbers for one
-    network, lists of R for replicas."""
-    if stacked:
-        return [_as_state(v, True, kind) for v in value] if value.ndim > 1 else [
-            kind(v) for v in value]  # fmt: skip
-    return [kind(v[0]) for v in value] if value.ndim > 1 else kind(value[0])
+    """A host array with a network axis last as the state stores it (Python values, so
+    that a checkpoint writes them as JSON): numbers for one network, lists of R for
+    replicas."""
+    return np.asarray(value if stacked else value[..., 0], dtype=kind).tolist()
 
 
 class _Iteration:

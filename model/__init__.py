@@ -39,6 +39,9 @@ _WHERE = {
     "SGD": "model.optimizers",
     "Adam": "model.optimizers",
     "make_optimizer": "model.optimizers",
+    "LBFGS": "model.lbfgs",
+    "Schedule": "model.schedules",
+    "EarlyStopping": "model.schedules",
     "DivergenceError": "model.fit",
     "FitResult": "model.fit",
     "evaluate": "model.fit",
@@ -51,6 +54,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "LBFGS",
     "MLP",
     "SGD",
     "Activation",
@@ -61,12 +65,14 @@ __all__ = [
     "Dense",
     "DivergenceError",
     "Dropout",
+    "EarlyStopping",
     "FitResult",
     "HandgradError",
     "LayerNorm",
     "Param",
     "Run",
     "RunConfig",
+    "Schedule",
     "Sequential",
     "TrainedModel",
     "evaluate",
@@ -101,9 +107,11 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from model.fit import DivergenceError, FitResult, evaluate
     from model.gradcheck import gradcheck_model
     from model.layers import Activation, BatchNorm, Dense, Dropout, LayerNorm, Param
+    from model.lbfgs import LBFGS
     from model.mlp import MLP, logistic_regression, relu_neuron, single_neuron, two_layer
     from model.network import Sequential
     from model.optimizers import SGD, Adam, make_optimizer
     from model.replicas import init_replicas, per_replica
     from model.run import Run
+    from model.schedules import EarlyStopping, Schedule
     from model.trained import TrainedModel

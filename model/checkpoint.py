@@ -217,11 +217,11 @@ def host_copy(tree, backend):
     """A params or optimizer-state dict with every array copied to host NumPy."""
     if isinstance(tree, dict):
         return {k: host_copy(v, backend) for k, v in tree.items()}
-    return tree if isinstance(tree, int | float) else backend.to_numpy(tree)
+    return tree if tree is None or isinstance(tree, int | float | list) else backend.to_numpy(tree)
 
 
 def device_copy(tree, backend):
     """The inverse of :func:`host_copy`: every host array moved to ``backend``."""
     if isinstance(tree, dict):
         return {k: device_copy(v, backend) for k, v in tree.items()}
-    return tree if tree is None or isinstance(tree, int | float) else backend.asarray(tree)
+    return tree if tree is None or isinstance(tree, int | float | list) else backend.asarray(tree)

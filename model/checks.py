@@ -170,8 +170,8 @@ def _is_labels(model, Y) -> bool:
 
 def _check_shapes(model, X, Y, names, /, *, streamed: bool) -> None:
     """X of shape (n, d), n >= 1, for the model's d inputs; Y integer class labels of
-    shape (n,) (also (n, 1) for one output), or targets of shape (n, K) (also (n,) when
-    K = 1)."""
+    shape (n,) (also (n, 1) for one output; (n, K) 0/1 labels for multi-label bce), or
+    targets of shape (n, K) (also (n,) when K = 1)."""
     (x_name, y_name), d, k = names, model.n_inputs, model.n_outputs
     if X.ndim != 2 or X.shape[1] != d:
         raise ConfigError(
@@ -181,14 +181,7 @@ def _check_shapes(model, X, Y, names, /, *, streamed: bool) -> None:
     if X.shape[0] == 0:
         raise DataError(f"{x_name} has no rows; pass at least one")
     labels = _is_labels(model, Y)
-    if labels:
-        ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
-        expected = "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
-    else:
-        ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
-        expected = f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
-        if model.loss == "cross_entropy":
-            expected = f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
+    ok, expected = _target_shape(model, Y, labels)
     if ok:
         return
     fix = ""
@@ -202,6 +195,20 @@ def _check_shapes(model, X, Y, names, /, *, streamed: bool) -> None:
         f"{y_name} has shape {tuple(Y.shape)}, but this model ({k} outputs, loss "
         f"{model.loss!r}) trains on {expected}{fix}"
     )
+
+
+def _target_shape(model, Y, labels: bool) -> tuple[bool, str]:
+    """Whether Y's shape fits the model's outputs, and the shapes that would."""
+    k = model.n_outputs
+    if labels and model.multi_label:
+        return Y.ndim == 2 and Y.shape[1] == k, f"0/1 labels of shape (n, {k}), one per output"
+    if labels:
+        ok = Y.ndim == 1 or (k == 1 and Y.shape[1:] == (1,))
+        return ok, "integer class labels of shape (n,)" + (" or (n, 1)" if k == 1 else "")
+    ok = (Y.ndim == 2 and Y.shape[1] == k) or (Y.ndim == 1 and k == 1)
+    if model.loss == "cross_entropy":
+        return ok, f"integer class labels of shape (n,) or one-hot rows of shape (n, {k})"
+    return ok, f"targets of shape (n, {k})" + (" or (n,)" if k == 1 else "")
 
 
 def _check_values(model, X, Y, names, /, *, streamed: bool) -> None:

@@ -29,6 +29,9 @@ from model.mlp import MLP, NORMS, logistic_regression, relu_neuron, single_neuro
 from model.network import Sequential
 from model.optimizers import OPTIMIZERS
 from model.preprocessing import LabelEncoder, Standardizer, Targets, resolve_targets
+from model.schedules import SCHEDULES, EarlyStopping, Schedule
+from model.schedules import SETTINGS as SCHEDULE_SETTINGS
+from model.schedules import USES as SCHEDULE_USES
 from model.streaming import map_data
 
 __all__ = [
@@ -84,6 +87,14 @@ class RunConfig:
     default (``DEFAULT_LR``). ``batch_size`` None is full batch. Data: a bundled
     ``dataset`` (default digits) or a ``data`` file (.npz or .csv), not both. Every value
     is checked here, with an error naming the setting.
+
+    The learning rate per epoch follows ``schedule`` (constant, step, cosine, invscaling,
+    plateau; its parameters ``lr_step_size``, ``lr_factor``, ``lr_patience``,
+    ``lr_threshold``, ``lr_power``, ``lr_min``, ``lr_period``, each for the schedules that
+    read it, see :mod:`model.schedules`; a cosine period left unset is the run's epochs,
+    kept when a resume changes them).
+    ``early_stopping`` (a patience in epochs, None for none) with ``min_delta`` stops the
+    run at its best epoch; ``clip_grad`` clips each step's gradients to that global norm.
     """
 
     model: str = "mlp"
@@ -103,6 +114,17 @@ class RunConfig:
     dtype: str = "float32"
     norm: str = "none"
     dropout: float = 0.0
+    schedule: str = "constant"
+    lr_step_size: int = 10
+    lr_factor: float = 0.1
+    lr_patience: int = 10
+    lr_threshold: float = 0.0
+    lr_power: float = 0.5
+    lr_min: float = 0.0
+    lr_period: int | None = None
+    early_stopping: int | None = None
+    min_delta: float = 0.0
+    clip_grad: float | None = None
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
@@ -113,6 +135,7 @@ class RunConfig:
         if self.loss is not None:
             _check_choice("loss", self.loss, tuple(LOSSES))
         self._check_training()
+        self._check_aids()
         self._check_data()
         _check_choice("dtype", self.dtype, DTYPES)
 
@@ -171,6 +194,68 @@ class RunConfig:
                 )
         self._set("weight_decay", check_number("weight_decay", self.weight_decay, low=0))
         self._set("seed", check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1))
+
+    def _check_aids(self) -> None:
+        """The schedule and its parameters (those it does not read keep their defaults),
+        early stopping, gradient clipping; and what L-BFGS refuses of them."""
+        fields = {f.name: f.default for f in dataclasses.fields(self)}
+        spec = self.schedule_spec()
+        uses = {SCHEDULE_SETTINGS[k] for k in SCHEDULE_USES[spec.name]}
+        for field, setting in SCHEDULE_SETTINGS.items():
+            if getattr(self, setting) is not None:
+                self._set(setting, getattr(spec, field))
+            if setting not in uses and getattr(self, setting) != fields[setting]:
+                users = [n for n, u in SCHEDULE_USES.items() if field in u]
+                raise ConfigError(
+                    f"{setting} is a parameter of the {' and '.join(users)} schedule"
+                    f"{'s' if len(users) > 1 else ''}, not of {spec.name!r}; choose that "
+                    f"schedule, or leave {setting} unset",
+                    setting=setting,
+                )
+        spec.check_base(self.lr)
+        stopper = self.stopper()
+        self._set("early_stopping", None if stopper is None else stopper.patience)
+        self._set("min_delta", check_number("min_delta", self.min_delta, low=0))
+        if stopper is None and self.min_delta:
+            raise ConfigError(
+                "min_delta is early stopping's; set early_stopping (a patience in epochs) "
+                "too, or leave min_delta unset",
+                setting="min_delta",
+            )
+        if self.clip_grad is not None:
+            self._set("clip_grad", check_number("clip_grad", self.clip_grad, low=0, low_open=True))
+        if self.optimizer == "lbfgs":
+            self._check_lbfgs()
+
+    def _check_lbfgs(self) -> None:
+        """L-BFGS chooses its own steps from the whole data's loss and gradient."""
+        refused = (
+            (self.schedule != "constant", "schedule", "its line search chooses each step's "
+             "length; use the constant schedule"),
+            (self.clip_grad is not None, "clip_grad", "its line search needs the true "
+             "gradient; leave clipping off"),
+            (self.dropout > 0, "dropout", "its line search needs the same loss at every "
+             "evaluation; train without dropout"),
+        )  # fmt: skip
+        for bad, setting, why in refused:
+            if bad:
+                raise ConfigError(f"optimizer 'lbfgs' takes no {setting.replace('_', ' ')}: "
+                                  f"{why}", setting=setting)  # fmt: skip
+
+    def schedule_spec(self) -> Schedule:
+        """The learning-rate schedule this config sets (:class:`model.schedules.Schedule`);
+        a cosine period left unset is the run's epochs."""
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        values = {f: getattr(self, s) for f, s in SCHEDULE_SETTINGS.items()}
+        if self.schedule == "cosine" and values["period"] is None:
+            values["period"] = self.epochs
+        return Schedule(self.schedule, **values)
+
+    def stopper(self) -> EarlyStopping | None:
+        """Early stopping as this config sets it, or None."""
+        if self.early_stopping is None:
+            return None
+        return EarlyStopping(self.early_stopping, self.min_delta)
 
     def _check_data(self) -> None:
         """A bundled dataset or a data file, standardization, the validation split."""
@@ -285,7 +370,8 @@ def prepare_data(
             setting="model",
         )
     classes = targets.labels is not None
-    train, val = split_rows(targets.y, config.val_split, config.seed, stratify=classes)
+    stratify = classes and targets.y.ndim == 1  # not a multi-label matrix
+    train, val = split_rows(targets.y, config.val_split, config.seed, stratify=stratify)
     y_tr, y_va = (targets.y, None) if train is None else (targets.y[train], targets.y[val])
     if mapped:
         X_tr, X_va = HostRows(X, train), None if val is None else HostRows(X, val)
@@ -367,12 +453,14 @@ def estimate_bytes(
     model: Sequential, config: RunConfig, n_rows: int, replicas: int = 1, *, streamed: bool = False
 ) -> int:
     """A lower bound on the device memory a run of ``replicas`` networks needs: parameters
-    with their gradients, snapshot and optimizer buffers, the data (unless ``streamed``
+    with their gradients, snapshot and optimizer buffers (and early stopping's copy of
+    the best parameters), the data (unless ``streamed``
     from a file), and one batch's activations (forward cache and backward temporaries),
     all but the data per replica."""
     itemsize = 4 if config.dtype == "float32" else 8
     n_params = sum(math.prod(s) for s in model.param_shapes().values())
     buffers = OPTIMIZERS[config.optimizer].buffer_count()
+    buffers += config.early_stopping is not None  # the best epoch's parameters, kept
     batch = min(config.batch_size or n_rows, n_rows)
     data = 0 if streamed else n_rows * (model.sizes[0] + model.sizes[-1])
     per_replica = n_params * (3 + 2 * buffers) + 3 * batch * sum(model.sizes)

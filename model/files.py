@@ -17,7 +17,29 @@ optimizer buffers as ``opt.<buffer>.<name>`` (checkpoints); and one JSON text en
     replicas                 null, or R for a sweep's replica-stacked arrays
     training                 checkpoints only: config, epoch, RNG state, history, changes,
                              optimizer step, data fingerprint, step; a sweep's grid and
-                             diverged replicas
+                             diverged replicas; ``optimizer_state`` (below)
+
+Fields added to format 3 since it appeared, each read with its default when missing (so
+every earlier file reads as before):
+
+    training.optimizer_state   {name: value}: the optimizer state's host values beside
+                               its step, JSON numbers, booleans and lists of them
+                               (L-BFGS: ``loss``, ``rho``, ``gamma``, ``stalled``, see
+                               :mod:`model.lbfgs`). Default {}.
+    opt.<buffer>.<name>        the buffers of L-BFGS: ``g`` (the gradient at the
+                               parameters), ``s0`` .. ``s{m-1}`` and ``y0`` .. ``y{m-1}``
+                               (its curvature pairs, oldest first), each of the trained
+                               parameters' shapes
+    opt.best.<name>            early stopping's best epoch's parameters, every parameter
+                               (its state ones too): what the run's model is
+                               (:attr:`ModelFile.model_params`) while the checkpoint's
+                               parameters are its last epoch's, where a resume continues.
+                               Default: none (no early stopping).
+    training.history.lr        each epoch's learning rate (a run's history; a list per
+                               epoch of one per replica for a sweep)
+    training.config            the schedule, early stopping and clipping settings
+                               (:class:`model.config.RunConfig`; defaults: constant
+                               schedule, none, none)
 
 Every older version reads: format 2 model files and checkpoints (``model``: an MLP's
 sizes, activation, output, loss, bias; no ``replicas``) and format 1 sweep checkpoints
@@ -72,6 +94,13 @@ class ModelFile:
     training: dict | None = None
     state: dict | None = None
 
+    @property
+    def model_params(self) -> dict:
+        """The parameters the model predicts with: early stopping's best epoch's when the
+        checkpoint keeps them (``opt.best``), else ``params``."""
+        best = (self.state or {}).get("best")
+        return self.params if best is None else best
+
 
 def _version() -> str:
     try:
@@ -97,6 +126,10 @@ def write_model_file(path, f: ModelFile) -> Path:
     arrays = dict(f.params) if f.replicas else to_file_names(f.network, f.params)
     if f.training is not None:
         meta["training"] = {**f.training, "optimizer_step": (f.state or {}).get("step", 0)}
+        scalars = {k: v for k, v in (f.state or {}).items()
+                   if k != "step" and not isinstance(v, dict)}  # fmt: skip
+        if scalars:
+            meta["training"]["optimizer_state"] = scalars
         for buffer, values in (f.state or {}).items():
             if isinstance(values, dict):
                 arrays.update({f"opt.{buffer}.{k}": v for k, v in values.items()})
@@ -122,7 +155,8 @@ def read_meta(path, arrays: dict | None = None) -> dict | None:
 
 def load_host_params(path, network) -> dict[str, np.ndarray]:
     """The parameters of a parameter file, model file or checkpoint as host float64 arrays,
-    checked against ``network`` (meta and optimizer buffers aside). A sweep's checkpoint
+    checked against ``network`` (meta and optimizer buffers aside; a checkpoint's early
+    stopping's best parameters where it keeps them). A sweep's checkpoint
     holds one network per replica: it is refused, naming how to take one out."""
     arrays = read_npz(path)
     meta = read_meta(path, arrays) or {}
@@ -132,6 +166,9 @@ def load_host_params(path, network) -> dict[str, np.ndarray]:
             f"scripts/export.py {Path(path).parent} --replica best --out model.npz) and "
             "start from that file"
         )
+    best = {k.removeprefix("opt.best."): v for k, v in arrays.items() if k.startswith("opt.best.")}
+    if best:  # early stopping's best epoch: what the run's model is
+        return from_file_names(network, best, f"{path} (early stopping's best parameters)")
     params = {k: v for k, v in arrays.items() if not k.startswith("opt.")}
     return from_file_names(network, params, str(path))
 
@@ -266,15 +303,28 @@ def _checked(network, arrays: dict, replicas: int | None, source: str, only=None
 
 
 def _state(arrays: dict, training: dict, network, replicas, source: str) -> dict:
-    """The host optimizer state of a checkpoint: its step and its buffers."""
+    """The host optimizer state of a checkpoint: its step, its host values and its buffers
+    (early stopping's ``best``: every parameter; the others: the trained ones)."""
     state: dict = {"step": training.get("optimizer_step", 0)}
+    buffers: dict = {}
     for key in [k for k in arrays if k.startswith("opt.")]:
         _, buffer, name = key.split(".", 2)
-        state.setdefault(buffer, {})[name] = arrays[key]
-    for buffer, values in list(state.items()):
-        if buffer == "step":
-            continue
-        state[buffer] = _checked(
-            network, values, replicas, f"{source} (optimizer {buffer})", only=network.trained
-        )
+        buffers.setdefault(buffer, {})[name] = arrays[key]
+    for buffer, values in buffers.items():
+        only = None if buffer == "best" else network.trained
+        what = "early stopping's best parameters" if buffer == "best" else f"optimizer {buffer}"
+        state[buffer] = _checked(network, values, replicas, f"{source} ({what})", only=only)
+    scalars = training.get("optimizer_state", {})
+    if not isinstance(scalars, dict) or not all(
+        k not in state and _plain(v) for k, v in scalars.items()
+    ):
+        raise CheckpointError(f"{source}: its optimizer state is damaged")
+    state.update(scalars)
     return state
+
+
+def _plain(value) -> bool:
+    """A JSON number, boolean, or (nested) list of them."""
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, int | float)

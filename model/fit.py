@@ -37,16 +37,20 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 from array_api_compat import array_namespace, device, is_numpy_namespace
 
 from backends import ConfigError, HandgradError, host_rng
 from backends.blas import blas_threads, limit_blas
+from backends.errors import check_number
 from backends.transfer import batch_bounds, host_batches, is_streamed, take_rows, to_numpy
 from model.checks import EVAL_ROWS, check_inputs, check_schedule, param_layout
 from model.layers import Noise
+from model.optimizers import clip_global_norm, replica_scale
 from model.replicas import Freezer
+from model.schedules import Control, EarlyStopping, Schedule
 from model.variants import writes_in_place
 
 __all__ = [
@@ -56,6 +60,8 @@ __all__ = [
     "FitResult",
     "evaluate",
     "fit",
+    "label_accuracy",
+    "r2_score",
     "run_epoch",
     "scores",
 ]
@@ -84,12 +90,18 @@ class FitResult:
     """Trained parameters, final optimizer state and history (host floats): for one
     network a dict of per-epoch lists; for R replicas a list of R such dicts (each
     replica's finite epochs only) and ``diverged``, per replica the epoch (from 1) it
-    diverged in, or None."""
+    diverged in, or None. With early stopping, ``best_epoch`` (from 1; a list per replica)
+    is the epoch whose parameters ``params`` holds, ``stopped`` whether it stopped early
+    (per replica), and ``last`` the parameters of the last epoch trained (to continue
+    from)."""
 
     params: dict
     state: dict
     history: dict | list
     diverged: list | None = None
+    best_epoch: int | list | None = None
+    stopped: bool | list | None = None
+    last: dict | None = None
 
 
 def _batches(X, Y, order, batch: int, like, /, *, xp, bounds=None):
@@ -169,7 +181,7 @@ def _summed(values: dict, comm) -> dict:
 
 def run_epoch(
     net, params, state, X, Y, optimizer, *, batch_size=None, order=None, xp=None, comm=None,
-    rng=None,
+    rng=None, clip=None,
 ):  # fmt: skip
     """One pass over (X, Y) in batches of ``batch_size`` (all rows when None), in row order
     or, when ``order`` (a host permutation of the rows) is given, batch k being the rows
@@ -184,9 +196,24 @@ def run_epoch(
     ``order`` and computes the gradient g_r of its part (n_r of the batch's n_b rows, see
     :func:`backends.transfer.batch_bounds`); the model's gradient being the mean over
     rows (a sum for ``sse``), sum_r (n_r / n_b) g_r (sum_r g_r) is the batch's gradient,
-    formed by one allreduce, and every rank makes the same step."""
+    formed by one allreduce, and every rank makes the same step.
+
+    ``clip`` (a number, or one per replica): the gradients of each step are scaled by
+    min(1, clip / ||g||), ||g|| their global norm (:func:`model.optimizers.clip_global_norm`).
+
+    An optimizer with a line search (``line_search``, :class:`model.lbfgs.LBFGS`) makes
+    one step of the whole data instead, given the closure of its loss and gradients
+    (:func:`_closure`)."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
+    if getattr(optimizer, "line_search", False):
+        closure = _closure(net, X, Y, like, xp=xp, comm=comm)
+        params, state, loss, renewed = optimizer.minimize_step(
+            closure, params, state, decay=net.decayed, xp=xp
+        )
+        _renew(params, renewed, optimizer)
+        return params, state, loss
+    stacked = _stacked(net, like)
     n = X.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
     bounds = batch_bounds(n, batch)
@@ -211,15 +238,58 @@ def run_epoch(
         if comm is not None:
             weight = 1.0 if net.loss == "sse" else (b - a) / (stop - start)
             grads = comm.sum_arrays(grads, like=_trained(net, params), weight=weight)
+        if clip is not None and grads is not None:
+            grads = clip_global_norm(grads, clip, scale, stacked=stacked, xp=xp)
         params, state = optimizer.update(
             params, grads, state, decay=net.decayed, scale=scale, xp=xp
         )
-        if renewed:
-            params.update(
-                optimizer.renew(params, renewed) if hasattr(optimizer, "renew") else renewed
-            )
+        _renew(params, renewed, optimizer)
     loss = _weighted_total(losses, mine, n, net.loss, like, xp=xp)
     return params, state, _summed({"loss": loss}, comm)["loss"]
+
+
+def _renew(params: dict, renewed: dict, optimizer) -> None:
+    """Store the state parameters a training pass renewed (a held replica's kept)."""
+    if renewed:
+        params.update(optimizer.renew(params, renewed) if hasattr(optimizer, "renew") else renewed)
+
+
+def _stacked(net, like) -> bool:
+    """Whether ``like`` (the first parameter) carries a leading replica axis."""
+    first = next(iter(net.specs.values()))
+    return like.ndim > len(first.shape)
+
+
+def _closure(net, X, Y, like, /, *, xp, comm):
+    """``closure(params) -> (C, grads, renewed)`` over all rows of (X, Y) in training mode:
+    the loss (0-d, (R,) for replicas), its gradients and the renewed state parameters.
+    Under ``comm``, each rank takes its contiguous part of the rows and the loss and
+    gradients are summed over the ranks with weights n_r / n (1 for ``sse``), as one
+    batch of :func:`run_epoch`."""
+    n = X.shape[0]
+    bounds = batch_bounds(n, n, 0 if comm is None else comm.rank, 1 if comm is None else comm.size)
+    (a, b) = bounds[0]
+    inplace = writes_in_place(xp)
+
+    def closure(params):
+        losses, grads, renewed = [], None, {}
+        if b > a:
+            ((xb, yb),) = _batches(X, Y, None, n, like, xp=xp, bounds=[(a, b)])
+            yb = net.prepare_targets(yb, dtype=like.dtype, xp=xp)
+            _, cache = net.forward(params, xb, train=True, inplace=inplace, xp=xp)
+            losses.append(net.loss_from_cache(cache, yb, xp=xp))
+            grads = net.backward(params, cache, yb, inplace=inplace, xp=xp)
+            renewed = net.new_state(cache)
+        loss = _weighted_total(losses, [(a, b)] if b > a else [], n, net.loss, like, xp=xp)
+        if comm is None:
+            return loss, grads, renewed
+        weight = 1.0 if net.loss == "sse" else (b - a) / n
+        grads = comm.sum_arrays(grads, like=_trained(net, params), weight=weight)
+        loss = _summed({"loss": loss}, comm)["loss"]
+        copy = {k: xp.asarray(v, copy=True) for k, v in grads.items()}  # views of a buffer
+        return xp.asarray(loss, copy=True), copy, renewed
+
+    return closure
 
 
 def _trained(net, params) -> dict:
@@ -227,8 +297,9 @@ def _trained(net, params) -> dict:
 
 
 def evaluate(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
-    """Loss and, for classifiers, accuracy on (X, Y) as host floats (lists for replicas),
-    from one read-back; (X, Y) checked as :func:`fit` checks them.
+    """Loss and, for classifiers, accuracy (multi-label: subset accuracy, every label of
+    a row right, and ``label_accuracy``, per label) or, for regression, ``r2`` on (X, Y)
+    as host floats (lists for replicas); (X, Y) checked as :func:`fit` checks them.
 
     Works in chunks of :data:`EVAL_ROWS` rows (the loss of a mean loss is the row-weighted
     mean of the chunks' losses), so it also takes streamed host data. With ``comm``, each
@@ -244,13 +315,83 @@ def evaluate(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
         out["accuracy"] = (
             [h / X.shape[0] for h in hits] if isinstance(hits, list) else hits / X.shape[0]
         )
+    if net.multi_label:
+        out["label_accuracy"] = label_accuracy(net, params, X, Y, xp=xp, comm=comm)
+    elif not net.is_classifier:
+        out["r2"] = r2_score(net, params, X, Y, xp=xp, comm=comm)
     return out
+
+
+def _chunks(n: int, comm) -> list:
+    """(start, stop) of the blocks of at most EVAL_ROWS rows this rank scores."""
+    lo, hi = (0, n) if comm is None else batch_bounds(n, n, comm.rank, comm.size)[0]
+    return [(s, min(s + EVAL_ROWS, hi)) for s in range(lo, hi, EVAL_ROWS)]
+
+
+def _column_totals(net, params, X, Y, terms, /, *, xp, comm) -> dict:
+    """{name: sum over the rows of term(out, y)} for each ``terms[name] = (term,
+    uses_out)``: term of a block's output (evaluation mode; None unless ``uses_out``) and
+    prepared targets, summed over axis -2 into (K,) (per replica (R, K) where it uses the
+    output) device arrays, summed over the ranks."""
+    like = next(iter(params.values()))
+    lead = tuple(like.shape[:1]) if _stacked(net, like) else ()
+    totals = {
+        name: xp.zeros((*(lead if uses else ()), net.n_outputs), dtype=like.dtype,
+                       device=device(like))
+        for name, (_, uses) in terms.items()
+    }  # fmt: skip
+    forward = any(uses for _, uses in terms.values())
+    for xb, yb in _batches(X, Y, None, EVAL_ROWS, like, xp=xp, bounds=_chunks(X.shape[0], comm)):
+        y = net.prepare_targets(yb, dtype=like.dtype, xp=xp)
+        out = net.forward(params, xb, xp=xp)[0] if forward else None
+        for name, (term, _) in terms.items():
+            totals[name] = totals[name] + xp.sum(term(out, y), axis=-2)
+    return _summed(totals, comm)
+
+
+def _host_rows(value) -> list:
+    """A (K,) or (R, K) device array as host lists."""
+    return (to_numpy(value) + 0.0).tolist()
+
+
+def label_accuracy(net, params, X, Y, /, *, xp=None, comm=None) -> list:
+    """Multi-label: per label (per replica) the fraction of rows whose label is predicted
+    right, as host floats."""
+    xp = xp or array_namespace(next(iter(params.values())))
+
+    def right(out, y):
+        return xp.astype(net.classes_of(out, xp=xp) == xp.astype(y, xp.int64), out.dtype)
+
+    total = _column_totals(net, params, X, Y, {"right": (right, True)}, xp=xp, comm=comm)
+    return _host_rows(total["right"] / X.shape[0])
+
+
+def r2_score(net, params, X, Y, /, *, xp=None, comm=None):
+    """R^2 = mean over the outputs k of 1 - SS_res,k / SS_tot,k (scikit-learn's r2_score,
+    multioutput "uniform_average"; an output with SS_tot = 0 scores 1 when fitted
+    exactly, else 0), SS_res,k = sum_i (y_hat_ik - y_ik)^2, SS_tot,k = sum_i (y_ik -
+    mean_k)^2: two passes, the first for the means. A host float, or one per replica."""
+    xp = xp or array_namespace(next(iter(params.values())))
+    n = X.shape[0]
+    first = {"y": (lambda out, y: y, False)}
+    mean = _column_totals(net, params, X, Y, first, xp=xp, comm=comm)["y"] / n
+    terms = {
+        "res": (lambda out, y: (out - y) ** 2, True),
+        "tot": (lambda out, y: (y - mean) ** 2, False),
+    }
+    sums = _column_totals(net, params, X, Y, terms, xp=xp, comm=comm)
+    res, tot = (np.asarray(_host_rows(sums[k])) for k in ("res", "tot"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(tot > 0, 1.0 - res / np.where(tot > 0, tot, 1.0), (res == 0) * 1.0)
+    r2 = np.mean(score, axis=-1)
+    return r2.tolist() if r2.ndim else float(r2)
 
 
 def scores(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
     """The loss on (X, Y) (evaluation mode) and, for classifiers, ``hits`` (the number of
-    rows classified right) as device arrays: 0-d, or (R,) (one per replica) for
-    replica-stacked parameters; summed over the ranks of ``comm``. Nothing is read back."""
+    rows classified right; multi-label: with every label right) as device arrays: 0-d,
+    or (R,) (one per replica) for replica-stacked parameters; summed over the ranks of
+    ``comm``. Nothing is read back."""
     like = next(iter(params.values()))
     xp = xp or array_namespace(like)
     n = X.shape[0]
@@ -262,10 +403,7 @@ def scores(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
         out, cache = net.forward(params, xb, xp=xp)
         losses.append(net.loss_from_cache(cache, yb, xp=xp))
         if net.is_classifier:
-            labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
-            predicted = _classes(net, out, xp)
-            hit = predicted == xp.astype(labels, xp.int64)
-            hits.append(xp.sum(xp.astype(hit, like.dtype), axis=-1))
+            hits.append(xp.sum(_hits(net, out, yb, xp), axis=-1))
     totals = {"loss": _weighted_total(losses, bounds, n, net.loss, like, xp=xp)}
     if net.is_classifier:
         zero = xp.zeros((), dtype=like.dtype, device=device(like))  # a rank with no rows
@@ -273,11 +411,17 @@ def scores(net, params, X, Y, /, *, xp=None, comm=None) -> dict:
     return _summed(totals, comm)
 
 
-def _classes(net, out, xp):
-    """Predicted class indices from the network's output (as ``predict_class``)."""
-    if net.loss == "cross_entropy":
-        return xp.argmax(out, axis=-1)
-    return xp.astype(out[..., 0] > 0.5, xp.int64)
+def _hits(net, out, yb, xp):
+    """Per row 1 where the predicted class is right (multi-label: every label), else 0,
+    in the output's dtype; ``yb`` labels, or prepared targets."""
+    predicted = net.classes_of(out, xp=xp)
+    if net.multi_label:
+        wrong = xp.any(predicted != xp.astype(yb, xp.int64), axis=-1)
+        return xp.astype(xp.logical_not(wrong), out.dtype)
+    labels = yb if yb.ndim == 1 else xp.reshape(yb, (-1,))
+    if net.loss == "cross_entropy" and yb.ndim == out.ndim:  # one-hot rows
+        labels = xp.argmax(yb, axis=-1)
+    return xp.astype(predicted == xp.astype(labels, xp.int64), out.dtype)
 
 
 def _largest_product(net, batch: int) -> int:
@@ -301,14 +445,16 @@ def _epoch_values(net, params, loss, validation, stacked: bool, /, *, xp, comm):
     return xp.stack(rows), names
 
 
-def _end_epoch(net, params, loss, validation, freezer, epoch, divergence, /, *, xp, comm):
-    """The epoch's records, from its one read-back (:func:`_epoch_values`); a network
-    that diverged in it raises DivergenceError under the "raise" policy."""
+def _end_epoch(net, params, loss, validation, freezer, epoch, divergence, lrs, /, *, xp,
+               comm):  # fmt: skip
+    """The epoch's records, from its one read-back (:func:`_epoch_values`), each with its
+    network's learning rate ``lrs[r]``; a network that diverged in it raises
+    DivergenceError under the "raise" policy."""
     values, names = _epoch_values(
         net, params, loss, validation, not freezer.single, xp=xp, comm=comm
     )
     host = (to_numpy(values) + 0.0).tolist()  # -0.0 (a perfect fit) reads 0.0
-    records = freezer.records(epoch, host, names, validation)
+    records = freezer.records(epoch, host, names, validation, lrs)
     if any(freezer.newly) and divergence == "raise":
         first = freezer.newly.index(True)
         value = host[0] if freezer.single else host[0][first]
@@ -407,6 +553,10 @@ def fit(
     comm=None,
     divergence: str = "raise",
     diverged: list | None = None,
+    schedule: Schedule | Sequence | None = None,
+    early_stopping: EarlyStopping | Sequence | None = None,
+    clip_grad: float | Sequence | None = None,
+    history: dict | list | None = None,
 ) -> FitResult:
     """Train ``params`` (updated in the dict) for epochs ``start_epoch .. epochs - 1``.
 
@@ -422,13 +572,26 @@ def fit(
     ``validation=(X_val, Y_val)``) are on the parameters' device, or host NumPy arrays to
     stream, memmaps included (one network only; see the module docstring). ``state``
     resumes an optimizer. ``validation`` adds ``val_loss`` (and ``val_accuracy`` for
-    classifiers) to the history. ``callback(epoch, params, state, record)`` runs after
-    each epoch, ``record`` being that epoch's host floats (for replicas a list of R
-    records, None for a diverged replica).
+    classifiers) to the history, and every epoch records its learning rate ``lr``.
+    ``callback(epoch, params, state, record)`` runs after each epoch, ``record`` being
+    that epoch's host floats (for replicas a list of R records, None for a diverged or
+    stopped replica).
+
+    An optimizer with a line search (:class:`model.lbfgs.LBFGS`) makes one whole-data
+    iteration per epoch (no batch size, no dropout, no schedule, no clipping).
+
+    ``schedule`` (:class:`model.schedules.Schedule`, or one per replica) sets each epoch's
+    learning rate; ``early_stopping`` (:class:`model.schedules.EarlyStopping`, or one per
+    replica) stops a network whose monitored loss (``val_loss`` with a validation set,
+    else ``loss``) stopped improving, and returns it at its best epoch's parameters (kept
+    on the device in ``state["best"]``); ``clip_grad`` (a number, or one per replica, None
+    for none) clips each step's gradients to that global norm. ``history``: the earlier
+    epochs' history (as a FitResult holds it), which a plateau schedule and early stopping
+    continue from when ``start_epoch`` > 0.
 
     ``divergence``: ``"raise"`` (default) or ``"freeze"`` (see the module docstring);
     ``diverged`` (from an earlier result) keeps those replicas frozen. Training stops
-    early when every network has diverged.
+    early when every network has diverged or stopped.
 
     ``comm`` (a :class:`backends.comm.Communicator`) trains data-parallel: rank 0's
     parameters are broadcast first; every rank passes the same data, draws the same
@@ -440,6 +603,8 @@ def fit(
     like = next(iter(params.values()))
     xp = array_namespace(like)
     n = X.shape[0]
+    control, clip = _controls(net, optimizer, like, count, n, batch_size, schedule,
+                              early_stopping, clip_grad, history, validation, start_epoch)
     batch = n if batch_size is None else min(batch_size, n)
     targets = Y if is_streamed(Y, xp) else net.prepare_targets(Y, dtype=like.dtype, xp=xp)
     state = optimizer.init(_trained(net, params)) if state is None else state
@@ -447,27 +612,156 @@ def fit(
     rng = _generators(rng, count, shuffle or net.stochastic)
     if comm is not None:
         comm.broadcast_arrays(params)
+    state = _best_state(control, params, state)
     part = -(-batch // (1 if comm is None else comm.size))  # a rank's rows of a batch
     threads = blas_threads(_largest_product(net, part)) if is_numpy_namespace(xp) else None
     freezer = Freezer(optimizer, params, state, count, diverged, keep=divergence == "freeze")
+    freezer.stop(control.stopped, params)
     with limit_blas(threads):
         for epoch in range(start_epoch, epochs):
-            if freezer.all_diverged:
+            if freezer.all_held:
                 break
             freezer.remember(params)
+            freezer.use(control.optimizer(optimizer, epoch, like))
             order = None
             if shuffle:
                 order = rng.permutation(n) if count is None else _stacked_orders(rng, n)
             params, state, loss = run_epoch(
                 net, params, state, X, targets, freezer.optimizer, batch_size=batch_size,
-                order=order, xp=xp, comm=comm, rng=rng,
+                order=order, xp=xp, comm=comm, rng=rng, clip=clip,
             )  # fmt: skip
             records = _end_epoch(net, params, loss, validation, freezer, epoch, divergence,
-                                 xp=xp, comm=comm)  # fmt: skip
+                                 control.lrs(epoch), xp=xp, comm=comm)  # fmt: skip
             state = freezer.freeze(params, state, xp=xp)
+            _observe(control, freezer, records, params, state)
             if callback is not None and (count is not None or records[0] is not None):
                 callback(epoch, params, state, records if count is not None else records[0])
-    return FitResult(params, state, *freezer.result())
+    return _result(control, freezer, params, state, count)
+
+
+def _controls(net, optimizer, like, count, n, batch_size, schedule, early_stopping, clip_grad,
+              history, validation, start_epoch):  # fmt: skip
+    """fit's schedules and early stopping (:class:`model.schedules.Control`) and the
+    clipping norm (None, a number, or an (R,) array), checked with the optimizer."""
+    monitor = "val_loss" if validation is not None else "loss"
+    control = Control(optimizer, count, schedule, early_stopping, history, monitor)
+    clip = _clip_norms(clip_grad, count, like)
+    if getattr(optimizer, "line_search", False):
+        _check_line_search(net, n, batch_size, control, clip)
+    lengths = {len(v) for v in control.monitored}
+    short = count is None and lengths != {start_epoch}
+    if control.needs_history and (short or max(lengths) > start_epoch):
+        raise ConfigError(
+            f"a plateau schedule and early stopping continue from the monitored losses "
+            f"({monitor}) of the {start_epoch} earlier epochs; pass their history "
+            f"(history=, as a FitResult holds it), which has {max(lengths)}",
+            setting="history",
+        )
+    return control, clip
+
+
+def _check_line_search(net, n: int, batch_size, control, clip) -> None:
+    """What an optimizer with a line search refuses: minibatches, dropout, a schedule,
+    clipping (its steps come from the whole data's loss and gradient, as they are)."""
+    problems = [
+        (batch_size is not None and batch_size < n, "batch_size",
+         "it steps on the whole data; leave the batch size unset"),
+        (net.stochastic, "dropout",
+         "its line search needs the same loss at every evaluation; train without dropout"),
+        (control.scheduled, "schedule",
+         "its line search chooses every step's length; use the constant schedule"),
+        (clip is not None, "clip_grad",
+         "its line search needs the true gradient; leave clipping off"),
+    ]  # fmt: skip
+    for bad, setting, why in problems:
+        if bad:
+            raise ConfigError(f"L-BFGS takes no {setting.replace('_', ' ')}: {why}",
+                              setting=setting)  # fmt: skip
+
+
+def _clip_norms(clip_grad, count, like):
+    """The clipping norm as run_epoch takes it: None (no clipping), a number, or for
+    replicas with different norms an (R,) array (inf where a replica has none)."""
+    if clip_grad is None:
+        return None
+    if count is None or isinstance(clip_grad, int | float):
+        return check_number("clip_grad", clip_grad, low=0, low_open=True)
+    values = list(clip_grad) if isinstance(clip_grad, Sequence) else None
+    if values is None or len(values) != count:
+        raise ConfigError(
+            f"clip_grad must be a number, None, or one of those per replica ({count}), got "
+            f"{clip_grad!r:.80}",
+            setting="clip_grad",
+        )
+    norms = [math.inf if v is None else check_number("clip_grad", v, low=0, low_open=True)
+             for v in values]  # fmt: skip
+    if all(v == math.inf for v in norms):
+        return None
+    if len(set(norms)) == 1:
+        return norms[0]
+    xp = array_namespace(like)
+    return xp.asarray(norms, dtype=like.dtype, device=device(like))
+
+
+def _observe(control, freezer, records, params, state) -> None:
+    """The epoch's records taken into account (a plateau schedule reads them), and early
+    stopping's part: the best parameters kept, the stopped held."""
+    improved = control.observe(records)
+    if not control.stopping:
+        return
+    if any(improved):
+        _keep_best(state, params, improved, freezer.single)
+    freezer.stop(control.stopped, params)
+
+
+def _best_state(control, params, state) -> dict:
+    """``state`` with the early-stopping copy of the best parameters (``best``): the
+    current ones when training starts."""
+    if not control.stopping or "best" in state:
+        return state
+    if any(control.monitored):
+        raise ConfigError(
+            "early stopping continues from earlier epochs only with their best parameters: "
+            "pass the state of the fit that trained them (its state['best'])",
+            setting="early_stopping",
+        )
+    return {**state, "best": {k: array_namespace(p).asarray(p, copy=True)
+                              for k, p in params.items()}}  # fmt: skip
+
+
+def _keep_best(state, params, improved: list, single: bool) -> None:
+    """state["best"] <- the parameters of the networks whose epoch is their new best."""
+    best = state["best"]
+    for k, p in params.items():
+        xp = array_namespace(p)
+        if single:
+            best[k] = xp.asarray(p, copy=True)
+        else:
+            mask = xp.asarray(improved, device=device(p))
+            best[k] = xp.where(replica_scale(mask, p, xp), p, best[k])
+
+
+def _result(control, freezer, params, state, count) -> FitResult:
+    """The FitResult; with early stopping the networks put back at their best epochs."""
+    history, diverged = freezer.result()
+    if not control.stopping:
+        return FitResult(params, state, history, diverged)
+    last = {k: array_namespace(p).asarray(p, copy=True) for k, p in params.items()}
+    best_epochs = control.best_epochs()
+    restore = [b is not None and s is not None for b, s in zip(best_epochs, control.stoppers,
+                                                                  strict=True)]  # fmt: skip
+    best = state["best"]
+    for k, p in params.items():
+        xp = array_namespace(p)
+        if count is None:
+            params[k] = best[k] if restore[0] else p
+        else:
+            mask = xp.asarray(restore, device=device(p))
+            params[k] = xp.where(replica_scale(mask, p, xp), best[k], p)
+    stopped = control.stopped
+    if count is None:
+        return FitResult(params, state, history, diverged, best_epochs[0], stopped[0], last)
+    return FitResult(params, state, history, diverged, best_epochs, stopped, last)
 
 
 def _stacked_orders(rngs, n: int):

@@ -72,11 +72,6 @@ class Sequential:
                 "cross_entropy needs at least 2 outputs (one per class); "
                 "for 2 classes with 1 output use loss 'bce'"
             )
-        if loss.name == "bce" and outputs != 1:
-            raise ConfigError(
-                f"bce is the binary loss: it needs 1 output, got {outputs}; for "
-                f"{outputs} classes use loss 'cross_entropy'"
-            )
         seen: dict[str, int] = {}
         for i, names in enumerate(self._names):
             for name in names.values():
@@ -176,6 +171,12 @@ class Sequential:
     def is_classifier(self) -> bool:
         """True for the losses whose targets are classes (bce, cross_entropy)."""
         return self.loss_spec.on_logits
+
+    @property
+    def multi_label(self) -> bool:
+        """bce over several outputs: one independent 0/1 label per output (a sigmoid
+        each), as scikit-learn's MLPClassifier fits a 0/1 label matrix."""
+        return self.loss == "bce" and self.n_outputs > 1
 
     @functools.cached_property
     def batch_statistics(self) -> bool:
@@ -342,7 +343,8 @@ class Sequential:
     def prepare_targets(self, Y, /, *, dtype, xp=None):
         """Targets in the form backward expects, as floats of ``dtype``: one-hot rows for
         cross_entropy labels, a column for 1-D targets of the other losses (bce's 0/1
-        labels included). Do it once, outside the training loop."""
+        labels included), a 0/1 label matrix (multi-label bce) as floats. Do it once,
+        outside the training loop."""
         xp = xp or array_namespace(Y)
         if self.loss == "cross_entropy" and Y.ndim == 1:
             return one_hot(Y, self.n_outputs, dtype=dtype, xp=xp)
@@ -373,11 +375,17 @@ class Sequential:
         return self.forward(params, X, xp=xp)[0]
 
     def predict_class(self, params, X, /, *, xp=None):
-        """Class labels: argmax of the softmax, or sigma(z) > 1/2 for bce (as int64)."""
+        """Class labels: argmax of the softmax, or sigma(z) > 1/2 for bce (as int64): one
+        per row, or a 0/1 row of labels for multi-label bce."""
         xp = xp or array_namespace(X)
-        out = self.predict(params, X, xp=xp)
+        return self.classes_of(self.predict(params, X, xp=xp), xp=xp)
+
+    def classes_of(self, out, /, *, xp):
+        """The predicted classes of the network's output ``out`` (see :meth:`predict_class`)."""
         if self.loss == "cross_entropy":
             return xp.argmax(out, axis=-1)
+        if self.multi_label:
+            return xp.astype(out > 0.5, xp.int64)
         return xp.astype(out[..., 0] > 0.5, xp.int64)
 
 

@@ -14,6 +14,12 @@ the Dense weights, never biases or normalization parameters), so
     adam       m <- b1 m + (1 - b1) g;  s <- b2 s + (1 - b2) g^2
                p <- p - lr m_hat / (sqrt(s_hat) + eps),  m_hat = m / (1 - b1^t),
                s_hat = s / (1 - b2^t)
+    lbfgs      full-batch L-BFGS with a strong Wolfe line search (:mod:`model.lbfgs`),
+               lr scaling its first trial step
+
+Gradient clipping (:func:`clip_global_norm`) scales a step's gradients to a global norm
+of at most c before the optimizer sees them (before weight decay, as PyTorch's
+``clip_grad_norm_`` on ``.grad``).
 
 ``update`` takes gradients times a ``scale`` (default 1): a training step can fold an
 optimizer's :attr:`grad_scale` into the loss gradient once (SGD's: lr, so its step is
@@ -47,6 +53,7 @@ __all__ = [
     "Adam",
     "Optimizer",
     "add_decayed_weights",
+    "clip_global_norm",
     "make_optimizer",
     "replica_scale",
 ]
@@ -88,6 +95,23 @@ def add_decayed_weights(grads: dict, params: dict, weight_decay, decay, scale=1.
                 decay_p if _is_one(scale) else replica_scale(scale, p, xp) * decay_p
             )
     return out
+
+
+def clip_global_norm(grads: dict, max_norm, scale=1.0, *, stacked: bool, xp) -> dict:
+    """g * min(1, c / ||g||), ||g|| = sqrt(sum over every gradient of sum g^2) (per
+    replica for ``stacked`` ones), c = ``max_norm`` (a number or one per replica). The
+    gradients come as G = scale g (see :meth:`Optimizer.update`), so G is scaled by
+    min(1, c |scale| / ||G||): the norm clipped is the true gradient's. New arrays."""
+    total = None
+    for g in grads.values():
+        axes = tuple(range(1 if stacked else 0, g.ndim))
+        square = xp.sum(g * g, axis=axes) if axes else g * g
+        total = square if total is None else total + square
+    norm = xp.sqrt(total)
+    limit = max_norm * (abs(scale) if isinstance(scale, int | float) else xp.abs(scale))
+    over = norm > limit
+    factor = xp.where(over, limit / xp.where(over, norm, 1.0), 1.0)
+    return {k: g * (replica_scale(factor, g, xp) if stacked else factor) for k, g in grads.items()}
 
 
 def _check(optimizer, **bounds) -> None:
@@ -242,12 +266,20 @@ class Choice:
         return len(self(self.default_lr).buffers)
 
 
+def _lbfgs(lr, **options):
+    """:class:`model.lbfgs.LBFGS` (imported when asked for: it builds on this module)."""
+    from model.lbfgs import LBFGS
+
+    return LBFGS(lr, **options)
+
+
 OPTIMIZERS: dict[str, Choice] = {
     "gd": Choice(SGD, 0.5, full_batch=True),
     "sgd": Choice(SGD, 0.1),
     "momentum": Choice(SGD, 0.05, {"momentum": 0.9}),
     "nesterov": Choice(SGD, 0.05, {"momentum": 0.9, "nesterov": True}),
     "adam": Choice(Adam, 0.01),
+    "lbfgs": Choice(_lbfgs, 1.0, full_batch=True),
 }
 
 

@@ -6,8 +6,9 @@ at prediction time. Host NumPy, before any device sees the data.
     LabelEncoder   class labels (any integers, e.g. {3, 7, 9}) <-> indices 0..K-1 in
                    sorted order; the network sees indices, the user sees labels
 
-:func:`resolve_targets` decides the loss when none is set (integer labels: classes;
-anything else: regression) and encodes the labels.
+:func:`resolve_targets` decides the loss when none is set (integer labels: classes; a
+0/1 matrix whose rows are not all one-hot: multi-label; anything else: regression) and
+encodes the labels.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class LabelEncoder:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Targets:
     """Targets ready for training: ``y`` holds class indices 0..K-1 (int64, shape (n,))
-    for classifiers, float64 values of shape (n, outputs) otherwise."""
+    for classifiers, a 0/1 int64 matrix (n, outputs) for multi-label bce (classes 0 and
+    1 for each label), float64 values of shape (n, outputs) otherwise."""
 
     y: np.ndarray
     loss: str
@@ -178,11 +180,18 @@ def resolve_targets(
     """Choose the loss (when ``loss`` is None) and encode class labels.
 
     Inferred: integer targets with 2..MAX_INFERRED_CLASSES distinct values, or one-hot
-    rows (classes = column indices), are classes (cross_entropy); anything else is a
+    rows (classes = column indices), are classes (cross_entropy); a matrix of 0s and 1s
+    with more than one column whose rows are not all one-hot is multi-label (bce, one
+    sigmoid output per column; ``loss`` bce with any 0/1 matrix too); anything else is a
     regression target (mse). ``labels`` fixes the classes (a resumed run, a saved model);
     otherwise they are the distinct labels of y. ``reason``: why a given ``loss`` is the
     one (for the log and metrics.json)."""
     y = np.asarray(y)
+    if _multi_label(y, loss):
+        if loss is None:
+            reason = (f"inferred: y is a 0/1 matrix of {y.shape[1]} labels whose rows are not "
+                      "all one-hot: one sigmoid output per label (multi-label)")  # fmt: skip
+        return Targets(y.astype(np.int64), "bce", y.shape[1], LabelEncoder(np.arange(2)), reason)
     one_hot = (
         y.ndim == 2
         and y.shape[1] > 1
@@ -204,6 +213,22 @@ def resolve_targets(
     _check_class_count(loss, len(labels))
     outputs = 1 if loss == "bce" else len(labels)
     return Targets(labels.encode(column), loss, outputs, labels, reason)
+
+
+def _multi_label(y, loss) -> bool:
+    """Whether ``y`` is a multi-label target for ``loss`` (None: inferred): a 0/1 matrix
+    of more than one column, for bce, or with rows not all one-hot for an unset loss."""
+    if y.ndim != 2 or y.shape[1] < 2 or loss not in (None, "bce") or y.dtype.kind not in "biuf":
+        return False
+    binary = bool(np.all((y == 0) | (y == 1)))
+    if loss == "bce" and not binary:
+        raise DataError(
+            f"bce over {y.shape[1]} outputs (multi-label) takes a matrix of 0s and 1s, one "
+            "column per label; y holds other values: use the loss 'mse' for real-valued "
+            "targets",
+            setting="loss",
+        )
+    return binary and (loss == "bce" or not bool(np.all(y.sum(axis=1) == 1)))
 
 
 def _inferred_loss(y, column, one_hot: bool) -> tuple[str, str]:

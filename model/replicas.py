@@ -28,6 +28,7 @@ replica, so a diverging replica changes no other.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -110,19 +111,29 @@ def per_replica(optimizer, *, lr=None, weight_decay=None, like):
 class _Frozen:
     """``optimizer`` (learning rate already 0 for the frozen replicas) with the gradients
     of the replicas where ``active`` is False replaced by 0, g_r <- where(active_r, g_r, 0),
-    and their state parameters kept as they are."""
+    and their state parameters kept as they are; ``moving`` is ``active`` on the host (a
+    line-search optimizer keeps those replicas where they are)."""
 
     optimizer: Any
     active: Any
+    moving: tuple = ()
 
     @property
     def grad_scale(self):
         return self.optimizer.grad_scale
 
+    @property
+    def line_search(self) -> bool:
+        return getattr(self.optimizer, "line_search", False)
+
     def update(self, params, grads, state, /, *, decay=None, scale=1.0, xp=None):
         xp = xp or array_namespace(self.active)
         masked = {k: xp.where(replica_scale(self.active, g, xp), g, 0.0) for k, g in grads.items()}
         return self.optimizer.update(params, masked, state, decay=decay, scale=scale, xp=xp)
+
+    def minimize_step(self, closure, params, state, /, **options):
+        return self.optimizer.minimize_step(closure, params, state, **options,
+                                            active=list(self.moving))  # fmt: skip
 
     def renew(self, params, renewed: dict) -> dict:
         xp = array_namespace(self.active)
@@ -135,19 +146,23 @@ class Freezer:
     """The fit's bookkeeping of divergence, per network (one, or R replicas): its history
     (finite epochs only), the epoch it diverged in (``diverged``), and with ``keep`` (the
     "freeze" policy) its parameters at the start of each epoch, to put it back there and
-    hold it still (:class:`_Frozen`) once it diverges. ``optimizer`` is the one to step
-    with: the given one until a replica is frozen."""
+    hold it still (:class:`_Frozen`) once it diverges. A replica that early stopping
+    stopped (``stopped``) is held still the same way, its parameters and buffers as they
+    are. ``optimizer`` is the one to step with: the given one (:meth:`use`) until a
+    replica is held."""
 
     def __init__(self, optimizer, params, state, count, diverged, *, keep: bool):
         self.base, self.optimizer, self.keep = optimizer, optimizer, keep
         self.single = count is None
         n = 1 if count is None else count
+        self.stopped = [False] * n
         self.diverged = [None] * n if diverged is None else list(diverged)
         if len(self.diverged) != n:
             raise ConfigError(f"diverged lists {len(self.diverged)} replicas for {n}")
         self.history: list[dict] = [{"loss": []} if self.single else {} for _ in range(n)]
         self.newly = [False] * n
         self.last: dict | None = None
+        self._like = next(iter(params.values()))
         if any(d is not None for d in self.diverged):  # resumed: keep those frozen
             self._hold(params, state, params, [d is not None for d in self.diverged])
 
@@ -155,14 +170,49 @@ class Freezer:
     def all_diverged(self) -> bool:
         return all(d is not None for d in self.diverged)
 
+    @property
+    def all_held(self) -> bool:
+        """Whether every network has diverged or stopped: nothing is left to train."""
+        return all(d is not None or s for d, s in zip(self.diverged, self.stopped, strict=True))
+
+    @property
+    def held(self) -> list[bool]:
+        return [d is not None or s for d, s in zip(self.diverged, self.stopped, strict=True)]
+
+    def use(self, optimizer) -> None:
+        """Step with ``optimizer`` (the epoch's learning rates), the held networks held."""
+        self.base = optimizer
+        self.optimizer = self._wrapped(optimizer) if any(self.held) else optimizer
+
+    def stop(self, newly: list[bool], params) -> None:
+        """Hold the replicas that early stopping stopped in this epoch (one network: the
+        fit ends)."""
+        self.stopped = [s or n for s, n in zip(self.stopped, newly, strict=True)]
+        if any(newly) and not self.single:
+            self.optimizer = self._wrapped(self.base, like=next(iter(params.values())))
+
+    def _wrapped(self, optimizer, like=None):
+        """``optimizer`` with the held replicas' learning rates and gradients 0."""
+        moving = [not h for h in self.held]
+        like = like if like is not None else self._like
+        xp = array_namespace(like)
+        active = xp.asarray(moving, device=device(like))
+        lr = optimizer.lr
+        if not isinstance(lr, int | float) or lr:  # x1.0 is exact: active lrs unchanged
+            lr = xp.astype(active, like.dtype) * lr
+        held = copy.copy(optimizer)
+        object.__setattr__(held, "lr", lr)
+        return _Frozen(held, active, tuple(moving))
+
     def remember(self, params) -> None:
         """Keep the parameters at the start of an epoch (the "freeze" policy only)."""
         if self.keep:
             self.last = {k: array_namespace(p).asarray(p, copy=True) for k, p in params.items()}
 
-    def records(self, epoch: int, host, names, validation) -> list:
-        """Per network the epoch's record (host floats), None once diverged; a network
-        whose loss is not finite diverged in this epoch (``newly``)."""
+    def records(self, epoch: int, host, names, validation, lrs=None) -> list:
+        """Per network the epoch's record (host floats; ``lrs``, one per network, as
+        ``lr``), None once diverged or stopped; a network whose loss is not finite
+        diverged in this epoch (``newly``)."""
         columns = [[v] for v in host] if self.single else host
         records: list[dict | None] = []
         for r in range(len(self.diverged)):
@@ -170,11 +220,13 @@ class Freezer:
             self.newly[r] = self.diverged[r] is None and not math.isfinite(record["loss"])
             if self.newly[r]:
                 self.diverged[r] = epoch + 1
-            if self.diverged[r] is not None:
+            if self.diverged[r] is not None or self.stopped[r]:
                 records.append(None)
                 continue
             if "val_hits" in record:
                 record["val_accuracy"] = record.pop("val_hits") / validation[0].shape[0]
+            if lrs is not None:
+                record["lr"] = lrs[r]
             for k, v in record.items():
                 self.history[r].setdefault(k, []).append(v)
             records.append(record)
@@ -197,13 +249,11 @@ class Freezer:
         mask = xp.asarray(newly, device=device(like))
         for k, p in params.items():
             params[k] = xp.where(replica_scale(mask, p, xp), last[k], p)
-        for buffers in state.values():
-            if isinstance(buffers, dict):
+        for key, buffers in state.items():
+            if isinstance(buffers, dict) and key != "best":  # early stopping's best: kept
                 for k, v in buffers.items():
                     buffers[k] = xp.where(replica_scale(mask, v, xp), 0.0, v)
-        active = xp.asarray([d is None for d in self.diverged], device=device(like))
-        lr = xp.astype(active, like.dtype) * self.base.lr  # x1.0 is exact: active lrs unchanged
-        self.optimizer = _Frozen(dataclasses.replace(self.base, lr=lr), active)
+        self.optimizer = self._wrapped(self.base, like=like)
 
     def result(self):
         """``(history, diverged)`` as :class:`model.fit.FitResult` holds them."""

@@ -51,7 +51,7 @@ from model.checkpoint import CheckpointError, WriteError, atomic_write, host_cop
 from model.config import PreparedData, RunConfig, build_model, check_memory, prepare_data
 from model.data import not_a_file
 from model.files import ModelFile, load_host_params, read_model_file, write_model_file
-from model.fit import DivergenceError, fit
+from model.fit import DivergenceError, evaluate, fit
 from model.folders import (
     check_creatable,
     check_run_dir,
@@ -66,7 +66,15 @@ from model.optimizers import make_optimizer
 from model.replicas import per_replica, stack_params
 from model.report import plot_history, progress_bar, score_text, strict_json
 from model.signals import deferred_interrupts
-from model.sweep import check_save_all, describe_grid, sweep_grid, sweep_results
+from model.sweep import (
+    check_save_all,
+    describe_grid,
+    model_epochs,
+    replica_history,
+    sweep_grid,
+    sweep_results,
+    value_text,
+)
 from model.trained import TrainedModel
 from model.variants import ENV_VAR as FAST_ENV
 from model.variants import fast_enabled, step_name
@@ -96,10 +104,11 @@ class _DeviceSnapshot:
     def take(self, params, state, epoch: int, record: dict) -> None:
         self.params = {k: _into(self.params[k], p) for k, p in params.items()}
         for key, value in state.items():
-            if isinstance(value, dict):
-                self.state[key] = {k: _into(self.state[key][k], v) for k, v in value.items()}
-            else:
-                self.state[key] = value
+            kept = self.state.get(key)
+            if isinstance(value, dict) and isinstance(kept, dict) and kept.keys() == value.keys():
+                self.state[key] = {k: _into(kept[k], v) for k, v in value.items()}
+            else:  # a host value, or a buffer that appeared (early stopping's best)
+                self.state[key] = _copy_tree(value)
         self.epoch, self.rng_state = epoch, _rng_state(self.rng)
         for k, v in record.items():
             self.history.setdefault(k, []).append(v)
@@ -390,6 +399,7 @@ class Run:
 
         X, Y = put(data.X, data.y)
         validation = None if data.X_val is None else put(data.X_val, data.y_val)
+        self._on_device = (X, Y, validation)  # for the final scores
         snap = _DeviceSnapshot(params, state, self.rng, self.epoch, self.history)
         self.backend, self._snap = backend, snap
         bar = None
@@ -416,6 +426,7 @@ class Run:
                     validation=validation, start_epoch=self.epoch, callback=on_epoch,
                     comm=self.comm, divergence="raise" if self.grid is None else "freeze",
                     diverged=None if self.grid is None else list(self.diverged),
+                    **self._fit_options(),
                 )  # fmt: skip
             self._check_some_replica_trained()
             backend.synchronize()
@@ -497,20 +508,56 @@ class Run:
             state = optimizer.init({k: params[k] for k in model.trained})
         else:
             state = {
-                k: v if isinstance(v, int) else {n: backend.asarray(a) for n, a in v.items()}
+                k: {n: backend.asarray(a) for n, a in v.items()} if isinstance(v, dict) else v
                 for k, v in self.state.items()
             }
         return params, optimizer, state
+
+    def _fit_options(self) -> dict:
+        """fit's schedule, early stopping, clipping (one per replica for a sweep) and the
+        history they continue from."""
+        configs = [self.replica_config(r) for r in range(self.replicas or 1)]
+        options = {
+            "schedule": [c.schedule_spec() for c in configs],
+            "early_stopping": [c.stopper() for c in configs],
+            "clip_grad": [c.clip_grad for c in configs],
+        }
+        if self.grid is None:
+            options = {k: v[0] for k, v in options.items()}
+            return {**options, "history": self.history}
+        histories = [replica_history(self.history, r) for r in range(len(configs))]
+        return {**options, "history": histories}
 
     def _per_key(self, epoch: int, records: list) -> dict:
         """A sweep's epoch records (one per replica, None once diverged) as one record of
         per-replica lists; a newly diverged replica is marked before a checkpoint can
         record the epoch."""
         for r, rec in enumerate(records):
-            if rec is None and self.diverged[r] is None:
+            if rec is None and self.diverged[r] is None and not self._stopped(r):
                 self.diverged[r] = epoch + 1
         keys = dict.fromkeys(k for rec in records if rec for k in rec)
         return {k: [rec and rec[k] for rec in records] for k in keys}
+
+    @property
+    def monitor(self) -> str:
+        """The loss early stopping and the plateau schedule watch."""
+        return "loss" if self.data.X_val is None else "val_loss"
+
+    def _stopping(self, r: int | None = None):
+        """Early stopping's account of the run (replica r of a sweep) after the epochs its
+        history holds (:class:`model.schedules.Progress`), or None without it."""
+        stopper = self.replica_config(r or 0).stopper()
+        if stopper is None:
+            return None
+        snap = getattr(self, "_snap", None)
+        history = self.history if snap is None else snap.history
+        if r is not None:
+            history = replica_history(history, r)
+        return stopper.scan(history.get(self.monitor, []))
+
+    def _stopped(self, r: int) -> bool:
+        progress = self._stopping(r)
+        return progress is not None and progress.stopped
 
     def _check_some_replica_trained(self) -> None:
         """A sweep whose every replica diverged is a DivergenceError, naming the sweep."""
@@ -531,17 +578,23 @@ class Run:
     # ------------------------------------------------------------------ reporting
 
     def describe(self, summary: dict) -> str:
-        """The summary of :meth:`train` as one line: device, epochs, wall time, training
-        loss (a sweep: its best replica's values) and validation score, run folder."""
+        """The summary of :meth:`train` as one line: device, epochs (and early stopping's
+        best epoch), wall time, training loss (a sweep: its best replica's values) and
+        validation score (the model's: with early stopping, its best epoch's), run
+        folder."""
         head = f"{summary['device']} | "
         if self.grid is None:
+            stopping = summary.get("early_stopping")
+            best = "" if stopping is None else (
+                f" (stopped early, best epoch {stopping['best_epoch']})" if stopping["stopped"]
+                else f" (best epoch {stopping['best_epoch']})")  # fmt: skip
             return (
-                f"{head}{summary['epochs']} epochs | {summary['wall_seconds']:.2f} s | "
+                f"{head}{summary['epochs']} epochs{best} | {summary['wall_seconds']:.2f} s | "
                 f"training loss {summary['final_train_loss']:.4g} | "
                 f"{score_text(summary['metrics']['validation'])} | {self.dir}"
             )
         best = summary["best"]  # the sweep completed: some replica did not diverge
-        values = ", ".join(f"{k}={best[k]:g}" for k in self.grid[0])
+        values = ", ".join(f"{k}={value_text(best[k])}" for k in self.grid[0])
         validation = summary["replicas"][best["replica"]]["validation"]
         return (
             f"{head}{len(summary['replicas'])} replicas | {summary['epochs']} epochs | "
@@ -581,7 +634,8 @@ class Run:
         """A sweep's best replica (:func:`model.sweep.best_replica`)."""
         from model.sweep import best_replica
 
-        return best_replica(self._snap.history, self.diverged)
+        history = self._snap.history
+        return best_replica(history, self.diverged, model_epochs(self.config, self.grid, history))
 
     def trained_model(self, r: int | None = None) -> TrainedModel:
         """The model as last checkpointed (after :meth:`train`: its last completed epoch),
@@ -589,7 +643,8 @@ class Run:
         best)."""
         if self.params is None:
             raise HandgradError("the run has no parameters yet; call train() first")
-        params = self.params
+        best = (self.state or {}).get("best")  # early stopping's best epoch
+        params = self.params if best is None else best
         if self.grid is not None:
             r = self.best() if r is None else r
             if r is None:
@@ -733,11 +788,44 @@ class Run:
             with about("run_dir"):
                 path = plot_history(self.dir / "loss.png", history, self.model.loss)
             paths["plot"] = str(path)
-        validation = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_") and v}
-        return {
-            "final_train_loss": history["loss"][-1] if history.get("loss") else None,
-            "metrics": {"validation": validation, "history": history},
+        progress = self._stopping()
+        at = -1 if progress is None or progress.best_epoch is None else progress.best_epoch
+        validation = {k[4:]: v[at] for k, v in history.items() if k.startswith("val_") and v}
+        metrics: dict = {"validation": validation, "history": history}
+        if self.status == "completed":  # every rank is here: the scores are collective
+            training, extra = self._final_scores()
+            metrics["training"] = training
+            validation.update(extra)
+        results = {
+            "final_train_loss": history["loss"][at] if history.get("loss") else None,
+            "metrics": metrics,
         }
+        if progress is not None:
+            results["early_stopping"] = self._stopping_summary(progress)
+        return results
+
+    def _stopping_summary(self, progress) -> dict:
+        """What early stopping did: the loss it watched, its settings, the best epoch (the
+        model's) and whether it stopped the run."""
+        return {
+            "monitor": self.monitor,
+            "patience": self.config.early_stopping,
+            "min_delta": self.config.min_delta,
+            "best_epoch": None if progress.best_epoch is None else progress.best_epoch + 1,
+            "stopped": progress.stopped,
+        }
+
+    def _final_scores(self) -> tuple[dict, dict]:
+        """The model's scores (:func:`model.fit.evaluate`) on the training rows, and what
+        the validation rows add to their history's (R^2; per-label accuracy)."""
+        X, Y, validation = self._on_device
+        params = self._snap.state.get("best", self._snap.params)
+        training = evaluate(self.model, params, X, Y, comm=self.comm)
+        extra = {}
+        if validation is not None:
+            scores = evaluate(self.model, params, *validation, comm=self.comm)
+            extra = {k: v for k, v in scores.items() if k not in ("loss", "accuracy")}
+        return training, extra
 
     def _sweep_results(self, paths: dict) -> dict:
         """A sweep's results (:func:`model.sweep.sweep_results`), its model files written
@@ -750,9 +838,11 @@ class Run:
         models = None
         if self.status == "completed":
             models = [self.trained_model(r) for r in range(len(self.grid))]
+        history = self._snap.history
         return sweep_results(
-            self.grid, self.diverged, self._snap.history, by, models, paths,
-            save=self.save_path, save_all=self.save_all, folder=self.dir, loss=self.model.loss,
+            self.grid, self.diverged, history, by, models, paths, save=self.save_path,
+            save_all=self.save_all, folder=self.dir, loss=self.model.loss,
+            epochs=model_epochs(self.config, self.grid, history),
         )  # fmt: skip
 
 
@@ -804,7 +894,10 @@ def _resumed_config(config: RunConfig, done: int, epochs, lr, moved, source):
         for k, v in asked.items()
         if v is not None and v != getattr(config, k)
     }
-    config = dataclasses.replace(config, **{k: v for k, (_, v) in changes.items()})
+    pinned = {}
+    if config.schedule == "cosine" and config.lr_period is None and "epochs" in changes:
+        pinned["lr_period"] = config.epochs  # the period stays the run's first epochs
+    config = dataclasses.replace(config, **{k: v for k, (_, v) in changes.items()}, **pinned)
     if config.epochs <= done:
         if not _unfinished(source, done, config.epochs):
             raise ConfigError(
@@ -1008,6 +1101,23 @@ def _log_setup(config: RunConfig, data: PreparedData, model: Sequential, swept=(
         config.dtype,
         _batch_text(config.batch_size, data.X.shape[0]),
     )
+    aids = _aids_text(config, data, swept)
+    if aids:
+        logger.info("training: %s", aids)
+
+
+def _aids_text(config: RunConfig, data: PreparedData, swept=()) -> str:
+    """The schedule, early stopping and clipping a run uses, for the log ("" for none)."""
+    parts = []
+    if config.schedule != "constant" or "schedule" in swept:
+        parts.append(f"lr schedule {'swept' if 'schedule' in swept else config.schedule}")
+    if config.early_stopping is not None or "early_stopping" in swept:
+        watched = "validation loss" if data.X_val is not None else "training loss"
+        parts.append(f"early stopping on the {watched}")
+    if config.clip_grad is not None or "clip_grad" in swept:
+        parts.append("gradient clipping" + ("" if "clip_grad" in swept else
+                                             f" to norm {config.clip_grad:g}"))  # fmt: skip
+    return ", ".join(parts)
 
 
 def _batch_text(batch: int | None, rows: int) -> str:

@@ -10,8 +10,11 @@ Replica r trains with the run's config but for its own values of the swept setti
 shuffles come from its own generator seeded with its seed. Every replica sees the same
 data split (the one ``config.seed`` draws), so all are scored on the same validation rows.
 
-Only what keeps the networks' shapes and steps alike can share a pass: ``lr``, ``seed``
-and ``weight_decay``. A replica that diverges is frozen at its last finite epoch and
+Only what keeps the networks' shapes and steps alike can share a pass: ``lr``, ``seed``,
+``weight_decay``, and the per-epoch decisions of each replica (its learning-rate
+``schedule`` and that schedule's parameters, ``early_stopping`` and ``min_delta``,
+``clip_grad``): a replica that early stopping stops is held still, like a diverged one,
+and its model is its best epoch's. A replica that diverges is frozen at its last finite epoch and
 marked; the others go on. The run folder holds ``checkpoint.npz`` (every replica, see
 :mod:`model.files`), ``metrics.json`` (per replica: its values, history, final training
 loss, validation scores; and the best replica by validation accuracy, else validation
@@ -49,15 +52,32 @@ __all__ = [
     "load_model",
     "load_sweep",
     "load_sweep_checkpoint",
+    "model_epochs",
     "parse_sweep",
     "plot_sweep",
     "replica_history",
     "save_replicas",
     "sweep_grid",
     "sweep_results",
+    "value_text",
 ]
 
-SWEEPABLE = {"lr": float, "seed": int, "weight_decay": float}
+SWEEPABLE = {
+    "lr": float,
+    "seed": int,
+    "weight_decay": float,
+    "schedule": str,
+    "lr_step_size": int,
+    "lr_factor": float,
+    "lr_patience": int,
+    "lr_threshold": float,
+    "lr_power": float,
+    "lr_min": float,
+    "lr_period": int,
+    "early_stopping": int,
+    "min_delta": float,
+    "clip_grad": float,
+}
 
 
 MAX_REPLICAS = 4096  # one pass holds every replica's parameters and activations at once
@@ -196,32 +216,61 @@ def is_sweep(path) -> bool:
 
 def describe_grid(sweep: dict) -> str:
     """``lr 0.01, 0.1 x seed 0, 1``: a sweep's values, for the log."""
-    return " x ".join(f"{k} {', '.join(f'{v:g}' for v in vs)}" for k, vs in sweep.items())
+    return " x ".join(f"{k} {', '.join(map(value_text, vs))}" for k, vs in sweep.items())
+
+
+def value_text(value) -> str:
+    """A swept value as text: numbers as ``:g`` writes them, names as they are."""
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def _label(values: dict) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in values.items())
+    return ", ".join(f"{k}={value_text(v)}" for k, v in values.items())
+
+
+def model_epochs(config: RunConfig, grid: list, history: dict) -> list:
+    """Per replica the epoch (from 1) whose parameters its model holds: early stopping's
+    best epoch (monitoring ``val_loss`` where the history has it, else ``loss``), None
+    (its last epoch) without early stopping."""
+    monitor = "val_loss" if "val_loss" in history else "loss"
+    epochs = []
+    for r, values in enumerate(grid):
+        stopper = dataclasses.replace(config, **values).stopper()
+        best = None
+        if stopper is not None:
+            best = stopper.scan(replica_history(history, r).get(monitor, [])).best_epoch
+        epochs.append(None if best is None else best + 1)
+    return epochs
+
+
+def _at(values: list, epoch: int | None):
+    """The value of epoch ``epoch`` (from 1; None: the last)."""
+    return values[-1] if epoch is None else values[epoch - 1]
 
 
 def sweep_results(grid, diverged, history, by: str, models, paths: dict, *, save, save_all,
-                  folder: Path, loss: str) -> dict:  # fmt: skip
+                  folder: Path, loss: str, epochs=None) -> dict:  # fmt: skip
     """A sweep's part of its summary, per replica (values, status, history, scores) and
     the best; with ``models`` (one per replica: the sweep completed) the best replica's
     model file written to ``save`` and every replica's to ``save_all``, and the plot
-    written, their paths added to ``paths``."""
-    best = best_replica(history, diverged)
+    written, their paths added to ``paths``. ``epochs``: per replica the epoch its model
+    holds (:func:`model_epochs`; its scores are that epoch's), None for its last."""
+    epochs = epochs or [None] * len(grid)
+    best = best_replica(history, diverged, epochs)
     replicas = []
     for r, values in enumerate(grid):
         h = replica_history(history, r)
+        at = epochs[r]
         replicas.append(
             {
                 "replica": r,
                 **values,
                 "status": "diverged" if diverged[r] is not None else "trained",
                 "diverged_at_epoch": diverged[r],
-                "final_train_loss": h["loss"][-1] if h.get("loss") else None,
-                "validation": {k[4:]: v[-1] for k, v in h.items() if k.startswith("val_")},
+                "final_train_loss": _at(h["loss"], at) if h.get("loss") else None,
+                "validation": {k[4:]: _at(v, at) for k, v in h.items() if k.startswith("val_")},
                 "history": h,
+                **({} if at is None else {"best_epoch": at}),
             }
         )
     if models is not None and best is not None:
@@ -253,16 +302,18 @@ def replica_history(history: dict, r: int) -> dict:
     return out
 
 
-def best_replica(history: dict, diverged: list) -> int | None:
+def best_replica(history: dict, diverged: list, epochs=None) -> int | None:
     """The replica with the best final validation accuracy, else validation loss, else
     training loss, among those that did not diverge (ties: the first); None when none
-    has a finite epoch."""
+    has a finite epoch. ``epochs``: per replica the epoch its model holds (early
+    stopping's best; None: its last), whose scores count."""
     scores = []
-    for r, at in enumerate(diverged):
+    for r, gone in enumerate(diverged):
         h = replica_history(history, r)
-        if at is None and h.get("loss"):
-            key = (-h["val_accuracy"][-1],) if "val_accuracy" in h else ()
-            key += (h["val_loss"][-1],) if "val_loss" in h else (h["loss"][-1],)
+        at = None if epochs is None else epochs[r]
+        if gone is None and h.get("loss"):
+            key = (-_at(h["val_accuracy"], at),) if "val_accuracy" in h else ()
+            key += (_at(h["val_loss"], at),) if "val_loss" in h else (_at(h["loss"], at),)
             scores.append((key, r))
     return min(scores)[1] if scores else None
 
@@ -288,9 +339,9 @@ def load_sweep(path) -> SweepModels:
         dataclasses.replace(stacked, params={k: v[r] for k, v in stacked.params.items()})
         for r in range(len(grid))
     ]
-    best = best_replica(info["history"], diverged)
-    epochs = RunConfig.from_json(info["config"], path).epochs
-    return SweepModels(models, grid, best, diverged, info["epoch"], epochs)
+    config = RunConfig.from_json(info["config"], path)
+    best = best_replica(info["history"], diverged, model_epochs(config, grid, info["history"]))
+    return SweepModels(models, grid, best, diverged, info["epoch"], config.epochs)
 
 
 def choose_replica(replica, count: int, best: int | None) -> int:
@@ -363,7 +414,7 @@ def load_sweep_checkpoint(path):
     grid, diverged = info.get("grid"), info.get("diverged")
     if not isinstance(grid, list) or not isinstance(diverged, list) or len(grid) != f.replicas:
         raise CheckpointError(f"{path}: its sweep grid is missing")
-    trained = TrainedModel(f.network, f.params, f.dtype, f.standardizer, f.labels)
+    trained = TrainedModel(f.network, f.model_params, f.dtype, f.standardizer, f.labels)
     return trained, info, f.state
 
 

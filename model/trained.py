@@ -20,6 +20,7 @@ from backends.errors import DataError, HandgradError
 from model.checkpoint import CheckpointError
 from model.data import check_finite, check_range
 from model.files import ModelFile, read_meta, read_model_file, write_model_file
+from model.fit import r2_score
 from model.folders import check_model_file, check_output_file, checkpoint_path
 from model.network import Sequential
 from model.preprocessing import LabelEncoder, Standardizer
@@ -109,11 +110,16 @@ class TrainedModel:
 
     def _proba(self, out) -> np.ndarray:
         """Class probabilities (n, K) from the network's output: bce's sigma(z) is p of
-        the second class."""
+        the second class; multi-label: p_j of label j being 1, per label."""
+        if self.model.multi_label:
+            return out
         return np.hstack([1.0 - out, out]) if self.model.loss == "bce" else out
 
     def _predicted(self, out) -> np.ndarray:
-        """Predictions from the network's output: labels, or values ((n,) for one output)."""
+        """Predictions from the network's output: labels, values ((n,) for one output),
+        or for multi-label a 0/1 matrix (n, k) (p_j > 1/2)."""
+        if self.model.multi_label:
+            return (out > 0.5).astype(np.int64)
         if self.labels is not None:
             return self.labels.decode(np.argmax(self._proba(out), axis=1))
         return out[:, 0] if out.shape[1] == 1 else out
@@ -127,42 +133,41 @@ class TrainedModel:
             )
 
     def predict_proba(self, X, *, backend=None) -> np.ndarray:
-        """Class probabilities (n, K), columns in the order of ``labels.classes``."""
+        """Class probabilities (n, K), columns in the order of ``labels.classes``; for
+        multi-label, p_j (n, k) of each label."""
         self.require_classes()
         return self._proba(self.outputs(X, backend=backend))
 
     def predict(self, X, *, backend=None) -> np.ndarray:
-        """Class labels (n,) for classifiers; values (n,) or (n, k) otherwise."""
+        """Class labels (n,) for classifiers (a 0/1 matrix (n, k) for multi-label); values
+        (n,) or (n, k) otherwise."""
         return self._predicted(self.outputs(X, backend=backend))
 
     def evaluate(self, X, y, *, backend=None) -> dict:
         """Loss on (X, y) and, for classifiers, accuracy and the confusion matrix
         (``confusion[i][j]``: rows of class ``classes[i]`` predicted as ``classes[j]``),
-        from one forward pass."""
+        from one forward pass; for multi-label, the subset accuracy (rows with every label
+        right) and ``label_accuracy`` per label; for regression ``r2``
+        (:func:`model.fit.r2_score`)."""
         backend = backend or get_backend("cpu", self.dtype)
         inputs = backend.asarray(self._checked_inputs(X, backend))
-        y = np.asarray(y)
-        wanted = "class labels" if self.labels is not None else "target values"
-        if y.ndim == 0 or y.dtype.kind not in "biuf":
-            got = f"a single {y.dtype} value" if y.ndim == 0 else f"{y.dtype} values"
-            raise DataError(f"y holds {got}; pass one row of numbers ({wanted}) per row of X")
-        if y.shape[0] != inputs.shape[0] or not y.shape[0]:
-            raise DataError(
-                f"X has {inputs.shape[0]} rows and y {y.shape[0]}; pass the same number, at "
-                "least one"
-            )
-        check_finite(y, "y")
+        y = self._checked_targets(y, inputs.shape[0])
         if self.labels is None:
             target = backend.asarray(y[:, None] if y.ndim == 1 else y)
         else:
-            index = self.labels.encode(y)
+            index = y.astype(np.int64) if self.model.multi_label else self.labels.encode(y)
             target = backend.asarray(index, dtype=backend.xp.int64)
+        params = self._device_params(backend)
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs: below
-            out, cache = self.model.forward(self._device_params(backend), inputs)
+            out, cache = self.model.forward(params, inputs)
             loss = float(self.model.loss_from_cache(cache, target))
         host = _finite(backend.to_numpy(out))
         if self.labels is None:
-            return {"loss": loss}
+            return {"loss": loss, "r2": r2_score(self.model, params, inputs, target)}
+        if self.model.multi_label:
+            right = self._predicted(host) == index
+            return {"loss": loss, "accuracy": float(np.mean(np.all(right, axis=1))),
+                    "label_accuracy": np.mean(right, axis=0).tolist()}  # fmt: skip
         predicted = np.argmax(self._proba(host), axis=1)
         k = len(self.labels)
         confusion = np.zeros((k, k), dtype=np.int64)
@@ -174,11 +179,35 @@ class TrainedModel:
             "confusion": confusion.tolist(),
         }
 
+    def _checked_targets(self, y, rows: int) -> np.ndarray:
+        """``y`` as a host array of numbers, one per row of X (multi-label: a 0/1 row of
+        the model's labels), finite."""
+        y = np.asarray(y)
+        wanted = "class labels" if self.labels is not None else "target values"
+        if y.ndim == 0 or y.dtype.kind not in "biuf":
+            got = f"a single {y.dtype} value" if y.ndim == 0 else f"{y.dtype} values"
+            raise DataError(f"y holds {got}; pass one row of numbers ({wanted}) per row of X")
+        if y.shape[0] != rows or not y.shape[0]:
+            raise DataError(
+                f"X has {rows} rows and y {y.shape[0]}; pass the same number, at least one"
+            )
+        check_finite(y, "y")
+        k = self.model.n_outputs
+        if self.model.multi_label and (y.shape[1:] != (k,) or not np.all((y == 0) | (y == 1))):
+            raise DataError(
+                f"this multi-label model takes y as 0/1 labels of shape (n, {k}), one column "
+                f"per label; got shape {y.shape}"
+                + ("" if y.shape[1:] != (k,) else " with values other than 0 and 1")
+            )
+        return y
+
 
 def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=None) -> str:
     """Predictions as CSV text: a header row, then one row per row of X. Column
     ``prediction`` holds the class label or the value (``prediction_1`` .. ``_k`` for k
-    outputs); ``proba`` adds ``p_<class>`` columns for classifiers. One forward pass."""
+    outputs: values, or a multi-label model's 0/1 labels); ``proba`` adds ``p_<class>``
+    columns for classifiers (``p_1`` .. ``p_k``, each label's probability of 1, for
+    multi-label). One forward pass."""
     if proba:
         trained.require_classes()
     out = trained.outputs(X, backend=backend)
@@ -188,12 +217,15 @@ def predictions_csv(trained: TrainedModel, X, *, proba: bool = False, backend=No
         names = ["prediction"]
     else:
         names = [f"prediction_{k}" for k in range(1, predicted.shape[1] + 1)]
+    predictions = len(names)
     if proba:
         columns.append(trained._proba(out))
-        names += [f"p_{c}" for c in trained.labels.classes]
+        labels = range(1, predictions + 1) if trained.model.multi_label else trained.labels.classes
+        names += [f"p_{c}" for c in labels]
     lines = [",".join(names)]
     real = ".9g" if trained.dtype == "float32" else ".17g"  # enough digits to round-trip
-    kinds = ["d" if trained.labels is not None else real] + [real] * (len(names) - 1)
+    kinds = ["d" if trained.labels is not None else real] * predictions
+    kinds += [real] * (len(names) - predictions)
     for row in np.hstack(columns) if predicted.size else []:
         lines.append(
             ",".join(format(int(v) if k == "d" else v, k) for v, k in zip(row, kinds, strict=True))
@@ -210,7 +242,7 @@ def load_checkpoint(path, *, training: bool = True):
             f"{path} holds a sweep of several models (one per replica); resume it as a sweep, "
             "or take one replica out of it (model.sweep.load_sweep, or scripts/export.py)"
         )
-    trained = TrainedModel(f.network, f.params, f.dtype, f.standardizer, f.labels)
+    trained = TrainedModel(f.network, f.model_params, f.dtype, f.standardizer, f.labels)
     if not training:
         return trained, None, None
     if f.training is None or not {"config", "epoch", "rng", "history"} <= set(f.training):

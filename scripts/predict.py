@@ -8,9 +8,12 @@
 --data is a .csv (with or without a header row) or .npy with the model's features, or one
 column more holding the labels last, or an .npz with an array X and optionally y. The model's
 saved preprocessing (standardization) is applied to the raw rows. Predictions are class
-labels as trained (a model trained on labels 3, 7, 9 predicts 3, 7, 9) or values. With
-labels present the metrics (loss; accuracy and the confusion matrix for classifiers) are
-printed: on stderr when the predictions go to stdout. A sweep's run predicts with its best
+labels as trained (a model trained on labels 3, 7, 9 predicts 3, 7, 9) or values; a
+multi-label model writes prediction_<j> 0/1 columns (and p_<j> with --proba), a
+multi-output regression prediction_<j> values, j = 1..k. With labels present the metrics
+(loss; accuracy and the confusion matrix for classifiers, subset and per-label accuracy
+for multi-label, R^2 for regression) are printed: on stderr when the predictions go to
+stdout. A sweep's run predicts with its best
 replica (by validation score, as its metrics.json names it) unless --replica names one.
 """
 
@@ -48,10 +51,18 @@ def parse_args(argv):
 
 
 def format_metrics(metrics: dict, rows: int) -> str:
-    """The metrics as text: one summary line, then the confusion matrix for classifiers."""
+    """The metrics as text: one summary line (with R^2 for regression), then the
+    confusion matrix for classifiers, or the accuracy per label for multi-label ones."""
     head = f"{rows} rows | loss {metrics['loss']:.6g}"
-    if "accuracy" not in metrics:
-        return head
+    if "r2" in metrics:
+        return f"{head} | R^2 {metrics['r2']:.4f}"
+    if "label_accuracy" in metrics:
+        labels = metrics["label_accuracy"]
+        per_label = " ".join(f"{a:.4f}" for a in labels)
+        return (
+            f"{head} | subset accuracy {metrics['accuracy']:.4f} (every label right)\n"
+            f"accuracy per label (1..{len(labels)}): {per_label}"
+        )
     classes = [str(c) for c in metrics["classes"]]
     counts = [str(n) for row in metrics["confusion"] for n in row]
     width = max(6, *(len(c) + 1 for c in classes + counts))

@@ -6,13 +6,21 @@
     python scripts/train.py --resume runs/20261123-101500 --epochs 400
     mpiexec -n 4 python scripts/train.py --batch-size 256   # data-parallel over 4 ranks
     python scripts/train.py --sweep lr=0.01,0.1,1 --sweep seed=0,1,2 --save best.npz
+    python scripts/train.py --data small.npz --optimizer lbfgs --epochs 150   # iterations
+    python scripts/train.py --schedule cosine --early-stopping 10 --clip-grad 5
 
 Each run writes a new folder (runs/<timestamp>/ or --out) with checkpoint.npz, metrics.json
 and loss.png. A held-out validation split (--val-split) is scored every epoch. The
 checkpoint is written every --checkpoint-every epochs and when the run ends; Ctrl-C or
 SIGTERM saves the last completed epoch, and --resume continues exactly from it (--epochs
 and --lr may change on resume; the settings that define the run may not). --sweep trains
-the cartesian product of lr, seed and weight-decay values as replicas in one batched pass.
+the cartesian product of lr, seed, weight-decay (and the schedule, early-stopping and
+clipping settings') values as replicas in one batched pass.
+
+--optimizer lbfgs is full-batch L-BFGS (as scikit-learn's solver "lbfgs"): one iteration
+per epoch, with a line search; its --lr scales the first trial step (default 1). A 0/1
+target matrix whose rows are not all one-hot trains one sigmoid output per column
+(multi-label, or --loss bce); a target matrix of numbers, one output per column (mse).
 """
 
 from __future__ import annotations
@@ -102,6 +110,7 @@ def parse_args(argv):
         type=float,
         help="L2 penalty lambda/2 ||W||^2 on the weights, not the biases (default: 0)",
     )
+    _add_training_aids(p)
     p.add_argument(
         "--seed",
         type=int,
@@ -180,6 +189,39 @@ def parse_args(argv):
     if args.save_all is not None and args.sweep is None and args.resume is None:
         p.error("--save-all saves the replicas of a sweep; add --sweep KEY=V1,V2,...")
     return args
+
+
+# The learning-rate schedule, early stopping and clipping: flag, type, metavar, help.
+AIDS = [
+    ("--schedule", str, "NAME", "learning rate per epoch (model/schedules.py has the "
+     "formulas): constant (default), step (lr factor^floor(e/step-size)), cosine (from lr "
+     "down to lr-min over lr-period epochs), invscaling (lr / (e+1)^power), plateau (lr "
+     "times factor when the monitored loss has not improved by lr-threshold for "
+     "lr-patience epochs)"),
+    ("--lr-step-size", int, "N", "step: epochs between reductions, >= 1 (default: 10)"),
+    ("--lr-factor", float, "F", "step, plateau: the factor of each reduction, in (0, 1) "
+     "(default: 0.1)"),
+    ("--lr-patience", int, "N", "plateau: epochs without improvement before a reduction, "
+     ">= 0 (default: 10)"),
+    ("--lr-threshold", float, "D", "plateau: how much the monitored loss must fall to "
+     "count as an improvement, >= 0 (default: 0)"),
+    ("--lr-power", float, "P", "invscaling: the power, > 0 (default: 0.5)"),
+    ("--lr-min", float, "M", "cosine, plateau: the lowest rate, >= 0 and below --lr "
+     "(default: 0)"),
+    ("--lr-period", int, "T", "cosine: epochs from lr to lr-min, >= 1 (default: --epochs)"),
+    ("--early-stopping", int, "PATIENCE", "stop when the validation loss (the training "
+     "loss without a validation split) has not improved for PATIENCE epochs, >= 1; the "
+     "model is the best epoch's (default: off)"),
+    ("--min-delta", float, "D", "with --early-stopping: the least fall in the loss that "
+     "counts as an improvement, >= 0 (default: 0)"),
+    ("--clip-grad", float, "NORM", "scale each step's gradients to a global norm of at most "
+     "NORM, > 0 (default: off)"),
+]  # fmt: skip
+
+
+def _add_training_aids(p) -> None:
+    for flag, kind, metavar, text in AIDS:
+        p.add_argument(flag, type=kind, metavar=metavar, help=text)
 
 
 def _widths(text: str) -> tuple[int, ...]:

@@ -30,6 +30,8 @@ def cases() -> dict:
         "digits-gd": ("digits", "cross_entropy", "gd", 0.5, None),
         "regression-sgd": ("regression", "mse", "sgd", 0.05, 64),
         "regression-sse-gd": ("regression", "sse", "gd", 0.001, None),
+        "digits-lbfgs": ("digits", "cross_entropy", "lbfgs", 1.0, None),
+        "regression-lbfgs": ("regression", "mse", "lbfgs", 1.0, None),
     }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backends import get_backend, host_rng
-from model import MLP, ConfigError, make_optimizer
+from model import MLP, make_optimizer
 from model.fit import run_epoch
 
 
@@ -27,9 +27,21 @@ def test_run_epoch_with_raw_labels_reports_the_true_loss(backend):
     assert float(loss) == pytest.approx(expected, rel=1e-12)
 
 
-def test_bce_with_several_outputs_is_refused_when_made():
-    with pytest.raises(ConfigError, match="bce is the binary loss: it needs 1 output, got 3"):
-        MLP((4, 3), loss="bce")
+def test_bce_with_several_outputs_is_multi_label():
+    """One sigmoid per output, bce per column: C = mean_i sum_j -[y log p + (1-y) log(1-p)]
+    (scikit-learn's multi-label log loss), written out in NumPy."""
+    backend = get_backend("cpu", "float64")
+    model = MLP((4, 3), loss="bce")
+    assert model.multi_label and model.layers[-1].activation == "sigmoid"
+    params = model.init_params(backend, host_rng(0))
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(8, 4)), rng.integers(0, 2, (8, 3))
+    p = 1 / (1 + np.exp(-(X @ backend.to_numpy(params["W1"]) + backend.to_numpy(params["b1"]))))
+    expected = np.mean(np.sum(-(Y * np.log(p) + (1 - Y) * np.log(1 - p)), axis=1))
+    loss = model.loss_value(params, backend.asarray(X), backend.asarray(Y, dtype=backend.xp.int64))
+    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    predicted = model.predict_class(params, backend.asarray(X))
+    np.testing.assert_array_equal(backend.to_numpy(predicted), (p > 0.5).astype(np.int64))
 
 
 def test_cross_entropy_evaluate_with_one_hot_and_raw_labels_agree():

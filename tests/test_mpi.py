@@ -78,8 +78,9 @@ def test_rank_parts_tile_every_batch_in_order():
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_data_parallel_fit_equals_one_process(tmp_path, ranks):
     """float64, gd (full batch), sgd and adam (301 rows: uneven parts, a last batch of one
-    row, so with 3 ranks two have no rows of it), cross-entropy, mse and sse; with 3 ranks
-    the array-api-strict device (host-staged allreduce) too."""
+    row, so with 3 ranks two have no rows of it), cross-entropy, mse and sse, and L-BFGS
+    (its loss and gradient summed over the ranks, its line search deciding alike on
+    every rank); with 3 ranks the array-api-strict device (host-staged allreduce) too."""
     runs = [f"{case}@cpu" for case in mpi_worker.cases()]
     runs += ["digits-adam@strict:device1"] if ranks == 3 else []
     proc = mpiexec(ranks, ROOT / "tests" / "mpi_worker.py", tmp_path, *runs)

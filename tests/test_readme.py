@@ -33,9 +33,8 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_library_examples_run(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the run example writes runs/<timestamp>/ here
-    run_example, core_example, layers_example, sweep_example = _blocks("python")[
-        :4
-    ]  # 5th: a fragment
+    blocks = _blocks("python")  # the 6th: a fragment
+    run_example, core_example, layers_example, sweep_example = blocks[:4]
     exec(compile(run_example, "README.md", "exec"), {})
     validation, classes = capsys.readouterr().out.strip().splitlines()[-1].split("} ")
     assert eval(validation + "}")["accuracy"] > 0.9 and classes == "[0 1 2]"
@@ -69,3 +68,11 @@ def test_readme_train_then_predict_commands_run(tmp_path):
     table = np.loadtxt(tmp_path / "runs" / "predictions.csv", delimiter=",", skiprows=1)
     assert set(np.unique(table[:, 0])) <= {3, 4, 5} and table.shape == (178, 4)
     assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout
+
+
+def test_readme_training_options_example_runs(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # it writes runs/<timestamp>/ here
+    example = next(b for b in _blocks("python") if "EarlyStopping" in b)
+    exec(compile(example, "README.md", "exec"), {})
+    best, accuracy = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert 1 <= int(best) <= 60 and float(accuracy) > 0.9

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import bench
+import bench_common
+import bench_cpu
+import bench_pipeline
 import pytest
 from test_mpi import needs_mpi
 
@@ -64,7 +67,7 @@ def test_output_paths_are_checked_before_any_case_runs(tmp_path, monkeypatch, ar
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".handgrad-run").write_text("a run trains here")
-    monkeypatch.setattr(bench, "cpu_digits", lambda *a: pytest.fail("a case ran"))
+    monkeypatch.setattr(bench_cpu, "cpu_digits", lambda *a: pytest.fail("a case ran"))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(HandgradError, match=message):
         bench.main(["--quick", "--cases", "cpu", *argv])
@@ -93,7 +96,7 @@ def test_quick_pipeline_measures_every_contender_in_a_subprocess(tmp_path, capsy
     data = json.loads((tmp_path / "p.json").read_text())
     rows = data["pipeline"]
     assert {(r["contender"], r["rows"]) for r in rows} == {
-        (c, n) for c in bench.pipeline_contenders() for n in (100, 1000)
+        (c, n) for c in bench_pipeline.pipeline_contenders() for n in (100, 1000)
     }
     for r in rows:
         assert abs(r["data_mib"] - r["rows"] * 784 * 8 / 2**20) < 1e-9
@@ -112,15 +115,15 @@ def test_every_pipeline_contender_trains_in_process(name):
     PyTorch, never ran: each contender trains here on a few rows, the same for a seed."""
     if name.startswith("PyTorch"):
         pytest.importorskip("torch")
-    X, y = bench._synthetic(200, "float64")  # more rows than a batch (128)
-    first = bench._train_contender(name, X, y, 2, 3)
+    X, y = bench_pipeline._synthetic(200, "float64")  # more rows than a batch (128)
+    first = bench_pipeline._train_contender(name, X, y, 2, 3)
     assert 0 <= first <= 1
-    assert bench._train_contender(name, X, y, 2, 3) == first
+    assert bench_pipeline._train_contender(name, X, y, 2, 3) == first
 
 
 def test_a_busy_machine_is_marked_and_warned_about(monkeypatch, capsys):
     """Other processes' CPU time is what is left of /proc/stat's after this process's."""
-    monkeypatch.setattr(bench, "_cpu_seconds", iter([(0.0, 0.0), (5.0, 0.0)] * 50).__next__)
+    monkeypatch.setattr(bench_common, "_cpu_seconds", iter([(0.0, 0.0), (5.0, 0.0)] * 50).__next__)
     assert bench.main(["--quick", "--cases", "gpu", "--gpu-device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert "(BUSY)" in out and "WARNING: the machine was busy" in err
@@ -158,7 +161,7 @@ def test_contenders_are_measured_interleaved_in_rotated_order():
     def contender(name):
         return (lambda seed: calls.append((name, seed)) or seed * 10, lambda: None)
 
-    measured = bench._measure_together({n: contender(n) for n in "abc"}, 3)
+    measured = bench_common._measure_together({n: contender(n) for n in "abc"}, 3)
     assert calls == [("a", 0), ("b", 0), ("c", 0),
                      ("a", 0), ("b", 0), ("c", 0),
                      ("b", 1), ("c", 1), ("a", 1),
@@ -171,16 +174,16 @@ def test_ratios_pair_the_times_of_one_round():
     """A drift that slows round 2 for everyone leaves the paired ratio at 2."""
     rows = [{"epoch_ms": 2.0, "round_s": [1.0, 1.0, 3.0]},
             {"epoch_ms": 4.0, "round_s": [2.0, 2.0, 6.0]}]  # fmt: skip
-    assert bench._with_ratios(rows)[1]["vs_handgrad"] == 2.0
+    assert bench_common._with_ratios(rows)[1]["vs_handgrad"] == 2.0
     spread = [{"epoch_ms": 1.0, "round_s": [1.0] * 5},
               {"epoch_ms": 3.0, "round_s": [1.0, 2.0, 3.0, 4.0, 5.0]}]  # fmt: skip
-    row = bench._with_ratios(spread)[1]
+    row = bench_common._with_ratios(spread)[1]
     assert row["vs_handgrad"] == 3.0 and row["vs_handgrad_quartiles"] == [2.0, 4.0]
-    two = bench._with_ratios([{"epoch_ms": 1.0, "round_s": [1.0, 1.0]},
-                              {"epoch_ms": 2.5, "round_s": [2.0, 3.0]}])  # fmt: skip
+    two = bench_common._with_ratios([{"epoch_ms": 1.0, "round_s": [1.0, 1.0]},
+                                     {"epoch_ms": 2.5, "round_s": [2.0, 3.0]}])  # fmt: skip
     assert two[1]["vs_handgrad_quartiles"] == [2.25, 2.75]  # never beyond what was measured
     assert "| 3.00x (2.00-4.00) |" in bench.format_table(
         [{**r, "case": "c", "contender": "x", "step_ms": 1.0, "accuracy": 0.5} for r in spread]
     )
     unpaired = [{"epoch_ms": 2.0}, {"epoch_ms": 5.0}]
-    assert bench._with_ratios(unpaired)[1]["vs_handgrad"] == 2.5
+    assert bench_common._with_ratios(unpaired)[1]["vs_handgrad"] == 2.5

@@ -14,11 +14,12 @@ interleaved (CPU and replica cases: round i runs each once), the median over the
 of that ratio within one round, since this machine's speed drifts within a minute.
 
 One module per case family, each with its cases' description: bench_cpu.py (digits
-against scikit-learn, PyTorch and JAX), bench_pipeline.py (10k and 100k rows in fresh
-processes: time and peak memory; --memmap-gb), bench_mpi.py (--cases mpi: 1 and 2
-ranks), bench_replicas.py (R models in one pass against R runs in turn), bench_gpu.py
-(four shapes against PyTorch and the GEMM floor; --gpu-device); bench_common.py holds
-the interleaved timing, the paired ratios and the load records.
+against scikit-learn, handgrad on PyTorch tensors, PyTorch and JAX), bench_pipeline.py
+(10k and 100k rows in fresh processes: time and peak memory; --memmap-gb), bench_mpi.py
+(--cases mpi: 1 and 2 ranks), bench_replicas.py (R models in one pass against R runs in
+turn), bench_gpu.py (four shapes against PyTorch and the GEMM floor; --gpu-device);
+bench_common.py holds the interleaved timing, the paired ratios and the load records.
+Contenders missing here are left out with a note that says why; --skip leaves one out.
 
 The machine's state is part of every number: the header records the BLAS library and
 its threads, os.getloadavg() before and after, and for every case the CPU time other
@@ -90,6 +91,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--memmap-dir", default=tempfile.gettempdir(), help="where --memmap-gb writes its file"
     )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="CONTENDER",
+        help="leave out the CPU cases' contenders whose name starts with this, e.g. "
+        "'handgrad torch' or 'JAX' (repeatable; handgrad numpy, the reference, stays; in the "
+        "GPU cases it can leave out 'handgrad torch:cuda')",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the rows and environment as JSON")
     p.add_argument("--overwrite", action="store_true", help="allow --json to replace a file")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one pipeline run, in a subprocess
@@ -124,7 +134,7 @@ def settings(args) -> Settings:
     repeats = 1 if args.quick else 5 if args.repeats is None else args.repeats
     return Settings(quick=args.quick, epochs=epochs, repeats=repeats,
                     gpu_device=args.gpu_device, memmap_gb=args.memmap_gb,
-                    memmap_dir=args.memmap_dir)  # fmt: skip
+                    memmap_dir=args.memmap_dir, skip=tuple(args.skip))  # fmt: skip
 
 
 def selected(args) -> list[str]:
@@ -155,14 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(env, results)
     if args.json:
         data = {"environment": env, "rows": results.rows, "pipeline": results.pipeline,
-                "mpi": results.mpi}  # fmt: skip
+                "mpi": results.mpi, "notes": results.notes}  # fmt: skip
         text = json.dumps(data, indent=2)
         atomic_write(args.json, lambda f: f.write(text.encode()))
     return 0
 
 
 def report(env: dict, results: Results) -> None:
-    """The environment header, the tables and (on a busy machine) the warning."""
+    """The environment header, the tables, the notes and (on a busy machine) the warning."""
     print(
         f"handgrad benchmark, {env['date']}: {env['machine']}, Python {env['python']}, "
         f"NumPy {env['numpy']} ({env['blas']}), scikit-learn {env['scikit_learn']}, "
@@ -183,6 +193,8 @@ def report(env: dict, results: Results) -> None:
     for rows, format_rows in tables:
         if rows:
             print(format_rows(rows))
+    for note in results.notes:
+        print(f"note: {note}")
     if busy:
         print(warning)
 
@@ -242,8 +254,12 @@ def format_table(rows: list) -> str:
 
 
 def _threads(r) -> str:
-    """After a contender's name, the BLAS threads its arithmetic ran on, where recorded."""
-    return f" ({r['blas_threads']} BLAS thr.)" if "blas_threads" in r else ""
+    """After a contender's name, the threads its arithmetic ran on, where recorded."""
+    if "blas_threads" in r:
+        return f" ({r['blas_threads']} BLAS thr.)"
+    if "torch_threads" in r:
+        return f" ({r['torch_threads']} torch thr.)"
+    return ""
 
 
 def _loads(values) -> str:

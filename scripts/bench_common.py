@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from backends import host_rng
+from backends import HandgradError, get_backend, host_rng
 from model import SGD, evaluate, fit
 
 BUSY_CORES = 0.25  # other processes' average CPU use above which a case is marked busy
@@ -34,15 +34,25 @@ class Settings:
     gpu_device: str = "cuda"
     memmap_gb: float | None = None
     memmap_dir: str = ""
+    skip: tuple[str, ...] = ()  # contenders left out (names as printed, or their start)
+
+    def wanted(self, contender: str) -> bool:
+        """Whether ``contender`` runs (--skip leaves out names that start with a given one)."""
+        return not any(contender.startswith(s) for s in self.skip)
 
 
 @dataclasses.dataclass
 class Results:
-    """Rows of the three tables."""
+    """Rows of the three tables, and notes on what was left out and why."""
 
     rows: list = dataclasses.field(default_factory=list)  # CPU, replica and GPU cases
     pipeline: list = dataclasses.field(default_factory=list)  # data pipeline and memmap
     mpi: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
 
 # --------------------------------------------------------------------------- timing
@@ -202,6 +212,15 @@ def _jax():
     except ImportError:
         return None
     return jax
+
+
+def torch_backend(device: str, dtype: str):
+    """``(handgrad's backend on PyTorch tensors, None)``, or ``(None, why not)`` where
+    PyTorch or the device is missing (the backend switch's own message)."""
+    try:
+        return get_backend(device, dtype), None
+    except HandgradError as exc:
+        return None, str(exc)
 
 
 # --------------------------------------------------------------------------- workers

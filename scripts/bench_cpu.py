@@ -3,8 +3,9 @@ softmax cross-entropy, SGD lr 0.1 (no momentum, no penalty), batch 64, 50 epochs
 and float32, every contender measured interleaved (:func:`bench_common._measure_together`).
 
 Contenders: handgrad numpy; scikit-learn MLPClassifier (solver sgd, same layers, shuffled
-batches, no early stopping); PyTorch eager and JAX (the whole epoch compiled, jit over
-lax.scan; float32 only) when installed.
+batches, no early stopping); handgrad torch (the same fit, model, data, initial weights
+and batches on PyTorch CPU tensors through array-api-compat), PyTorch eager with autograd,
+and JAX (the whole epoch compiled, jit over lax.scan; float32 only) when installed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench_common import (
     _torch,
     _with_ratios,
     other_load,
+    torch_backend,
 )
 
 from backends import get_backend, host_rng
@@ -27,23 +29,32 @@ from model import MLP
 from model.data import load_dataset
 
 BATCH, LR = 64, 0.1
+HANDGRAD_TORCH = "handgrad torch"
 
 
 def run(settings: Settings, results: Results) -> None:
     """The four CPU cases (64 and 512 hidden units, float64 and float32)."""
+    if settings.wanted(HANDGRAD_TORCH):
+        why = torch_backend("torch", "float64")[1]
+        if why:
+            results.note(f"{HANDGRAD_TORCH} left out of the CPU cases: {why}")
     rows = 200 if settings.quick else None
     for hidden in (64, 512):
         for dtype in ("float64", "float32"):
-            results.rows += cpu_digits(hidden, dtype, settings.epochs, settings.repeats, rows)
+            results.rows += cpu_digits(
+                hidden, dtype, settings.epochs, settings.repeats, rows, settings.wanted
+            )
 
 
-def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | None) -> list:
-    """One CPU case: rows for every available contender (time per epoch and per step,
-    training accuracy as the mean over the runs' seeds), measured interleaved; handgrad
-    numpy first, the rest's times relative to it."""
+def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | None,
+               wanted=lambda name: True) -> list:  # fmt: skip
+    """One CPU case: rows for every available contender that is ``wanted(name)`` (time per
+    epoch and per step, training accuracy as the mean over the runs' seeds), measured
+    interleaved; handgrad numpy first, the rest's times relative to it."""
     X, y = load_dataset("digits")
     X, y = X[:rows].astype(dtype), y[:rows]
-    runs = _contenders(X, y, hidden, dtype, epochs)
+    runs = {name: r for name, r in _contenders(X, y, hidden, dtype, epochs).items()
+            if name == "handgrad numpy" or wanted(name)}  # fmt: skip
     with other_load({}) as load:
         measured = _measure_together(runs, repeats)
     steps = -(-len(X) // BATCH) * epochs
@@ -57,8 +68,12 @@ def cpu_digits(hidden: int, dtype: str, epochs: int, repeats: int, rows: int | N
 
 def _row(case: str, name: str, measured, epochs: int, steps: int) -> dict:
     seconds, accuracy, rounds = measured
-    return {"case": case, "contender": name, "epoch_ms": 1e3 * seconds / epochs,
-            "step_ms": 1e3 * seconds / steps, "accuracy": accuracy, "round_s": rounds}  # fmt: skip
+    row = {"case": case, "contender": name, "epoch_ms": 1e3 * seconds / epochs,
+           "step_ms": 1e3 * seconds / steps, "accuracy": accuracy, "round_s": rounds}  # fmt: skip
+    torch = _torch() if "torch" in name.lower() else None
+    if torch is not None:  # PyTorch's CPU ops run on its own threads, BLAS or not
+        row["torch_threads"] = torch.get_num_threads()
+    return row
 
 
 def _unsynced(run):
@@ -74,6 +89,9 @@ def _contenders(X, y, hidden: int, dtype: str, epochs: int) -> dict:
 
     runs = {"handgrad numpy": (_handgrad(backend, X, y, hidden, epochs), backend.synchronize),
             "scikit-learn MLPClassifier": _unsynced(sklearn)}  # fmt: skip
+    tb = torch_backend("torch", dtype)[0]
+    if tb is not None:
+        runs[HANDGRAD_TORCH] = (_handgrad(tb, X, y, hidden, epochs), tb.synchronize)
     torch = _torch()
     if torch is not None:
         runs[f"PyTorch {torch.__version__} CPU eager"] = _unsynced(
@@ -89,7 +107,8 @@ def _contenders(X, y, hidden: int, dtype: str, epochs: int) -> dict:
 
 def _handgrad(backend, X, y, hidden: int, epochs: int):
     """handgrad's fit on ``backend``'s arrays of host (X, y): ``run(seed)``, which trains
-    from seed's initial weights and batches and returns the training accuracy."""
+    from seed's initial weights and batches and returns the training accuracy (the same
+    numbers on every backend: both are drawn on the host)."""
     model = MLP((X.shape[1], hidden, 10), activation="sigmoid", loss="cross_entropy")
     Xd = backend.asarray(X, copy=False)
     yd = backend.asarray(y, dtype=backend.xp.int64, copy=False)

@@ -1,13 +1,14 @@
 """GPU cases: sigmoid layers, mse loss, float32, plain SGD lr 0.1, batches in order: xor
 3-4-1 batch 4, digits 64-64-10 full batch (1797), mnist-shape 784-512-512-10 batch 512
 (synthetic), wide 4096-4096-4096-4096 batch 8192 (synthetic), on --gpu-device (default
-cuda). Contenders: handgrad on that device (cupy), PyTorch eager with autograd, PyTorch
-with hand-written gradients, and the GEMM floor (the step's matrix products alone, cuBLAS
+cuda). Contenders: handgrad on that device (cupy), handgrad torch:cuda (the same run_epoch
+on PyTorch CUDA tensors, when PyTorch has CUDA), PyTorch eager with autograd, PyTorch with
+hand-written gradients, and the GEMM floor (the step's matrix products alone, cuBLAS
 sgemm through CuPy); each row shows the fraction of that floor it reaches. Then the GPU
 replica cases (:mod:`bench_replicas`).
 
-With a CPU device (--gpu-device cpu) the same code runs on the host: handgrad numpy and
-PyTorch on the CPU, which is how the tests exercise it.
+With a CPU device (--gpu-device cpu) the same code runs on the host: handgrad numpy,
+handgrad torch (CPU tensors) and PyTorch on the CPU, which is how the tests exercise it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bench_common import (
     _torch,
     _with_ratios,
     other_load,
+    torch_backend,
 )
 from bench_replicas import replica_case, replica_cases
 
@@ -34,13 +36,32 @@ LR = 0.1
 def run(settings: Settings, results: Results) -> None:
     """Every GPU case on --gpu-device, then the GPU replica cases."""
     backend = get_backend(settings.gpu_device, "float32")
+    twin = _torch_twin(backend, settings, results)
     for case, sizes, n, batch in gpu_shapes(settings.quick):
         steps = 2 if settings.quick else (20 if sizes[0] >= 4096 else 200)
         with other_load({}) as load:
-            case_rows = gpu_case(case, sizes, n, batch, backend, steps, settings.repeats)
+            case_rows = gpu_case(case, sizes, n, batch, backend, steps, settings.repeats, twin)
         results.rows += [{**r, "other_cores": load["other_cores"]} for r in case_rows]
     for spec in replica_cases(backend, settings.quick, gpu=True):
         results.rows += replica_case(*spec, backend, settings.repeats)
+
+
+def _torch_twin(backend, settings: Settings, results: Results):
+    """``(name, backend)`` of handgrad on PyTorch tensors beside ``backend`` (torch:cuda
+    beside a GPU, torch beside the CPU), or None: handgrad already runs on PyTorch, it
+    was --skip'ped, or PyTorch (with CUDA) is missing (then a note says why)."""
+    if backend.name == "torch":
+        return None
+    index = backend.spec.rpartition(":")[2]
+    device = f"torch:cuda:{index if index.isdigit() else 0}" if backend.is_gpu else "torch"
+    name = "handgrad torch:cuda" if backend.is_gpu else "handgrad torch"
+    if not settings.wanted(name):
+        return None
+    twin, why = torch_backend(device, "float32")
+    if twin is None:
+        results.note(f"{name} left out of the GPU cases: {why}")
+        return None
+    return name, twin
 
 
 def gpu_shapes(quick: bool) -> list[tuple[str, tuple[int, ...], int, int]]:
@@ -68,8 +89,9 @@ def _gpu_data(case: str, sizes, rows: int):
     return X, np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], rows)]
 
 
-def gpu_case(case, sizes, rows, batch, backend, steps: int, repeats: int) -> list:
-    """One GPU case on ``backend``: time per training step of every contender."""
+def gpu_case(case, sizes, rows, batch, backend, steps: int, repeats: int, twin=None) -> list:
+    """One GPU case on ``backend`` (and handgrad on ``twin`` = (name, backend), if any):
+    time per training step of every contender."""
     X, Y = _gpu_data(case, sizes, rows)
     model = MLP(sizes, activation="sigmoid", output="sigmoid", loss="mse")
     epochs = max(1, steps * batch // rows)
@@ -78,6 +100,10 @@ def gpu_case(case, sizes, rows, batch, backend, steps: int, repeats: int) -> lis
     host_params = [backend.to_numpy(v) for v in params.values()]  # before training
     times = {f"handgrad {backend.name}": _handgrad_time(model, params, backend, X, Y, batch,
                                                         epochs, repeats)}  # fmt: skip
+    if twin is not None:
+        name, other = twin
+        start = model.init_params(other, host_rng(0))
+        times[name] = _handgrad_time(model, start, other, X, Y, batch, epochs, repeats)
     floor = _gemm_floor(backend, sizes, params, batch, n_steps, repeats)
     times["GEMM floor (sgemm only)"] = floor
     out = [{"case": case, "contender": n, "step_ms": 1e3 * t / n_steps} for n, t in times.items()]

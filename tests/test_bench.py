@@ -4,15 +4,22 @@ tiny here: the numbers themselves are measured by hand, never asserted in tests)
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import bench
 import bench_common
 import bench_cpu
+import bench_gpu
 import bench_pipeline
 import pytest
 from test_mpi import needs_mpi
 
 from backends import HandgradError
+
+SCRIPT = Path(bench.__file__)
 
 
 def _paired_ratio(row, first) -> float:
@@ -37,6 +44,56 @@ def test_quick_cpu_benchmark_writes_table_and_json(tmp_path, capsys):
         assert abs(r["vs_handgrad"] - _paired_ratio(r, first)) < 1e-12
         assert r["contender"] in table
     assert data["environment"]["numpy"]
+    if bench_common._torch() is not None:  # handgrad on torch tensors, beside NumPy's
+        for case in {r["case"] for r in rows}:
+            mine = {r["contender"]: r for r in rows if r["case"] == case}
+            on_torch, on_numpy = mine["handgrad torch"], mine["handgrad numpy"]
+            # the same fit from the same weights and batches: the same predictions
+            assert abs(on_torch["accuracy"] - on_numpy["accuracy"]) <= 1 / 200
+            assert on_torch["torch_threads"] >= 1
+        assert "| handgrad torch (" in table and data["notes"] == []
+
+
+NO_TORCH = """
+import os, runpy, sys
+
+class NoTorch:  # as if PyTorch were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python scripts/bench.py` would
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_missing_torch_is_left_out_with_a_note(tmp_path):
+    """Without PyTorch the CPU cases run the rest and say what they left out (in a fresh
+    process that cannot import torch)."""
+    argv = ["--quick", "--cases", "cpu", "--json", str(tmp_path / "b.json")]
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(SCRIPT), *argv],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["environment"]["torch"] == "not installed"
+    assert {r["contender"] for r in data["rows"]} >= {"handgrad numpy"}
+    assert not [r for r in data["rows"] if "torch" in r["contender"].lower()]
+    (note,) = data["notes"]
+    assert note.startswith("handgrad torch left out of the CPU cases: device 'torch' needs "
+                           "PyTorch: it is not installed")  # fmt: skip
+    assert f"note: {note}" in done.stdout and "| handgrad torch" not in done.stdout
+
+
+def test_skip_leaves_out_contenders_but_not_the_reference(tmp_path, capsys):
+    argv = ["--quick", "--cases", "cpu", "--json", str(tmp_path / "b.json")]
+    assert bench.main([*argv, "--skip", "handgrad", "--skip", "JAX", "--skip", "scikit"]) == 0
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    names = {r["contender"] for r in rows}
+    assert "handgrad numpy" in names and "handgrad torch" not in names
+    assert not any(n.startswith(("JAX", "scikit")) for n in names)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +143,34 @@ def test_gpu_cases_run_on_any_backend(capsys):
     assert bench.main(["--quick", "--cases", "gpu", "--gpu-device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "xor 3-4-1 b4 | handgrad numpy" in table and "GEMM floor" in table
+    if bench_common._torch() is not None:  # torch:cuda's path, on CPU tensors
+        assert "xor 3-4-1 b4 | handgrad torch |" in table
+        assert "mlp 16-8-8-4 b32 | handgrad torch |" in table
+
+
+def test_the_gpu_cases_put_handgrad_torch_cuda_beside_a_gpu(monkeypatch):
+    """Beside a GPU backend the twin is torch:cuda on the same device index, named so;
+    beside PyTorch itself there is none; without CUDA in PyTorch, a note says why."""
+    asked = []
+
+    def fake(device, dtype):
+        asked.append(device)
+        return (None, "no CUDA here") if "cuda" in device else ("a backend", None)
+
+    monkeypatch.setattr(bench_gpu, "torch_backend", fake)
+    gpu = bench_common.Settings()
+    results = bench_common.Results()
+    cupy = types.SimpleNamespace(name="cupy", is_gpu=True, spec="cuda:1")
+    assert bench_gpu._torch_twin(cupy, gpu, results) is None
+    assert asked == ["torch:cuda:1"]
+    assert results.notes == ["handgrad torch:cuda left out of the GPU cases: no CUDA here"]
+    numpy = types.SimpleNamespace(name="numpy", is_gpu=False, spec="cpu")
+    assert bench_gpu._torch_twin(numpy, gpu, results) == ("handgrad torch", "a backend")
+    on_torch = types.SimpleNamespace(name="torch", is_gpu=True, spec="torch:cuda:0")
+    assert bench_gpu._torch_twin(on_torch, gpu, results) is None
+    skip = bench_common.Settings(skip=("handgrad torch",))
+    assert bench_gpu._torch_twin(numpy, skip, results) is None
+    assert len(asked) == 2
 
 
 def test_quick_pipeline_measures_every_contender_in_a_subprocess(tmp_path, capsys):

@@ -5,6 +5,7 @@
     python scripts/bench.py --quick         # tiny sizes: checks that every contender runs
     python scripts/bench.py --cases none --memmap-gb 4   # a manual check, never in CI
     python scripts/bench.py --cases replicas             # R models in one pass vs R runs
+    python scripts/bench_versions.py OTHER_CHECKOUT      # CPU ratios of two versions
 
 Every contender trains the same model on the same data, dtype, batch size and optimizer.
 Times are medians over --repeats runs after a warm-up run, with device synchronization

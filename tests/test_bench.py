@@ -14,6 +14,7 @@ import bench_common
 import bench_cpu
 import bench_gpu
 import bench_pipeline
+import bench_versions
 import pytest
 from test_mpi import needs_mpi
 
@@ -272,3 +273,55 @@ def test_ratios_pair_the_times_of_one_round():
     )
     unpaired = [{"epoch_ms": 2.0}, {"epoch_ms": 5.0}]
     assert bench_common._with_ratios(unpaired)[1]["vs_handgrad"] == 2.5
+
+
+FAKE_BENCH = """
+import json, sys
+from pathlib import Path
+
+if "--help" in sys.argv:
+    print(HELP)
+    sys.exit(0)
+log = Path(__file__).parents[2] / "log"
+with log.open("a") as f:
+    f.write(json.dumps([NAME, sys.argv[1:]]) + "\\n")
+k = sum(json.loads(line)[0] == NAME for line in log.read_text().splitlines()) - 1
+rows = [{"case": "c", "contender": "handgrad numpy", "epoch_ms": MS, "vs_handgrad": 1.0},
+        {"case": "c", "contender": "scikit-learn MLPClassifier", "vs_handgrad": RATIOS[k]}]
+env = {"loadavg_before": [0.5, 0.5, 0.5]}
+Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps({"environment": env,
+                                                                   "rows": rows}))
+"""
+
+
+def _fake_checkout(root, name, help_text, ms, ratios):
+    (root / name / "scripts").mkdir(parents=True)
+    constants = f"NAME, HELP, MS, RATIOS = {name!r}, {help_text!r}, {ms!r}, {ratios!r}\n"
+    (root / name / "scripts" / "bench.py").write_text(constants + FAKE_BENCH)
+    return str(root / name)
+
+
+def test_versions_alternate_in_fresh_processes_and_pair_their_rounds(tmp_path, capsys):
+    """Round k runs both checkouts' bench.py, the order rotated; --skip goes only to the
+    version that knows it; each column is the median over the rounds (lowest-highest),
+    the last one the median of after / before within a round."""
+    old = _fake_checkout(tmp_path, "old", "usage: --cases", 2.0, [2.0, 2.2, 2.4])
+    new = _fake_checkout(tmp_path, "new", "usage: --cases --skip", 1.0, [3.0, 2.2, 3.6])
+    argv = [old, new, "--rounds", "3", "--repeats", "2", "--json", str(tmp_path / "v.json")]
+    assert bench_versions.main(argv) == 0
+    out = capsys.readouterr().out
+    log = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    assert [name for name, _ in log] == ["old", "new", "new", "old", "old", "new"]
+    for name, args in log:
+        assert args[:2] == ["--cases", "cpu"] and args[args.index("--repeats") + 1] == "2"
+        assert ("--skip" in args) == (name == "new")
+    sklearn = "| c | scikit-learn MLPClassifier | 2.20 (2.00-2.40) | 3.00 (2.20-3.60) | "
+    assert sklearn + "1.500 (1.000-1.500) |" in out
+    assert "| c | ms / epoch | 2.00 (2.00-2.00) | 1.00 (1.00-1.00) | 2.000 (2.000-2.000) |" in out
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert len(saved["runs"]["before"]) == len(saved["runs"]["after"]) == 3
+
+
+def test_versions_need_a_checkout(tmp_path):
+    with pytest.raises(HandgradError, match=r"has no scripts/bench\.py; give a handgrad checkout"):
+        bench_versions.main([str(tmp_path)])

@@ -101,6 +101,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "'handgrad torch' or 'JAX' (repeatable; handgrad numpy, the reference, stays; in the "
         "GPU cases it can leave out 'handgrad torch:cuda')",
     )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        help="PyTorch's CPU threads in this process (torch.set_num_threads; default: "
+        "PyTorch's own, one per core; the pipeline cases' workers keep the default)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the rows and environment as JSON")
     p.add_argument("--overwrite", action="store_true", help="allow --json to replace a file")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one pipeline run, in a subprocess
@@ -115,9 +121,9 @@ def _check_counts(p: argparse.ArgumentParser, args) -> None:
     given = [f"--{name}" for name in ("repeats", "epochs") if getattr(args, name) is not None]
     if args.quick and given:
         p.error(f"--quick sets its own tiny sizes, 2 epochs and 1 run; leave out {given[0]}")
-    for name in ("repeats", "epochs"):
+    for name in ("repeats", "epochs", "torch_threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
 
 
 def _check_outputs(args) -> None:
@@ -159,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_outputs(args)
     load_before = os.getloadavg()
     results, run = Results(), settings(args)
+    _torch_threads(args.torch_threads, results)
     for name in selected(args):
         CASES[name][0](run, results)
     env = environment()
@@ -170,6 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = json.dumps(data, indent=2)
         atomic_write(args.json, lambda f: f.write(text.encode()))
     return 0
+
+
+def _torch_threads(count: int | None, results: Results) -> None:
+    """Run PyTorch's CPU ops on ``count`` threads (None: PyTorch's default)."""
+    torch = _torch()
+    if count is not None and torch is None:
+        results.note("--torch-threads has nothing to set: PyTorch is not installed")
+    elif count is not None:
+        torch.set_num_threads(count)
 
 
 def report(env: dict, results: Results) -> None:

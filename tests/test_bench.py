@@ -87,6 +87,20 @@ def test_a_missing_torch_is_left_out_with_a_note(tmp_path):
     assert f"note: {note}" in done.stdout and "| handgrad torch" not in done.stdout
 
 
+def test_torch_threads_sets_what_the_torch_rows_ran_on(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    argv = ["--quick", "--cases", "cpu", "--json", str(tmp_path / "b.json")]
+    try:
+        assert bench.main([*argv, "--torch-threads", "1", "--skip", "scikit"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    threads = {r["contender"]: r["torch_threads"] for r in rows if "torch_threads" in r}
+    assert "handgrad torch" in threads and set(threads.values()) == {1}
+    assert "| handgrad torch (1 torch thr.) |" in capsys.readouterr().out
+
+
 def test_skip_leaves_out_contenders_but_not_the_reference(tmp_path, capsys):
     argv = ["--quick", "--cases", "cpu", "--json", str(tmp_path / "b.json")]
     assert bench.main([*argv, "--skip", "handgrad", "--skip", "JAX", "--skip", "scikit"]) == 0
@@ -102,7 +116,8 @@ def test_skip_leaves_out_contenders_but_not_the_reference(tmp_path, capsys):
     [(["--quick", "--repeats", "3"], "--quick sets its own tiny sizes, 2 epochs and 1 run; "
       "leave out --repeats"),
      (["--repeats", "0"], "--repeats must be at least 1, got 0"),
-     (["--epochs", "-2"], "--epochs must be at least 1, got -2")],
+     (["--epochs", "-2"], "--epochs must be at least 1, got -2"),
+     (["--torch-threads", "0"], "--torch-threads must be at least 1, got 0")],
 )  # fmt: skip
 def test_run_counts_are_checked_not_ignored(capsys, argv, message):
     with pytest.raises(SystemExit) as info:

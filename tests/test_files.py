@@ -146,8 +146,8 @@ def test_a_setting_a_newer_version_adds_gets_its_default_and_an_unknown_one_is_n
     assert "norm" not in stored["config"]  # written before the setting existed
     config = RunConfig.from_json(stored["config"], "old")
     assert (config.norm, config.dropout) == ("none", 0.0)
-    with pytest.raises(CheckpointError, match=r"\(schedule\); it was written by a newer handgrad"):
-        RunConfig.from_json({**stored["config"], "schedule": "cosine"}, "new")
+    with pytest.raises(CheckpointError, match=r"\(warp_drive\); it was written by a newer"):
+        RunConfig.from_json({**stored["config"], "warp_drive": 9}, "new")
 
 
 def test_a_resumed_old_run_keeps_its_mlp(old):

@@ -222,17 +222,20 @@ def run_epoch(
     rows = _batches(X, Y, order, batch, like, xp=xp, bounds=mine)
     inplace = writes_in_place(xp)
     scale = optimizer.grad_scale
+    stochastic, renews, decay = net.stochastic, bool(net.stateful), net.decayed
     losses = []
     for (start, stop), (a, b) in zip(bounds, parts, strict=True):
-        noise = Noise(rng, stop - start, (a - start, b - start)) if net.stochastic else None
+        noise = Noise(rng, stop - start, (a - start, b - start)) if stochastic else None
         grads, renewed = None, {}
         if b > a:
             xb, yb = next(rows)
-            yb = net.prepare_targets(yb, dtype=like.dtype, xp=xp)  # no-op when prepared
+            if yb.ndim != 2 or yb.dtype != like.dtype:  # streamed labels: prepared per batch
+                yb = net.prepare_targets(yb, dtype=like.dtype, xp=xp)
             _, cache = net.forward(params, xb, train=True, noise=noise, inplace=inplace, xp=xp)
             losses.append(net.loss_from_cache(cache, yb, xp=xp, inplace=inplace))
             grads = net.backward(params, cache, yb, scale=scale, inplace=inplace, xp=xp)
-            renewed = net.new_state(cache)
+            if renews:
+                renewed = net.new_state(cache)
         elif noise is not None:
             net.skip_noise(noise)  # the same draws as the ranks that have rows
         if comm is not None:
@@ -240,10 +243,9 @@ def run_epoch(
             grads = comm.sum_arrays(grads, like=_trained(net, params), weight=weight)
         if clip is not None and grads is not None:
             grads = clip_global_norm(grads, clip, scale, stacked=stacked, xp=xp)
-        params, state = optimizer.update(
-            params, grads, state, decay=net.decayed, scale=scale, xp=xp
-        )
-        _renew(params, renewed, optimizer)
+        params, state = optimizer.update(params, grads, state, decay=decay, scale=scale, xp=xp)
+        if renewed:
+            _renew(params, renewed, optimizer)
     loss = _weighted_total(losses, mine, n, net.loss, like, xp=xp)
     return params, state, _summed({"loss": loss}, comm)["loss"]
 
@@ -603,8 +605,20 @@ def fit(
     like = next(iter(params.values()))
     xp = array_namespace(like)
     n = X.shape[0]
-    control, clip = _controls(net, optimizer, like, count, n, batch_size, schedule,
-                              early_stopping, clip_grad, history, validation, start_epoch)
+    control, clip = _controls(
+        net,
+        optimizer,
+        like,
+        count,
+        n,
+        batch_size,
+        schedule,
+        early_stopping,
+        clip_grad,
+        history,
+        validation,
+        start_epoch,
+    )
     batch = n if batch_size is None else min(batch_size, n)
     targets = Y if is_streamed(Y, xp) else net.prepare_targets(Y, dtype=like.dtype, xp=xp)
     state = optimizer.init(_trained(net, params)) if state is None else state

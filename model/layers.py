@@ -72,12 +72,6 @@ def _rows(v):
     return v[..., None, :]
 
 
-def _row_sums(a, xp, keep: bool):
-    """The sum over the rows of ``a`` (axis -2), as the product 1^T a (see
-    :func:`model.variants.ones`)."""
-    return (ones((1, a.shape[-2]), a, xp=xp, keep=keep) @ a)[..., 0, :]
-
-
 def _count(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -183,7 +177,8 @@ class Dense(Layer):
         X = cache[0]
         grads = {"W": (X.T if X.ndim == 2 else xp.matrix_transpose(X)) @ dZ}
         if self.bias:
-            grads["b"] = _row_sums(dZ, xp, inplace)
+            ones_row = ones((1, dZ.shape[-2]), dZ, xp=xp, keep=inplace)
+            grads["b"] = (ones_row @ dZ)[..., 0, :]  # sum over rows, 1^T dZ (variants.ones)
         if not input_grad:
             return None, grads
         W = params["W"]

@@ -279,24 +279,34 @@ class Sequential:
         was."""
         caches, A_L = cache
         xp = xp or array_namespace(A_L)
-        Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
-        scale = replica_scale(scale, A_L, xp)  # per replica: (R, 1, 1)
+        if Y.ndim != 2 or Y.dtype != A_L.dtype:
+            Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
+        if not isinstance(scale, int | float):
+            scale = replica_scale(scale, A_L, xp)  # per replica: (R, 1, 1)
         grads: dict = {}
         loss = self.loss_spec
         if loss.on_logits:  # dC/dZ of the last layer's output, the loss's link included
             dX = logit_grad(A_L, Y, xp=xp, scale=scale, out=A_L if inplace else None)
         else:
             dX = loss.grad(A_L, Y, xp=xp, scale=scale)
-        for i in range(len(self._plan) - 1, -1, -1):
-            layer, pairs = self._plan[i][:2]
-            local = {k: params[g] for k, g in pairs}
-            step = layer.backward_z if loss.on_logits and i == len(self._plan) - 1 else (
-                layer.backward)  # fmt: skip
-            dX, g = step(local, caches[i], dX, inplace=inplace, input_grad=i > 0, xp=xp)
-            for k, name in pairs:
+        for i, backward, pairs in self._backward_plan:
+            dX, g = backward({k: params[n] for k, n in pairs}, caches[i], dX, inplace=inplace,
+                             input_grad=i > 0, xp=xp)  # fmt: skip
+            for k, n in pairs:
                 if k in g:
-                    grads[name] = g[k]
+                    grads[n] = g[k]
         return grads
+
+    @functools.cached_property
+    def _backward_plan(self) -> tuple:
+        """(index, the backward to call, the layer's name pairs), last layer first; the
+        last layer's backward starts from dC/dZ under a loss on logits."""
+        last = len(self.layers) - 1
+        return tuple(
+            (i, layer.backward_z if self.loss_spec.on_logits and i == last else layer.backward,
+             pairs)
+            for i, (layer, pairs, *_) in reversed(list(enumerate(self._plan)))
+        )  # fmt: skip
 
     @functools.cached_property
     def _widths(self) -> tuple:
@@ -319,14 +329,14 @@ class Sequential:
         """The state parameters a training-mode forward pass renewed (BatchNorm's running
         statistics), under the network's names."""
         out = {}
-        for i in self._stateful:
+        for i in self.stateful:
             for k, v in self.layers[i].new_state(cache[0][i]).items():
                 out[self._names[i][k]] = v
         return out
 
     @functools.cached_property
-    def _stateful(self) -> tuple[int, ...]:
-        """The layers with state parameters."""
+    def stateful(self) -> tuple[int, ...]:
+        """The layers with state parameters (renewed by a training-mode forward pass)."""
         return tuple(i for i, layer in enumerate(self.layers)
                      if any(not p.trained for p in layer.params().values()))  # fmt: skip
 
@@ -358,7 +368,8 @@ class Sequential:
         caches, A_L = cache
         xp = xp or array_namespace(A_L)
         loss = self.loss_spec
-        Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
+        if Y.ndim != 2 or Y.dtype != A_L.dtype:
+            Y = self.prepare_targets(Y, dtype=A_L.dtype, xp=xp)
         if loss.value_from_output is not None:
             return loss.value_from_output(A_L, Y, xp=xp, keep=inplace)
         z = self.layers[-1].logits(caches[-1]) if loss.on_logits else A_L

@@ -161,8 +161,9 @@ class Optimizer:
         if not isinstance(self.weight_decay, float) or self.weight_decay:
             grads = add_decayed_weights(grads, params, self.weight_decay, decay, scale, xp=xp)
         state = {**state, "step": state["step"] + 1}
+        step = self._step
         for name, g in grads.items():
-            params[name] = self._step(name, params[name], g, state, scale, xp)
+            params[name] = step(name, params[name], g, state, scale, xp)
         return params, state
 
     def _step(self, name, p, g, state, scale, xp):  # pragma: no cover - every optimizer has one

@@ -19,28 +19,6 @@ optimizer buffers as ``opt.<buffer>.<name>`` (checkpoints); and one JSON text en
                              optimizer step, data fingerprint, step; a sweep's grid and
                              diverged replicas; ``optimizer_state`` (below)
 
-Fields added to format 3 since it appeared, each read with its default when missing (so
-every earlier file reads as before):
-
-    training.optimizer_state   {name: value}: the optimizer state's host values beside
-                               its step, JSON numbers, booleans and lists of them
-                               (L-BFGS: ``loss``, ``rho``, ``gamma``, ``stalled``, see
-                               :mod:`model.lbfgs`). Default {}.
-    opt.<buffer>.<name>        the buffers of L-BFGS: ``g`` (the gradient at the
-                               parameters), ``s0`` .. ``s{m-1}`` and ``y0`` .. ``y{m-1}``
-                               (its curvature pairs, oldest first), each of the trained
-                               parameters' shapes
-    opt.best.<name>            early stopping's best epoch's parameters, every parameter
-                               (its state ones too): what the run's model is
-                               (:attr:`ModelFile.model_params`) while the checkpoint's
-                               parameters are its last epoch's, where a resume continues.
-                               Default: none (no early stopping).
-    training.history.lr        each epoch's learning rate (a run's history; a list per
-                               epoch of one per replica for a sweep)
-    training.config            the schedule, early stopping and clipping settings
-                               (:class:`model.config.RunConfig`; defaults: constant
-                               schedule, none, none)
-
 Every older version reads: format 2 model files and checkpoints (``model``: an MLP's
 sizes, activation, output, loss, bias; no ``replicas``) and format 1 sweep checkpoints
 (``"handgrad-sweep"``). A field a newer version adds gets a default when it is missing,

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 
 from backends.errors import ConfigError
-from model.variants import ones
+from model.variants import kept_ones, ones
 
 __all__ = ["ACTIVATIONS", "ActivationFn", "backward", "forward", "get_activation"]
 
@@ -64,6 +64,11 @@ def limits(dtype, xp) -> tuple[float, float]:
 
 def sigmoid_floor(dtype, /, *, xp) -> float:
     """1 - log(dtype max): the z at and above which e^-z cannot overflow."""
+    return _floor(dtype, xp)
+
+
+@functools.lru_cache(maxsize=64)
+def _floor(dtype, xp) -> float:
     return 1.0 - math.log(limits(dtype, xp)[0])
 
 
@@ -71,7 +76,7 @@ def sigmoid(z, /, *, xp, out=None, bias=None):
     """sigma(z) = 1 / (1 + e^-z), with z clamped below at :func:`sigmoid_floor` so that
     e^-z cannot overflow. The clamp moves only values smaller than ~1e-38 (float32) or
     ~1e-308 (float64), and costs one cheap pass where a two-branch form would cost three."""
-    low = 1.0 - math.log(limits(z.dtype, xp)[0])  # sigmoid_floor, inline: every step
+    low = _floor(z.dtype, xp)  # sigmoid_floor's value, one cached call a step
     if out is None:
         t = xp.maximum(_plus(z, bias, None, xp), low)
         t *= -1.0
@@ -136,12 +141,13 @@ def softmax(z, /, *, xp, out=None, bias=None):
 
     Subtracting the row maximum leaves the value unchanged and keeps every exponent <= 0."""
     z = _plus(z, bias, out, xp)
-    keep = out is not None
-    if keep:  # the variant: the array's own reduction, without the namespace's wrappers
+    k = z.shape[-1]
+    if out is not None:  # the variant: the array's own reduction, without the wrappers
         e = xp.exp(xp.subtract(z, z.max(axis=-1, keepdims=True), out=out), out=out)
-    else:
-        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
-    e /= e @ ones((e.shape[-1], 1), e, xp=xp, keep=keep)  # the row sums, sum_k e_k
+        e /= e @ kept_ones((k, 1), e.dtype, getattr(e, "device", None), xp)  # sum_k e_k
+        return e
+    e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    e /= e @ ones((k, 1), e, xp=xp)  # the row sums, sum_k e_k
     return e
 
 

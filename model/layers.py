@@ -37,7 +37,7 @@ from array_api_compat import array_namespace, device
 
 from backends.errors import ConfigError
 from model.activations import get_activation
-from model.variants import ones
+from model.variants import kept_ones, ones
 
 __all__ = [
     "LAYERS",
@@ -167,18 +167,25 @@ class Dense(Layer):
         return A, (X, Z, A)
 
     def backward(self, params, cache, dA, /, *, inplace=False, input_grad=True, xp=None):
-        xp = xp or array_namespace(dA)
-        dZ = self._f.backward(dA, cache[2], xp=xp, out=dA if inplace else None)
-        return self.backward_z(params, cache, dZ, input_grad=input_grad, inplace=inplace, xp=xp)
+        return self.backward_z(params, cache, dA, inplace=inplace, input_grad=input_grad,
+                               xp=xp, through_f=True)  # fmt: skip
 
-    def backward_z(self, params, cache, dZ, /, *, inplace=False, input_grad=True, xp=None):
-        """dW, db and (when ``input_grad``) dX from dZ = dC/dZ."""
+    def backward_z(self, params, cache, dZ, /, *, inplace=False, input_grad=True, xp=None,
+                   through_f=False):  # fmt: skip
+        """dW, db and (when ``input_grad``) dX from dZ = dC/dZ; ``through_f``: from dA,
+        through the activation's backward first (:meth:`backward`)."""
         xp = xp or array_namespace(dZ)
+        if through_f:
+            dZ = self._f.backward(dZ, cache[2], xp=xp, out=dZ if inplace else None)
         X = cache[0]
         grads = {"W": (X.T if X.ndim == 2 else xp.matrix_transpose(X)) @ dZ}
-        if self.bias:
-            ones_row = ones((1, dZ.shape[-2]), dZ, xp=xp, keep=inplace)
-            grads["b"] = (ones_row @ dZ)[..., 0, :]  # sum over rows, 1^T dZ (variants.ones)
+        if self.bias:  # the sum over rows as 1^T dZ (model.variants.ones)
+            m = dZ.shape[-2]
+            if inplace:
+                row = kept_ones((1, m), dZ.dtype, getattr(dZ, "device", None), xp)
+            else:
+                row = ones((1, m), dZ, xp=xp)
+            grads["b"] = (row @ dZ)[..., 0, :]
         if not input_grad:
             return None, grads
         W = params["W"]

@@ -250,10 +250,8 @@ class Sequential:
         for layer, pairs, writes_own, keeps_input, caches_output in self._plan:
             # A Dense layer writes into its own product only; the others into their input.
             write = inplace and (own or writes_own) and not keeps_input
-            out, cache = layer.forward(
-                {k: params[g] for k, g in pairs}, A, train=train, noise=noise, inplace=write,
-                xp=xp,
-            )  # fmt: skip
+            local = {k: params[n] for k, n in pairs}
+            out, cache = layer.forward(local, A, train=train, noise=noise, inplace=write, xp=xp)
             own = (out is not A or own) and not caches_output
             caches.append(cache)
             A = out
@@ -290,8 +288,8 @@ class Sequential:
         else:
             dX = loss.grad(A_L, Y, xp=xp, scale=scale)
         for i, backward, pairs in self._backward_plan:
-            dX, g = backward({k: params[n] for k, n in pairs}, caches[i], dX, inplace=inplace,
-                             input_grad=i > 0, xp=xp)  # fmt: skip
+            local = {k: params[n] for k, n in pairs}
+            dX, g = backward(local, caches[i], dX, inplace=inplace, input_grad=i > 0, xp=xp)
             for k, n in pairs:
                 if k in g:
                     grads[n] = g[k]

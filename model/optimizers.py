@@ -161,10 +161,14 @@ class Optimizer:
         if not isinstance(self.weight_decay, float) or self.weight_decay:
             grads = add_decayed_weights(grads, params, self.weight_decay, decay, scale, xp=xp)
         state = {**state, "step": state["step"] + 1}
+        self._steps(params, grads, state, scale, xp)
+        return params, state
+
+    def _steps(self, params, grads, state, scale, xp) -> None:
+        """One :meth:`_step` per parameter, each result stored back."""
         step = self._step
         for name, g in grads.items():
             params[name] = step(name, params[name], g, state, scale, xp)
-        return params, state
 
     def _step(self, name, p, g, state, scale, xp):  # pragma: no cover - every optimizer has one
         raise NotImplementedError
@@ -192,8 +196,21 @@ class SGD(Optimizer):
         """lr (a number, or one per replica): the step then is p <- p - G for G = lr g."""
         return self.lr
 
+    def _steps(self, params, grads, state, scale, xp) -> None:
+        if self.momentum or not self._folded(scale):
+            super()._steps(params, grads, state, scale, xp)
+            return
+        for name, g in grads.items():  # plain SGD on G = lr g: p <- p - G, as _step does
+            p = params[name]
+            p -= g
+            params[name] = p
+
+    def _folded(self, scale) -> bool:
+        """Whether the gradients come already scaled by lr (``scale`` is lr)."""
+        return scale is self.lr or (isinstance(self.lr, float) and scale == self.lr)
+
     def _step(self, name, p, g, state, scale, xp):
-        if scale is self.lr or (isinstance(self.lr, float) and scale == self.lr):
+        if self._folded(scale):
             step = g  # G = lr g already
         else:
             step = replica_scale(self.lr, p, xp) * g

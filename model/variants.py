@@ -56,14 +56,16 @@ def ones(shape: tuple, like, /, *, xp, keep: bool = False):
     as products with ones (1^T A: one small matrix product, where a reduction through the
     namespace's wrappers costs three times as much on NumPy). ``keep`` (the in-place
     variants, NumPy and CuPy): the same array for every call with this shape, dtype and
-    device, never written to."""
+    device, never written to (:func:`kept_ones`)."""
     if keep:
-        return _kept_ones(shape, like.dtype, getattr(like, "device", None), xp)
+        return kept_ones(shape, like.dtype, getattr(like, "device", None), xp)
     return xp.ones(shape, dtype=like.dtype, device=device(like))
 
 
 @functools.lru_cache(maxsize=64)
-def _kept_ones(shape, dtype, where, xp):
+def kept_ones(shape: tuple, dtype, where, xp):
+    """The ones of :func:`ones` kept for the in-place variants, one array per (shape,
+    dtype, device); callers in the step call this directly (one C call, not two)."""
     return (
         xp.ones(shape, dtype=dtype, device=where)
         if where is not None

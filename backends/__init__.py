@@ -279,6 +279,17 @@ def _choose_auto() -> str:
     return "cpu"
 
 
+def _check_index(spec: str, index: int, count: int, prefix: str) -> None:
+    """A DeviceUnavailableError naming the devices there are, for GPU ``index`` of
+    ``count``."""
+    if index >= count:
+        raise DeviceUnavailableError(
+            f"device {spec!r}: only {count} CUDA device(s) found; use {prefix}:0"
+            + (f" to {prefix}:{count - 1}" if count > 1 else ""),
+            setting="device",
+        )
+
+
 def _cuda_backend(spec: str, dtype: str) -> Backend:
     index_text = spec.partition(":")[2] or ("0" if spec == "cuda" else "")
     if not index_text.isdigit():
@@ -299,12 +310,7 @@ def _cuda_backend(spec: str, dtype: str) -> Backend:
             "Check the GPU and driver with nvidia-smi, or use device 'cpu'",
             setting="device",
         )
-    if index >= count:
-        raise DeviceUnavailableError(
-            f"device {spec!r}: only {count} CUDA device(s) found; use cuda:0"
-            + (f" to cuda:{count - 1}" if count > 1 else ""),
-            setting="device",
-        )
+    _check_index(spec, index, count, "cuda")
     device = cupy.cuda.Device(index)
     device.use()  # CuPy runs kernels on the current device: make it this one
     xp = array_api_compat.array_namespace(cupy.empty(0))
@@ -385,12 +391,7 @@ def _torch_backend(spec: str, dtype: str) -> Backend:
                 "nvidia-smi, or use device 'torch' (the CPU)",
                 setting="device",
             )
-        if index >= count:
-            raise DeviceUnavailableError(
-                f"device {spec!r}: only {count} CUDA device(s) found; use torch:cuda:0"
-                + (f" to torch:cuda:{count - 1}" if count > 1 else ""),
-                setting="device",
-            )
+        _check_index(spec, index, count, "torch:cuda")
         device, canonical = torch.device("cuda", index), f"torch:cuda:{index}"
     elif kind == "mps":
         if not torch.backends.mps.is_available():

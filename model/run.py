@@ -50,7 +50,13 @@ from backends.errors import ConfigError, DataError, HandgradError, about, check_
 from model.checkpoint import CheckpointError, WriteError, atomic_write, host_copy
 from model.config import PreparedData, RunConfig, build_model, check_memory, prepare_data
 from model.data import not_a_file
-from model.files import ModelFile, load_host_params, read_model_file, write_model_file
+from model.files import (
+    ModelFile,
+    load_host_params,
+    read_meta,
+    read_model_file,
+    write_model_file,
+)
 from model.fit import DivergenceError, evaluate, fit
 from model.folders import (
     check_creatable,
@@ -290,7 +296,9 @@ class Run:
         params = None
         if init is not None:
             with about("init"):
-                params = load_host_params(checkpoint_source(init), model)  # a folder too
+                source = checkpoint_source(init)  # a run folder too
+                params = load_host_params(source, model)
+                _warn_if_init_differs(source, data)
             if grid is not None:
                 params = stack_params([params] * len(grid))
         rows = data.X.shape[0] + _rows(data.X_val)
@@ -725,7 +733,7 @@ class Run:
         # An interrupt may reach one rank only; completion and divergence reach them all.
         collective = self.status in ("completed", "diverged")
         if self.status == "completed" and self.writes and self.grid is None:
-            _warn_if_stalled(snap.history.get("loss", []), self.data)
+            _warn_if_not_learning(snap.history.get("loss", []), self.data)
         paths = {"checkpoint": self._write_checkpoint(collective=collective)}
         with self._after_checkpoint():
             return self._summarize(paths)
@@ -1010,27 +1018,70 @@ def _blame_scale(error: DivergenceError, data: PreparedData) -> None:
     error.setting, error.suggestion = "standardize", None
 
 
+def _warn_if_init_differs(path, data: PreparedData) -> None:
+    """Warnings when the model file that starts a run (init) was trained on other inputs
+    or classes than the run's: its weights expect standardized (or raw) features, or its
+    output unit k stood for another class than the run's k-th. A file of parameters alone
+    records neither."""
+    meta = read_meta(path) or {}
+    pre = meta.get("preprocessing")
+    if isinstance(pre, dict) and "standardize" in pre:
+        was, now = pre["standardize"] is not None, data.standardizer is not None
+        if was != now:
+            logger.warning(
+                "warning: %s was trained on %s features and this run's are %s: its weights "
+                "expect %s inputs; %s",
+                path,
+                "standardized" if was else "raw",
+                "not standardized" if was else "standardized",
+                "standardized" if was else "raw",
+                "standardize them" if was else "train without standardizing",
+                extra={"setting": "standardize"},
+            )
+    classes, labels = meta.get("classes"), data.targets.labels
+    if isinstance(classes, list) and labels is not None and classes != labels.to_json():
+        logger.warning(
+            "warning: %s's output units stand for the classes %s and this run's for %s: "
+            "unit k now stands for this run's k-th class",
+            path,
+            ", ".join(map(str, classes)),
+            ", ".join(map(str, labels.to_json())),
+            extra={"setting": "init"},
+        )
+
+
 STALLED = 5  # epochs of exactly the same training loss that make a run stalled
+LEARNED = 0.5  # a loss below this share of the first epoch's: the network has learned
+ROSE = 2.0  # a last loss above this multiple of the first epoch's: the steps are too large
+SCALED = 10.0  # raw features beyond this magnitude: a stall names --standardize
 
 
-def _warn_if_stalled(losses: list, data: PreparedData) -> None:
-    """A warning when the training loss of a completed run was exactly the same over its
-    last :data:`STALLED` epochs (and not 0, a perfect fit): the network no longer learns
-    (saturated or dead units, or steps too small to change a parameter). The fix it names:
-    standardizing features that are not, else another learning rate."""
-    last = losses[-STALLED:]
-    if len(last) < STALLED or len(set(last)) > 1 or last[0] == 0:
+def _warn_if_not_learning(losses: list, data: PreparedData) -> None:
+    """A warning when a completed run did not learn: its training loss was exactly the
+    same over its last :data:`STALLED` epochs while still above :data:`LEARNED` times the
+    first epoch's (saturated or dead units, or steps too small to change a parameter; a
+    loss that fell that far and stopped has converged), or it ended above :data:`ROSE`
+    times the first epoch's (steps too large, bouncing without overflowing). The fix it
+    names: standardizing raw features beyond :data:`SCALED`, else the learning rate."""
+    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
         return
-    fix, setting = "try another learning rate", "lr"
-    if data.standardizer is None:
+    first, last = losses[0], losses[-1]
+    stalled = len(losses) >= STALLED and len(set(losses[-STALLED:])) == 1
+    if stalled and last >= LEARNED * first and last > 0:
+        what = f"stayed at {last:.6g} over the last {STALLED} epochs"
+        fix, setting = "try another learning rate", "lr"
+    elif last > ROSE * first:
+        what = f"rose from {first:.6g} (epoch 1) to {last:.6g} (epoch {len(losses)})"
+        fix, setting = "the steps are too large: try a smaller learning rate", "lr"
+    else:
+        return
+    if data.standardizer is None and data.largest > SCALED:
         setting = "standardize"
         fix = f"the features are not standardized (values up to {data.largest:.3g}): "
         fix += "standardize them"
     logger.warning(
-        "warning: the training loss stayed at %.6g over the last %d epochs: the network does "
-        "not learn; %s",
-        last[0],
-        STALLED,
+        "warning: the training loss %s: the network does not learn; %s",
+        what,
         fix,
         extra={"setting": setting},
     )

@@ -92,25 +92,72 @@ def test_a_stalled_loss_on_standardized_features_names_the_learning_rate(capsys,
     assert line.endswith("the network does not learn; try another learning rate (--lr)"), line
 
 
-def test_a_loss_that_moves_or_reached_zero_is_not_a_stall():
-    from model.run import STALLED, _warn_if_stalled
-
-    class Data:
-        standardizer, largest = None, 10.0
-
+def _not_learning_warnings(losses, largest=100.0, standardizer=None) -> list:
+    """The records :func:`model.run._warn_if_not_learning` logs for ``losses``."""
     import logging
 
-    records = []
+    from model.run import _warn_if_not_learning
+
+    class Data:
+        pass
+
+    Data.standardizer, Data.largest = standardizer, largest
+    records: list = []
     handler = logging.Handler()
     handler.emit = records.append
     logger = logging.getLogger("handgrad")
     logger.addHandler(handler)
     try:
-        _warn_if_stalled([1.0] * (STALLED - 1), Data)  # too few epochs to tell
-        _warn_if_stalled([2.0] + [1.0] * (STALLED - 1), Data)
-        _warn_if_stalled([0.0] * STALLED, Data)  # a perfect fit
-        assert records == []
-        _warn_if_stalled([2.0] + [1.0] * STALLED, Data)
-        assert len(records) == 1 and records[0].setting == "standardize"
+        _warn_if_not_learning(losses, Data)
     finally:
         logger.removeHandler(handler)
+    return records
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [1.0] * 4,  # too few epochs to tell
+        [2.0] + [1.0] * 4,  # moved, then too few equal epochs
+        [0.0] * 5,  # a perfect fit
+        [1.1, 0.5] + [0.032] * 5,  # converged (L-BFGS on raw iris): it did learn
+        [2.3, 1.0] + [9.9e-10] * 5,
+        [2.3, 2.9, 4.5],  # rose, but not to twice the first epoch's
+        [2.3, float("nan")],  # a divergence is an error of its own
+    ],
+)
+def test_a_loss_that_moved_converged_or_reached_zero_is_not_warned_about(losses):
+    assert _not_learning_warnings(losses) == []
+
+
+def test_a_stalled_loss_names_standardize_only_for_raw_features_beyond_the_unit_scale():
+    stalled = [2.0] + [1.5] * 5
+    (record,) = _not_learning_warnings(stalled, largest=100.0)
+    assert record.setting == "standardize" and "values up to 100" in record.getMessage()
+    for largest, standardizer in ((1.0, None), (100.0, object())):
+        (record,) = _not_learning_warnings(stalled, largest, standardizer)
+        assert record.setting == "lr" and "standardize" not in record.getMessage()
+
+
+def test_a_loss_that_rose_far_above_its_first_epoch_names_a_smaller_learning_rate():
+    (record,) = _not_learning_warnings([2.3, 60.0, 78.5, 78.9], largest=1.0)
+    message = record.getMessage()
+    assert record.setting == "lr"
+    assert "rose from 2.3 (epoch 1) to 78.9 (epoch 4)" in message
+    assert message.endswith("try a smaller learning rate"), message
+
+
+def test_a_huge_learning_rate_on_digits_is_warned_about(capsys, tmp_path):
+    """The loss bounces far above its start without overflowing: no divergence error,
+    but a warning naming --lr (digits' features are in [0, 1]: not --standardize)."""
+    rc, _, err = run(capsys, tmp_path, "--lr", "1e6", "--epochs", "30")
+    assert rc == 0
+    (line,) = _warnings(err)
+    assert "the training loss rose from " in line and "standardize" not in line
+    assert line.endswith("try a smaller learning rate (--lr)"), line
+
+
+def test_a_converged_lbfgs_run_is_not_warned_about(capsys, tmp_path):
+    rc, _, err = run(capsys, tmp_path, "--dataset", "iris", "--optimizer", "lbfgs",
+                       "--epochs", "300")  # fmt: skip
+    assert rc == 0 and _warnings(err) == [], err

@@ -157,6 +157,37 @@ def test_init_file_then_gd_equals_plain_numpy(capsys, tmp_path):
             assert_close(got[name], value, 1e-10)
 
 
+def test_init_from_a_file_of_other_preprocessing_or_classes_is_warned_about(capsys, tmp_path):
+    """A model file trained on standardized wine (classes 3, 4, 5) starts runs: the same
+    preprocessing and classes say nothing; raw features, or classes 0, 1, 2, are named."""
+    from model.data import load_dataset
+
+    X, y = load_dataset("wine")
+    np.savez(tmp_path / "wine.npz", X=X, y=y + 3)
+    np.savez(tmp_path / "other.npz", X=X, y=y)
+    common = ("--device", "cpu", "--epochs", "2", "--quiet", "--overwrite")
+    wine, model = str(tmp_path / "wine.npz"), str(tmp_path / "m.npz")
+    rc, _, err = run(capsys, "--data", wine, "--standardize", "--save", model,
+                     "--out", str(tmp_path / "a"), *common)  # fmt: skip
+    assert rc == 0, err
+
+    def warnings(*argv):
+        rc, _, err = run(capsys, "--init", str(tmp_path / "m.npz"), *argv, *common)
+        assert rc == 0, err
+        return [line for line in err.splitlines() if line.startswith("warning: ")]
+
+    same = warnings(
+        "--data", str(tmp_path / "wine.npz"), "--standardize", "--out", str(tmp_path / "b")
+    )
+    assert same == []
+    (raw,) = warnings("--data", str(tmp_path / "wine.npz"), "--out", str(tmp_path / "c"))
+    assert "was trained on standardized features and this run's are not standardized" in raw
+    assert raw.endswith("standardize them (--standardize)"), raw
+    (other,) = warnings("--data", str(tmp_path / "other.npz"), "--standardize", "--out",
+                        str(tmp_path / "d"))  # fmt: skip
+    assert "output units stand for the classes 3, 4, 5 and this run's for 0, 1, 2" in other
+
+
 def test_user_csv_with_and_without_header(capsys, tmp_path):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(120, 3))

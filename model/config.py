@@ -344,9 +344,12 @@ def prepare_data(
     standardizer: Standardizer | None = None,
     stream: bool | None = None,
     comm=None,
+    fingerprint: str | None = None,
 ) -> PreparedData:
     """Load, check, split and scale the data of ``config`` on the host; decide the loss
-    and the output width. ``labels`` / ``standardizer`` fix those of a resumed run.
+    and the output width. ``labels`` / ``standardizer`` fix those of a resumed run, and
+    ``fingerprint`` the data it trained on: other data is refused as soon as it is loaded,
+    before its targets are read against the run's loss.
 
     ``stream``: memory-map the data file's X and read it batch by batch while training
     instead of loading it (an uncompressed ``.npz`` or a ``.npy``; other formats are
@@ -358,7 +361,14 @@ def prepare_data(
     streamed file (finiteness, fingerprint, statistics, range) and sends the results to
     the others, which then read only their rows of each batch while training."""
     X, y, mapped = _load(config, stream, comm)
-    fingerprint = on_root(comm, lambda: _sha256(X) + _sha256(y))
+    expected, fingerprint = fingerprint, on_root(comm, lambda: _sha256(X) + _sha256(y))
+    if expected not in (None, fingerprint):
+        raise CheckpointError(
+            f"the data of {config.data or config.dataset} changed since the run was made "
+            "(its fingerprint differs), so the run cannot continue bit for bit; restore "
+            "the data (or give the path it moved to), or start a new run on the new data",
+            setting="data",
+        )
     with about("loss" if config.model == "mlp" else "model"):  # a single unit fixes its loss
         fixed = FIXED_LOSS.get(config.model)
         reason = f"fixed by the model {config.model!r}" if fixed else "as set"

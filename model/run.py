@@ -983,7 +983,7 @@ def _unfinished(source: Path, done: int, epochs: int) -> bool:
 
 def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> PreparedData:
     """The resumed run's data, prepared with its classes and standardization, and checked
-    to be the data it trained on (present, and the same fingerprint)."""
+    to be the data it trained on (present, and the same fingerprint: :func:`prepare_data`)."""
     if config.data is not None and not Path(config.data).is_file():
         why = not_a_file(Path(config.data))
         said = "is gone; if it moved, give its new path" if why == "no such file" else (
@@ -993,16 +993,9 @@ def _resumed_data(config, stored: ModelFile, info: dict, comm, grid) -> Prepared
             "same data)",
             setting="data",
         )
-    data = prepare_data(config, labels=stored.labels, standardizer=stored.standardizer,
-                        stream=_stream(comm, grid), comm=comm)  # fmt: skip
-    if info.get("data_sha256") not in (None, data.fingerprint):
-        raise CheckpointError(
-            f"the data of {config.data or config.dataset} changed since the run was made "
-            "(its fingerprint differs), so the run cannot continue bit for bit; restore "
-            "the data (or give the path it moved to), or start a new run on the new data",
-            setting="data",
-        )
-    return data
+    return prepare_data(config, labels=stored.labels, standardizer=stored.standardizer,
+                        stream=_stream(comm, grid), comm=comm,
+                        fingerprint=info.get("data_sha256"))  # fmt: skip
 
 
 def _blame_scale(error: DivergenceError, data: PreparedData) -> None:

@@ -878,12 +878,15 @@ _FIXABLE = tuple(f for f in RunConfig.__dataclass_fields__ if f not in RESUMABLE
 
 
 def _check_resumed_outputs(grid, comm, lr, save_all, path) -> None:
-    """What a resume may ask of the run it continues: a sweep in one process and with
-    its own learning rates; every replica's model files of a sweep alone."""
+    """What a resume may ask of the run it continues: a sweep in one process, and with its
+    own learning rates when it sweeps them (else a new one is every replica's); every
+    replica's model files of a sweep alone."""
     _check_one_process(grid, comm)
-    if grid is not None and lr is not None:
+    if grid is not None and lr is not None and "lr" in grid[0]:
         raise ConfigError(
-            "a sweep's learning rates cannot change on resume; start a new sweep", setting="lr"
+            "this sweep is over lr: its replicas' learning rates cannot change on resume; "
+            "start a new sweep",
+            setting="lr",
         )
     if save_all is not None and grid is None:
         raise ConfigError(

@@ -131,6 +131,25 @@ def test_a_resumed_sweep_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
     assert len(history["loss"]) == 6
 
 
+def test_a_sweep_not_over_lr_resumes_with_a_new_lr_for_every_replica(tmp_path):
+    """Replica r of a weight decay sweep resumed with another lr equals the separate run
+    of its decay resumed with that lr; a sweep over lr keeps its own."""
+    cpu = get_backend("cpu", "float64")
+    config = RunConfig(**{**SMALL, "epochs": 2})
+    Run.start(config, tmp_path / "s", sweep={"weight_decay": [0.0, 0.02]}).train(cpu)
+    sweep = Run.resume(tmp_path / "s", epochs=4, lr=0.02)
+    assert [sweep.replica_config(r).lr for r in range(2)] == [0.02, 0.02]
+    sweep.train(cpu)
+    Run.start(dataclasses.replace(config, weight_decay=0.02), tmp_path / "one").train(cpu)
+    Run.resume(tmp_path / "one", epochs=4, lr=0.02).train(cpu)
+    one = _params_of(tmp_path / "one")
+    for k, p in sweep.params.items():
+        np.testing.assert_allclose(p[1], one[k], rtol=1e-12)
+    Run.start(config, tmp_path / "lr", sweep={"lr": [0.1, 0.2]}).train(cpu)
+    with pytest.raises(ConfigError, match="this sweep is over lr: its replicas' learning rates"):
+        Run.resume(tmp_path / "lr", epochs=4, lr=0.02)
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [

@@ -963,11 +963,22 @@ def _fixed_settings(config: RunConfig, network, fixed: dict) -> str | None:
         if value is not None and value != stored and not same_file:
             raise ConfigError(
                 f"{name} cannot change when resuming (the run was made with "
-                f"{stored!r}, not {value!r}); only {' and '.join(RESUMABLE)} can (the "
+                f"{_shown(name, stored)}, not {_shown(name, value)}); only "
+                f"{' and '.join(RESUMABLE)} can, and the data file's path when it moved (the "
                 "device and the outputs are chosen anew), so start a new run for this",
                 setting=name,
             )
     return moved
+
+
+def _shown(name: str, value) -> str:
+    """A setting's value as a user gives it: a full batch for no batch size, a list of
+    widths as 64,32, a name without quotes."""
+    if value is None:
+        return "full batch" if name == "batch_size" else "none"
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def _unfinished(source: Path, done: int, epochs: int) -> bool:

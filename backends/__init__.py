@@ -76,8 +76,8 @@ logger = logging.getLogger("handgrad")
 
 DTYPES = ("float32", "float64")
 VALID_DEVICES = (
-    "cpu, cuda, cuda:N, auto, strict, strict:device1, torch, torch:cuda, torch:cuda:N, "
-    "torch:mps, jax, jax:cpu, jax:gpu, jax:gpu:N"
+    "cpu, cuda, cuda:N, auto, strict, strict:device1, torch, torch:cpu, torch:cuda, "
+    "torch:cuda:N, torch:mps, jax, jax:cpu, jax:gpu, jax:gpu:N"
 )
 CUDA_EXTRAS = (
     "pip install -e '.[train,cuda12]' (CUDA 12) or -e '.[train,cuda13]' (CUDA 13) in the "

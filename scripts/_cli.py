@@ -92,14 +92,13 @@ def add_backend_args(
     parser: argparse.ArgumentParser, dtype: str | None = "float32", dtype_default: str = ""
 ) -> None:
     """--device, --dtype (default ``dtype``, or as ``dtype_default`` describes) and --debug."""
-    from backends import DTYPES
+    from backends import DTYPES, VALID_DEVICES
 
     parser.add_argument(
         "--device",
         default=None,
-        help="cpu, cuda, cuda:N, torch, torch:cuda[:N], torch:mps, jax, jax:gpu, auto, or "
-        "strict[:device1] (array-api-strict, for testing); default: $HANDGRAD_DEVICE or auto "
-        "(the GPU when CuPy and one work, else cpu)",
+        help=f"{VALID_DEVICES} (strict: array-api-strict, for testing; dask is refused); "
+        "default: $HANDGRAD_DEVICE or auto (the GPU when CuPy and one work, else cpu)",
     )
     parser.add_argument(
         "--dtype",

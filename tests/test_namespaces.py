@@ -98,7 +98,7 @@ def test_unknown_torch_and_jax_strings_list_the_valid_devices(bad):
     with pytest.raises(
         ConfigError,
         match=r"unknown device .*valid devices: cpu, cuda, cuda:N, auto, strict, strict:device1, "
-        r"torch, torch:cuda, torch:cuda:N, torch:mps, jax, jax:cpu, jax:gpu, jax:gpu:N$",
+        r"torch, torch:cpu, torch:cuda, torch:cuda:N, torch:mps, jax, jax:cpu, jax:gpu, jax:gpu:N$",
     ):
         get_backend(bad)
 

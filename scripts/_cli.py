@@ -30,6 +30,13 @@ REPORT = (
 
 
 _sigints: list[float] = []  # when each SIGINT arrived
+_early_stdout: list[str] = []  # what stdout gets when Ctrl-C ends the imports (train --json)
+
+
+def on_early_interrupt(text: str) -> None:
+    """Print ``text`` on stdout (a script's promised output, such as train.py --json's one
+    object) when Ctrl-C ends the process before its ``main`` runs."""
+    _early_stdout.append(text)
 
 
 def _on_sigint(signum, frame):
@@ -54,11 +61,13 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _excepthook(kind, exc, tb) -> None:
-    if issubclass(kind, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)  # Python then exits with status 130
-        return
-    if _interrupted(exc):
+    interrupted = _interrupted(exc)
+    if interrupted:
+        print(*_early_stdout, sep="\n", end="\n" if _early_stdout else "", flush=True)
         print("interrupted", file=sys.stderr, flush=True)
+    if issubclass(kind, KeyboardInterrupt):
+        return  # Python then exits with status 130
+    if interrupted:
         os._exit(130)  # as Python ends a KeyboardInterrupt; nothing has started yet
     traceback.print_exception(kind, exc, tb)
     print(REPORT, file=sys.stderr)

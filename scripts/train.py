@@ -25,11 +25,17 @@ target matrix whose rows are not all one-hot trains one sigmoid output per colum
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from shlex import quote
 
 import _cli  # first: it catches Ctrl-C during the imports below
+
+if "--json" in sys.argv[1:]:  # its one object, main's early one, when Ctrl-C ends the imports
+    _cli.on_early_interrupt(json.dumps({
+        "status": "interrupted", "epochs": None if "--resume" in sys.argv[1:] else 0, "paths": {},
+    }))  # fmt: skip
 
 from backends import get_backend, probe_cuda
 from backends.comm import connect, rank_device

@@ -345,6 +345,26 @@ def test_ctrl_c_that_a_library_turns_into_an_import_error_is_one_line_and_130(tm
     assert done.stderr == "interrupted\n" and done.returncode == 130, done.stderr
 
 
+@pytest.mark.parametrize("resume, epochs", [(False, 0), (True, None)])
+def test_json_reports_a_ctrl_c_during_the_imports(tmp_path, resume, epochs):
+    """train.py --json promises one object on stdout: also when Ctrl-C lands while its
+    imports run (here: as the backend switch is imported), before main runs."""
+    argv = ["train.py", "--json", *(["--resume", str(tmp_path)] if resume else [])]
+    code = (
+        f"import sys; sys.path.insert(0, 'scripts'); sys.argv = {argv!r}\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'backends':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import train\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.stderr == "interrupted\n", done.stderr
+    assert json.loads(done.stdout) == {"status": "interrupted", "epochs": epochs, "paths": {}}
+
+
 def test_a_bug_keeps_its_traceback_and_asks_to_be_reported(tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'scripts'); import _cli, train\n"

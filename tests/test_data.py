@@ -92,8 +92,10 @@ def test_a_pipe_named_like_a_streamable_file_is_refused_by_the_command(tmp_path,
     argv = ["--data", str(tmp_path / "data.npy"), "--device", "cpu", "--out", str(tmp_path / "r")]
     assert _cli.run(train.main, argv, train.FLAGS) == 2
     err = capsys.readouterr().err
-    assert err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, " \
+    assert (
+        err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, "
         "device or socket); pass an existing .npz, .npy or .csv file (--data)\n"
+    )
     assert not (tmp_path / "r").exists()
 
 

@@ -21,10 +21,10 @@ streamed instead of loaded (:func:`model.streaming.map_data`).
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 import math
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -157,7 +157,8 @@ def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarr
     column).
 
     A CSV's first row is a header when ``header`` is True, data when False, and when None
-    a header exactly when one of its fields is not a number; the choice is logged."""
+    a header when all its fields are text, data when all are numbers; the choice is
+    logged."""
     table, arrays, note = read_file(path, header=header)
     if arrays is not None:
         missing = {"X", "y"} - set(arrays)
@@ -266,29 +267,67 @@ def load_features(path, n_features: int, *, header: bool | None = None):
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
+    """The CSV's table of numbers and a note on its first row, which is a header when
+    ``header`` is True, data when False, and when None a header when all its fields are
+    text and data when all are numbers (a row mixing them is refused, as bad data or a
+    mistyped header would otherwise train silently or be dropped)."""
     # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
-    # first field, which would otherwise read as text and make a data row a header.
+    # first field, which would otherwise read as text.
     with open(path, encoding="utf-8-sig", errors="replace") as f:
-        first = f.readline()
-    if not first.strip():
-        raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
-    note = "the first row is " + ("a header" if header else "data")
-    if header is None:
-        header = not all(_is_number(field) for field in first.split(","))
-        note = "the first row is " + ("a header" if header else "data (no header)") + ", detected"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
-        table = np.loadtxt(
-            path,
-            delimiter=",",
-            skiprows=int(header),
-            ndmin=2,
-            dtype=np.float64,
-            encoding="utf-8-sig",
-        )
-    if table.shape[0] == 0:
-        raise DataError(f"data file {path} has a header but no data rows", setting="data")
-    return table, note
+        lines = enumerate(f, 1)
+        # A header the user names is the first line even when a '#' comment, as np.savetxt's
+        # header= writes it; a detected one is the first row np.loadtxt reads.
+        line, fields = next(_rows(lines, comments=not header), (0, []))
+        rows = _rows(lines)
+        if not fields:
+            raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
+        for sep, name in ((";", "';'"), ("\t", "tabs")):
+            if any(sep in field for field in fields):
+                raise DataError(
+                    f"data file {path} separates its fields with {name} (line {line}); handgrad "
+                    "reads comma-separated values: save it with ',' between fields, '.' in decimals"
+                )
+        detected = header is None
+        if detected:
+            text = [(i, field) for i, field in enumerate(fields, 1) if not _is_number(field)]
+            if 0 < len(text) < len(fields):
+                column, field = text[0]
+                raise DataError(
+                    f"the first row of {path} (line {line}) mixes numbers and text (field "
+                    f"{column}: {field!r}): a header's fields are all names, a data row's all "
+                    "numbers; fix that row"
+                )
+            header = bool(text)
+        if header:
+            data_line, data = next(rows, (0, []))
+            if not data:
+                raise DataError(f"data file {path} has a header but no data rows", setting="data")
+            if len(data) != len(fields):
+                raise DataError(
+                    f"the header of {path} (line {line}) has {len(fields)} fields but the first "
+                    f"data row (line {data_line}) has {len(data)}; give them the same number"
+                )
+    table = np.loadtxt(
+        path,
+        delimiter=",",
+        quotechar='"',
+        skiprows=line if header else 0,
+        ndmin=2,
+        dtype=np.float64,
+        encoding="utf-8-sig",
+    )
+    kind = "a header" if header else "data (no header)" if detected else "data"
+    return table, f"the first row is {kind}" + (", detected" if detected else "")
+
+
+def _rows(lines, comments: bool = True):
+    """``(line number, fields)`` of each row of the CSV's ``(line number, line)`` pairs,
+    the fields stripped of whitespace and unquoted; blank lines are skipped, as np.loadtxt
+    skips them, and so are '#' comment lines when ``comments``."""
+    for number, line in lines:
+        text = line.strip()
+        if text and not (comments and text.startswith("#")):
+            yield number, [field.strip() for field in next(csv.reader([line]))]
 
 
 def _is_number(text: str) -> bool:

@@ -1,10 +1,12 @@
 """Reading the user's data files (model/data.py, model/streaming.py): what a new user's
 trial found (issue 24): a byte-order mark, a pipe or device given as the file, a suffix
-in capitals."""
+in capitals; and what a later trial found in CSVs: a bad first row dropped as a header,
+quoted numbers and other separators misread."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import _cli
@@ -155,3 +157,68 @@ def test_targets_that_leave_nothing_to_learn_name_the_data(tmp_path, capsys, los
     argv += [] if loss is None else ["--loss", loss]
     assert _cli.run(train.main, argv, train.FLAGS) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+GOOD_CSVS = {
+    "header": "a,b,label\n0.125,-2.5,0\n1,2,1\n",
+    "no header": "0.125,-2.5,0\n1,2,1\n",
+    "BOM and header": "\ufeffa,b,label\n0.125,-2.5,0\n1,2,1\n",
+    "quoted numbers": '"0.125","-2.5","0"\n"1","2","1"\n',
+    "quoted header": '"a","b, in cm","label"\n"0.125","-2.5","0"\n1,2,1\n',
+    "comments and blank lines": "# a,b,label\n\n0.125, -2.5 ,0\n# note\n1,2,1\n",
+}
+
+
+@pytest.mark.parametrize("text", GOOD_CSVS.values(), ids=GOOD_CSVS.keys())
+def test_a_header_is_a_row_of_names_and_every_data_row_is_read(tmp_path, text):
+    path = tmp_path / "good.csv"
+    path.write_text(text, encoding="utf-8")
+    X, y = load_file(path)
+    np.testing.assert_array_equal(X, [[0.125, -2.5], [1, 2]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+@pytest.mark.parametrize(
+    "first,field",
+    [("1,2x,0", "field 2: '2x'"),  # 3 fields where the data rows have 5
+     ("5.1,3.5,1.4,0.2,O", "field 5: 'O'")],  # a letter O for a zero
+)  # fmt: skip
+def test_a_first_row_mixing_numbers_and_text_is_refused(tmp_path, capsys, first, field):
+    """Such a row was dropped as a header and training went on, exit 0, one row fewer."""
+    path = tmp_path / "f.csv"
+    path.write_text(f"{first}\n4.9,3.0,1.4,0.2,0\n4.7,3.2,1.3,0.2,1\n")
+    line = (
+        f"the first row of {path} (line 1) mixes numbers and text ({field}): a header's fields "
+        "are all names, a data row's all numbers; fix that row"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path)
+    argv = ["--data", str(path), "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    assert capsys.readouterr().err.startswith(f"error: {line}")
+
+
+@pytest.mark.parametrize("header", [None, True])
+def test_a_header_as_wide_as_the_data_rows(tmp_path, header):
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,c,label\n\n0.125,-2.5,0\n")  # a blank line between
+    line = (
+        f"the header of {path} (line 1) has 4 fields but the first data row (line 3) has 3; "
+        "give them the same number"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path, header=header)
+
+
+@pytest.mark.parametrize("sep,name", [(";", "';'"), ("\t", "tabs")])
+def test_another_separator_is_named(tmp_path, sep, name):
+    """A ';' or tab file had its first row taken as a header, then failed at "row 0"."""
+    path = tmp_path / "f.csv"
+    path.write_text(f"1.5{sep}2{sep}0\n3{sep}4{sep}1\n")
+    line = (
+        f"data file {path} separates its fields with {name} (line 1); handgrad reads "
+        "comma-separated values: save it with ',' between fields, '.' in decimals"
+    )
+    for header in (None, True, False):
+        with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+            load_file(path, header=header)

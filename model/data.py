@@ -268,9 +268,7 @@ def load_features(path, n_features: int, *, header: bool | None = None):
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
     """The CSV's table of numbers and a note on its first row, which is a header when
-    ``header`` is True, data when False, and when None a header when all its fields are
-    text and data when all are numbers (a row mixing them is refused, as bad data or a
-    mistyped header would otherwise train silently or be dropped)."""
+    ``header`` is True, data when False, and when None as :func:`_is_header` finds."""
     # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
     # first field, which would otherwise read as text.
     with open(path, encoding="utf-8-sig", errors="replace") as f:
@@ -289,15 +287,7 @@ def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
                 )
         detected = header is None
         if detected:
-            text = [(i, field) for i, field in enumerate(fields, 1) if not _is_number(field)]
-            if 0 < len(text) < len(fields):
-                column, field = text[0]
-                raise DataError(
-                    f"the first row of {path} (line {line}) mixes numbers and text (field "
-                    f"{column}: {field!r}): a header's fields are all names, a data row's all "
-                    "numbers; fix that row"
-                )
-            header = bool(text)
+            header = _is_header(path, line, fields, rows)
         if header:
             data_line, data = next(rows, (0, []))
             if not data:
@@ -307,17 +297,46 @@ def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
                     f"the header of {path} (line {line}) has {len(fields)} fields but the first "
                     f"data row (line {data_line}) has {len(data)}; give them the same number"
                 )
-    table = np.loadtxt(
-        path,
-        delimiter=",",
-        quotechar='"',
-        skiprows=line if header else 0,
-        ndmin=2,
-        dtype=np.float64,
-        encoding="utf-8-sig",
-    )
+    skip = line if header else 0
+    try:
+        table = np.loadtxt(
+            path,
+            delimiter=",",
+            quotechar='"',
+            skiprows=skip,
+            ndmin=2,
+            dtype=np.float64,
+            encoding="utf-8-sig",
+        )
+    except ValueError:  # its message counts rows from 0 after the header: find the line here
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            error = _bad_row(path, _rows((n, text) for n, text in enumerate(f, 1) if n > skip))
+        if error is None:
+            raise
+        raise error from None
     kind = "a header" if header else "data (no header)" if detected else "data"
     return table, f"the first row is {kind}" + (", detected" if detected else "")
+
+
+def _is_header(path: Path, line: int, fields: list[str], rows) -> bool:
+    """Whether the CSV's first row, ``fields`` at ``line``, is a header: True when all its
+    fields are text, False when all are numbers. A row mixing them is refused, as bad data
+    or a mistyped header would otherwise be dropped as a header or trained on; ``rows``,
+    the rows after it, tell text labels without a header from a typo."""
+    text = [(i, field) for i, field in enumerate(fields, 1) if not _is_number(field)]
+    if len(text) in (0, len(fields)):
+        return bool(text)
+    column, field = text[0]
+    after = next(rows, None)
+    empty = not any(name for _, name in text)
+    # text labels and no header: the next row's last field is text too
+    labels = text == [(len(fields), field)] and after and not _is_number(after[1][-1])
+    if empty or labels:
+        raise _cell_error(path, line, column, field, len(fields))
+    raise DataError(
+        f"the first row of {path} (line {line}) mixes numbers and text (field {column}: "
+        f"{field!r}): a header's fields are all names, a data row's all numbers; fix that row"
+    )
 
 
 def _rows(lines, comments: bool = True):
@@ -328,6 +347,42 @@ def _rows(lines, comments: bool = True):
         text = line.strip()
         if text and not (comments and text.startswith("#")):
             yield number, [field.strip() for field in next(csv.reader([line]))]
+
+
+def _bad_row(path: Path, rows) -> DataError | None:
+    """The error for the first of the CSV's data ``rows`` that is not a row of numbers as
+    wide as the first: it names the line and the column, both from 1, and the fix. None
+    where all look right."""
+    width = first = None
+    for line, fields in rows:
+        if width is None:
+            width, first = len(fields), line
+        if len(fields) != width:
+            return DataError(
+                f"data file {path}: every row needs {width} fields, as line {first} has, and "
+                f"line {line} has {len(fields)}; give every row the same number of fields"
+            )
+        for column, field in enumerate(fields, 1):
+            if not _is_number(field):
+                return _cell_error(path, line, column, field, width)
+    return None
+
+
+def _cell_error(path: Path, line: int, column: int, field: str, width: int) -> DataError:
+    """The error for ``field``, not a number, at ``line`` and ``column`` of a CSV whose
+    rows have ``width`` fields, the last the target."""
+    where = f"data file {path}, line {line}, column {column}"
+    if not field:
+        return DataError(f"{where} is empty; fill in that cell or drop the row")
+    if column == width:
+        return DataError(
+            f"{where} (the target) holds the text {field!r}; encode text labels as integers "
+            "0..K-1, one per class"
+        )
+    return DataError(
+        f"{where} holds the text {field!r}; a feature must be a number in every row: fix the "
+        "cell, or encode a text column as numbers or drop it"
+    )
 
 
 def _is_number(text: str) -> bool:

@@ -222,3 +222,48 @@ def test_another_separator_is_named(tmp_path, sep, name):
     for header in (None, True, False):
         with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
             load_file(path, header=header)
+
+
+BAD_CELLS = {
+    "empty cell": ("a,b,label\n0.125,-2.5,0\n1,,1\n", "line 3, column 2 is empty; fill in that "
+                   "cell or drop the row"),
+    "empty cell, first row": ("0.125,,0\n1,2,1\n", "line 1, column 2 is empty; fill in that cell "
+                              "or drop the row"),
+    "text label": ("a,b,label\n0.125,-2.5,red\n1,2,blue\n", "line 2, column 3 (the target) holds "
+                   "the text 'red'; encode text labels as integers 0..K-1, one per class"),
+    "text label, no header": ("0.125,-2.5,red\n1,2,blue\n", "line 1, column 3 (the target) holds "
+                              "the text 'red'; encode text labels as integers 0..K-1, one per "
+                              "class"),
+    "text feature": ("a,b,label\n0.125,-2.5,0\n\n# a note\n1,red,1\n", "line 5, column 2 holds "
+                     "the text 'red'; a feature must be a number in every row: fix the cell, or "
+                     "encode a text column as numbers or drop it"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text,where", BAD_CELLS.values(), ids=BAD_CELLS.keys())
+def test_a_bad_cell_is_named_by_its_line_and_column(tmp_path, text, where):
+    """np.loadtxt's "at row 2, column 3" counted rows from 0 after the header, and the fix
+    said every row must hold the same number of numbers, whatever the cell held."""
+    path = tmp_path / "f.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"^{re.escape(f'data file {path}, {where}')}$"):
+        load_file(path)
+
+
+def test_a_ragged_row_is_named_with_both_widths(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,label\n0.125,-2.5,0\n1,2\n")
+    line = (
+        f"data file {path}: every row needs 3 fields, as line 2 has, and line 3 has 2; give "
+        "every row the same number of fields"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path)
+
+
+def test_a_cell_only_np_loadtxt_refuses_gets_its_message(tmp_path):
+    """float() reads 1_0 and np.loadtxt does not: no cell is found, so its own message."""
+    path = tmp_path / "f.csv"
+    path.write_text("1_0,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"is unreadable \(could not convert string '1_0'"):
+        load_file(path)

@@ -21,10 +21,10 @@ streamed instead of loaded (:func:`model.streaming.map_data`).
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 import math
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -157,7 +157,8 @@ def load_file(path, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarr
     column).
 
     A CSV's first row is a header when ``header`` is True, data when False, and when None
-    a header exactly when one of its fields is not a number; the choice is logged."""
+    a header when all its fields are text, data when all are numbers; the choice is
+    logged."""
     table, arrays, note = read_file(path, header=header)
     if arrays is not None:
         missing = {"X", "y"} - set(arrays)
@@ -266,29 +267,122 @@ def load_features(path, n_features: int, *, header: bool | None = None):
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, str]:
+    """The CSV's table of numbers and a note on its first row, which is a header when
+    ``header`` is True, data when False, and when None as :func:`_is_header` finds."""
     # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
-    # first field, which would otherwise read as text and make a data row a header.
+    # first field, which would otherwise read as text.
     with open(path, encoding="utf-8-sig", errors="replace") as f:
-        first = f.readline()
-    if not first.strip():
-        raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
-    note = "the first row is " + ("a header" if header else "data")
-    if header is None:
-        header = not all(_is_number(field) for field in first.split(","))
-        note = "the first row is " + ("a header" if header else "data (no header)") + ", detected"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": below
+        lines = enumerate(f, 1)
+        # A header the user names is the first line even when a '#' comment, as np.savetxt's
+        # header= writes it; a detected one is the first row np.loadtxt reads.
+        line, fields = next(_rows(lines, comments=not header), (0, []))
+        rows = _rows(lines)
+        if not fields:
+            raise DataError(f"data file {path} is empty; it needs rows of comma-separated numbers")
+        for sep, name in ((";", "';'"), ("\t", "tabs")):
+            if any(sep in field for field in fields):
+                raise DataError(
+                    f"data file {path} separates its fields with {name} (line {line}); handgrad "
+                    "reads comma-separated values: save it with ',' between fields, '.' in decimals"
+                )
+        detected = header is None
+        if detected:
+            header = _is_header(path, line, fields, rows)
+        if header:
+            data_line, data = next(rows, (0, []))
+            if not data:
+                raise DataError(f"data file {path} has a header but no data rows", setting="data")
+            if len(data) != len(fields):
+                raise DataError(
+                    f"the header of {path} (line {line}) has {len(fields)} fields but the first "
+                    f"data row (line {data_line}) has {len(data)}; give them the same number"
+                )
+    skip = line if header else 0
+    try:
         table = np.loadtxt(
             path,
             delimiter=",",
-            skiprows=int(header),
+            quotechar='"',
+            skiprows=skip,
             ndmin=2,
             dtype=np.float64,
             encoding="utf-8-sig",
         )
-    if table.shape[0] == 0:
-        raise DataError(f"data file {path} has a header but no data rows", setting="data")
-    return table, note
+    except ValueError:  # its message counts rows from 0 after the header: find the line here
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            error = _bad_row(path, _rows((n, text) for n, text in enumerate(f, 1) if n > skip))
+        if error is None:
+            raise
+        raise error from None
+    kind = "a header" if header else "data (no header)" if detected else "data"
+    return table, f"the first row is {kind}" + (", detected" if detected else "")
+
+
+def _is_header(path: Path, line: int, fields: list[str], rows) -> bool:
+    """Whether the CSV's first row, ``fields`` at ``line``, is a header: True when all its
+    fields are text, False when all are numbers. A row mixing them is refused, as bad data
+    or a mistyped header would otherwise be dropped as a header or trained on; ``rows``,
+    the rows after it, tell text labels without a header from a typo."""
+    text = [(i, field) for i, field in enumerate(fields, 1) if not _is_number(field)]
+    if len(text) in (0, len(fields)):
+        return bool(text)
+    column, field = text[0]
+    after = next(rows, None)
+    empty = not any(name for _, name in text)
+    # text labels and no header: the next row's last field is text too
+    labels = text == [(len(fields), field)] and after and not _is_number(after[1][-1])
+    if empty or labels:
+        raise _cell_error(path, line, column, field, len(fields))
+    raise DataError(
+        f"the first row of {path} (line {line}) mixes numbers and text (field {column}: "
+        f"{field!r}): a header's fields are all names, a data row's all numbers; fix that row"
+    )
+
+
+def _rows(lines, comments: bool = True):
+    """``(line number, fields)`` of each row of the CSV's ``(line number, line)`` pairs,
+    the fields stripped of whitespace and unquoted; blank lines are skipped, as np.loadtxt
+    skips them, and so are '#' comment lines when ``comments``."""
+    for number, line in lines:
+        text = line.strip()
+        if text and not (comments and text.startswith("#")):
+            yield number, [field.strip() for field in next(csv.reader([line]))]
+
+
+def _bad_row(path: Path, rows) -> DataError | None:
+    """The error for the first of the CSV's data ``rows`` that is not a row of numbers as
+    wide as the first: it names the line and the column, both from 1, and the fix. None
+    where all look right."""
+    width = first = None
+    for line, fields in rows:
+        if width is None:
+            width, first = len(fields), line
+        if len(fields) != width:
+            return DataError(
+                f"data file {path}: every row needs {width} fields, as line {first} has, and "
+                f"line {line} has {len(fields)}; give every row the same number of fields"
+            )
+        for column, field in enumerate(fields, 1):
+            if not _is_number(field):
+                return _cell_error(path, line, column, field, width)
+    return None
+
+
+def _cell_error(path: Path, line: int, column: int, field: str, width: int) -> DataError:
+    """The error for ``field``, not a number, at ``line`` and ``column`` of a CSV whose
+    rows have ``width`` fields, the last the target."""
+    where = f"data file {path}, line {line}, column {column}"
+    if not field:
+        return DataError(f"{where} is empty; fill in that cell or drop the row")
+    if column == width:
+        return DataError(
+            f"{where} (the target) holds the text {field!r}; encode text labels as integers "
+            "0..K-1, one per class"
+        )
+    return DataError(
+        f"{where} holds the text {field!r}; a feature must be a number in every row: fix the "
+        "cell, or encode a text column as numbers or drop it"
+    )
 
 
 def _is_number(text: str) -> bool:

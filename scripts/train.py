@@ -127,8 +127,8 @@ def parse_args(argv):
     data.add_argument(
         "--data",
         help="your data: .npz with arrays X, y, or .npy or .csv with the target in the last "
-        "column (a CSV header row is detected); an uncompressed .npz or .npy of 1 GiB or "
-        "more is streamed from disk",
+        "column (a CSV's first row is a header when all its fields are names); an "
+        "uncompressed .npz or .npy of 1 GiB or more is streamed from disk",
     )
     p.add_argument(
         "--standardize",

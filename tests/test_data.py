@@ -1,10 +1,12 @@
 """Reading the user's data files (model/data.py, model/streaming.py): what a new user's
 trial found (issue 24): a byte-order mark, a pipe or device given as the file, a suffix
-in capitals."""
+in capitals; and what a later trial found in CSVs: a bad first row dropped as a header,
+quoted numbers and other separators misread."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import _cli
@@ -92,8 +94,10 @@ def test_a_pipe_named_like_a_streamable_file_is_refused_by_the_command(tmp_path,
     argv = ["--data", str(tmp_path / "data.npy"), "--device", "cpu", "--out", str(tmp_path / "r")]
     assert _cli.run(train.main, argv, train.FLAGS) == 2
     err = capsys.readouterr().err
-    assert err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, " \
+    assert (
+        err == f"error: data file {tmp_path / 'data.npy'}: not a regular file (a pipe, "
         "device or socket); pass an existing .npz, .npy or .csv file (--data)\n"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -153,3 +157,113 @@ def test_targets_that_leave_nothing_to_learn_name_the_data(tmp_path, capsys, los
     argv += [] if loss is None else ["--loss", loss]
     assert _cli.run(train.main, argv, train.FLAGS) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+GOOD_CSVS = {
+    "header": "a,b,label\n0.125,-2.5,0\n1,2,1\n",
+    "no header": "0.125,-2.5,0\n1,2,1\n",
+    "BOM and header": "\ufeffa,b,label\n0.125,-2.5,0\n1,2,1\n",
+    "quoted numbers": '"0.125","-2.5","0"\n"1","2","1"\n',
+    "quoted header": '"a","b, in cm","label"\n"0.125","-2.5","0"\n1,2,1\n',
+    "comments and blank lines": "# a,b,label\n\n0.125, -2.5 ,0\n# note\n1,2,1\n",
+}
+
+
+@pytest.mark.parametrize("text", GOOD_CSVS.values(), ids=GOOD_CSVS.keys())
+def test_a_header_is_a_row_of_names_and_every_data_row_is_read(tmp_path, text):
+    path = tmp_path / "good.csv"
+    path.write_text(text, encoding="utf-8")
+    X, y = load_file(path)
+    np.testing.assert_array_equal(X, [[0.125, -2.5], [1, 2]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+@pytest.mark.parametrize(
+    "first,field",
+    [("1,2x,0", "field 2: '2x'"),  # 3 fields where the data rows have 5
+     ("5.1,3.5,1.4,0.2,O", "field 5: 'O'")],  # a letter O for a zero
+)  # fmt: skip
+def test_a_first_row_mixing_numbers_and_text_is_refused(tmp_path, capsys, first, field):
+    """Such a row was dropped as a header and training went on, exit 0, one row fewer."""
+    path = tmp_path / "f.csv"
+    path.write_text(f"{first}\n4.9,3.0,1.4,0.2,0\n4.7,3.2,1.3,0.2,1\n")
+    line = (
+        f"the first row of {path} (line 1) mixes numbers and text ({field}): a header's fields "
+        "are all names, a data row's all numbers; fix that row"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path)
+    argv = ["--data", str(path), "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert _cli.run(train.main, argv, train.FLAGS) == 2
+    assert capsys.readouterr().err.startswith(f"error: {line}")
+
+
+@pytest.mark.parametrize("header", [None, True])
+def test_a_header_as_wide_as_the_data_rows(tmp_path, header):
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,c,label\n\n0.125,-2.5,0\n")  # a blank line between
+    line = (
+        f"the header of {path} (line 1) has 4 fields but the first data row (line 3) has 3; "
+        "give them the same number"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path, header=header)
+
+
+@pytest.mark.parametrize("sep,name", [(";", "';'"), ("\t", "tabs")])
+def test_another_separator_is_named(tmp_path, sep, name):
+    """A ';' or tab file had its first row taken as a header, then failed at "row 0"."""
+    path = tmp_path / "f.csv"
+    path.write_text(f"1.5{sep}2{sep}0\n3{sep}4{sep}1\n")
+    line = (
+        f"data file {path} separates its fields with {name} (line 1); handgrad reads "
+        "comma-separated values: save it with ',' between fields, '.' in decimals"
+    )
+    for header in (None, True, False):
+        with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+            load_file(path, header=header)
+
+
+BAD_CELLS = {
+    "empty cell": ("a,b,label\n0.125,-2.5,0\n1,,1\n", "line 3, column 2 is empty; fill in that "
+                   "cell or drop the row"),
+    "empty cell, first row": ("0.125,,0\n1,2,1\n", "line 1, column 2 is empty; fill in that cell "
+                              "or drop the row"),
+    "text label": ("a,b,label\n0.125,-2.5,red\n1,2,blue\n", "line 2, column 3 (the target) holds "
+                   "the text 'red'; encode text labels as integers 0..K-1, one per class"),
+    "text label, no header": ("0.125,-2.5,red\n1,2,blue\n", "line 1, column 3 (the target) holds "
+                              "the text 'red'; encode text labels as integers 0..K-1, one per "
+                              "class"),
+    "text feature": ("a,b,label\n0.125,-2.5,0\n\n# a note\n1,red,1\n", "line 5, column 2 holds "
+                     "the text 'red'; a feature must be a number in every row: fix the cell, or "
+                     "encode a text column as numbers or drop it"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text,where", BAD_CELLS.values(), ids=BAD_CELLS.keys())
+def test_a_bad_cell_is_named_by_its_line_and_column(tmp_path, text, where):
+    """np.loadtxt's "at row 2, column 3" counted rows from 0 after the header, and the fix
+    said every row must hold the same number of numbers, whatever the cell held."""
+    path = tmp_path / "f.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"^{re.escape(f'data file {path}, {where}')}$"):
+        load_file(path)
+
+
+def test_a_ragged_row_is_named_with_both_widths(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,label\n0.125,-2.5,0\n1,2\n")
+    line = (
+        f"data file {path}: every row needs 3 fields, as line 2 has, and line 3 has 2; give "
+        "every row the same number of fields"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(line)}$"):
+        load_file(path)
+
+
+def test_a_cell_only_np_loadtxt_refuses_gets_its_message(tmp_path):
+    """float() reads 1_0 and np.loadtxt does not: no cell is found, so its own message."""
+    path = tmp_path / "f.csv"
+    path.write_text("1_0,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"is unreadable \(could not convert string '1_0'"):
+        load_file(path)

@@ -298,7 +298,8 @@ class Run:
             with about("init"):
                 source = checkpoint_source(init)  # a run folder too
                 params = load_host_params(source, model)
-                _warn_if_init_differs(source, data)
+                if _root(comm):  # one voice: rank 0's
+                    _warn_if_init_differs(source, data)
             if grid is not None:
                 params = stack_params([params] * len(grid))
         rows = data.X.shape[0] + _rows(data.X_val)

@@ -114,14 +114,15 @@ class RunConfig:
     dtype: str = "float32"
     norm: str = "none"
     dropout: float = 0.0
-    schedule: str = "constant"
-    lr_step_size: int = 10
-    lr_factor: float = 0.1
-    lr_patience: int = 10
-    lr_threshold: float = 0.0
-    lr_power: float = 0.5
-    lr_min: float = 0.0
-    lr_period: int | None = None
+    # the schedule's settings (model.schedules.SETTINGS), with the Schedule's own defaults
+    schedule: str = Schedule.name
+    lr_step_size: int = Schedule.step_size
+    lr_factor: float = Schedule.factor
+    lr_patience: int = Schedule.patience
+    lr_threshold: float = Schedule.threshold
+    lr_power: float = Schedule.power
+    lr_min: float = Schedule.lr_min
+    lr_period: int | None = Schedule.period
     early_stopping: int | None = None
     min_delta: float = 0.0
     clip_grad: float | None = None

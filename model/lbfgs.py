@@ -64,8 +64,6 @@ from model.optimizers import Optimizer, _check, add_decayed_weights, replica_sca
 
 __all__ = ["LBFGS"]
 
-SCALARS = ("loss", "rho", "gamma", "stalled")  # the state's per-network host values
-
 
 @dataclasses.dataclass(frozen=True)
 class LBFGS(Optimizer):

@@ -167,17 +167,14 @@ class Freezer:
             self._hold(params, state, params, [d is not None for d in self.diverged])
 
     @property
-    def all_diverged(self) -> bool:
-        return all(d is not None for d in self.diverged)
+    def held(self) -> list[bool]:
+        """Per network: whether it has diverged or stopped, and is held still."""
+        return [d is not None or s for d, s in zip(self.diverged, self.stopped, strict=True)]
 
     @property
     def all_held(self) -> bool:
         """Whether every network has diverged or stopped: nothing is left to train."""
-        return all(d is not None or s for d, s in zip(self.diverged, self.stopped, strict=True))
-
-    @property
-    def held(self) -> list[bool]:
-        return [d is not None or s for d, s in zip(self.diverged, self.stopped, strict=True)]
+        return all(self.held)
 
     def use(self, optimizer) -> None:
         """Step with ``optimizer`` (the epoch's learning rates), the held networks held."""

@@ -291,7 +291,7 @@ def _normalized_backward(dY, cache, gamma, axis: int, xp, inplace: bool):
         dX^ = dY * gamma,   dX = (dX^ - mean(dX^) - X^ mean(dX^ X^)) / s   (means over axis)
     """
     xh, inv = cache[0], cache[1]
-    grads = {"beta": xp.sum(dY, axis=-2), "gamma": xp.sum(dY * xh, axis=-2)}
+    grads = _affine_grads(dY, xh, xp)
     if inplace:
         dY *= _rows(gamma)
         dxh = dY
@@ -324,6 +324,11 @@ def _affine(xh, params):
     y = xh * _rows(params["gamma"])
     y += _rows(params["beta"])
     return y
+
+
+def _affine_grads(dY, xh, xp) -> dict:
+    """Of :func:`_affine`: dbeta = sum over rows of dY, dgamma = sum over rows of dY * X^."""
+    return {"beta": xp.sum(dY, axis=-2), "gamma": xp.sum(dY * xh, axis=-2)}
 
 
 def _eps(value) -> float:
@@ -432,8 +437,7 @@ class BatchNorm(Layer):
         xp = xp or array_namespace(dY)
         if cache[2] is None:  # evaluation mode: X^ is an affine map of X
             xh, inv, _ = cache
-            grads = {"beta": xp.sum(dY, axis=-2), "gamma": xp.sum(dY * xh, axis=-2)}
-            return dY * (_rows(params["gamma"]) * inv), grads
+            return dY * (_rows(params["gamma"]) * inv), _affine_grads(dY, xh, xp)
         return _normalized_backward(dY, cache, params["gamma"], -2, xp, inplace)
 
     def new_state(self, cache) -> dict:

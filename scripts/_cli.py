@@ -182,9 +182,11 @@ def run(
     names itself in that line (a bug keeps its traceback) and ends every rank with its
     status (MPI abort), since the others may be waiting for it in a collective. Ranks
     other than 0 wait :data:`ABORT_GRACE` seconds first: an error that every rank meets
-    is then reported once, by rank 0, whose abort ends them. A rank whose communication
-    failed because another rank is gone (killed) prints nothing, no traceback: the
-    launcher reports the lost rank and ends the others (:func:`_await_launcher`)."""
+    is then reported once, by rank 0, whose abort ends them. The abort comes
+    :data:`FORWARD_GRACE` seconds after the line: launchers forward output asynchronously,
+    and an abort may drop what is in flight. A rank whose communication failed because
+    another rank is gone (killed) prints nothing, no traceback: the launcher reports the
+    lost rank and ends the others (:func:`_await_launcher`)."""
     from backends.comm import active
 
     status, line = _outcome(main, argv, flags or {})
@@ -197,13 +199,16 @@ def run(
         time.sleep(ABORT_GRACE)
     if line:
         rank = f"rank {comm.rank} of {comm.size}: " if distributed else ""
-        print(f"{line[0]}{rank}{line[1]}", file=sys.stderr)
+        print(f"{line[0]}{rank}{line[1]}", file=sys.stderr, flush=True)
     if status and distributed:
+        if line:  # the launcher forwards it asynchronously; an abort at once may drop it
+            time.sleep(FORWARD_GRACE)
         comm.abort(status)
     return status
 
 
-ABORT_GRACE = 1.0  # seconds
+ABORT_GRACE = 1.5  # seconds
+FORWARD_GRACE = 0.3  # seconds the launcher has to forward a rank's line before its abort
 LAUNCHER_GRACE = 10.0  # seconds a rank that lost another waits for the launcher to end it
 LOST_RANK = -1  # _outcome's status when another rank is gone
 
